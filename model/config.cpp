@@ -1,0 +1,220 @@
+#include "model/config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "model/error.h"
+
+namespace flamingo {
+namespace {
+
+using nlohmann::json;
+
+class Reader {
+ public:
+  Reader(const json& obj, std::string source, std::string prefix)
+      : obj_(obj), source_(std::move(source)), prefix_(std::move(prefix)) {}
+
+  template <typename T>
+  void get(const char* key, T& out) const {
+    auto it = obj_.find(key);
+    if (it == obj_.end() || it->is_null()) return;  // class default
+    try {
+      if constexpr (std::is_same_v<T, int64_t>) {
+        if (!it->is_number_integer()) throw std::invalid_argument("integer");
+        out = it->template get<int64_t>();
+      } else if constexpr (std::is_same_v<T, double>) {
+        if (!it->is_number()) throw std::invalid_argument("number");
+        out = it->template get<double>();
+      } else if constexpr (std::is_same_v<T, bool>) {
+        if (!it->is_boolean()) throw std::invalid_argument("boolean");
+        out = it->template get<bool>();
+      } else {
+        if (!it->is_string()) throw std::invalid_argument("string");
+        out = it->template get<std::string>();
+      }
+    } catch (const std::invalid_argument& e) {
+      throw Error(source_ + ": key '" + prefix_ + key + "' must be a " + e.what() + ", found " +
+                  it->dump());
+    }
+  }
+
+  void positive(const char* key, int64_t value) const {
+    if (value <= 0) {
+      throw Error(source_ + ": key '" + prefix_ + key + "' must be > 0, found " +
+                  std::to_string(value));
+    }
+  }
+
+  [[noreturn]] void fail(const std::string& key, const std::string& expected,
+                         const std::string& found) const {
+    throw Error(source_ + ": key '" + prefix_ + key + "': expected " + expected + ", found " +
+                found);
+  }
+
+ private:
+  const json& obj_;
+  std::string source_;
+  std::string prefix_;
+};
+
+void check_model_type(const json& obj, const char* key, const std::string& source,
+                      std::initializer_list<const char*> accepted) {
+  auto it = obj.find("model_type");
+  if (it == obj.end()) return;
+  std::string found = it->is_string() ? it->get<std::string>() : it->dump();
+  for (const char* a : accepted) {
+    if (found == a) return;
+  }
+  std::string list;
+  for (const char* a : accepted) list += (list.empty() ? "\"" : ", \"") + std::string(a) + "\"";
+  throw Error(source + ": unsupported " + key + " \"" + found + "\" (supported: " + list + ")");
+}
+
+VisionConfig parse_vision(const json& obj, const std::string& source) {
+  check_model_type(obj, "vision_config.model_type", source, {"idefics", "idefics_vision"});
+  Reader r(obj, source, "vision_config.");
+  VisionConfig v;
+  r.get("hidden_size", v.embed_dim);
+  r.get("embed_dim", v.embed_dim);
+  r.get("image_size", v.image_size);
+  r.get("patch_size", v.patch_size);
+  r.get("num_hidden_layers", v.num_hidden_layers);
+  r.get("num_attention_heads", v.num_attention_heads);
+  r.get("intermediate_size", v.intermediate_size);
+  r.get("num_channels", v.num_channels);
+  r.get("layer_norm_eps", v.layer_norm_eps);
+  r.get("hidden_act", v.hidden_act);
+  r.positive("embed_dim", v.embed_dim);
+  r.positive("image_size", v.image_size);
+  r.positive("patch_size", v.patch_size);
+  r.positive("num_hidden_layers", v.num_hidden_layers);
+  r.positive("num_attention_heads", v.num_attention_heads);
+  r.positive("intermediate_size", v.intermediate_size);
+  if (v.num_channels != 3) r.fail("num_channels", "3", std::to_string(v.num_channels));
+  if (v.embed_dim % v.num_attention_heads != 0) {
+    r.fail("embed_dim",
+           "a multiple of num_attention_heads " + std::to_string(v.num_attention_heads),
+           std::to_string(v.embed_dim));
+  }
+  if (v.image_size % v.patch_size != 0) {
+    r.fail("image_size", "a multiple of patch_size " + std::to_string(v.patch_size),
+           std::to_string(v.image_size));
+  }
+  if (v.hidden_act != "gelu" && v.hidden_act != "quick_gelu" && v.hidden_act != "gelu_new" &&
+      v.hidden_act != "gelu_pytorch_tanh") {
+    r.fail("hidden_act", "one of gelu, quick_gelu, gelu_new, gelu_pytorch_tanh",
+           "\"" + v.hidden_act + "\"");
+  }
+  return v;
+}
+
+PerceiverConfig parse_perceiver(const json& obj, const std::string& source) {
+  check_model_type(obj, "perceiver_config.model_type", source,
+                   {"idefics", "idefics_perciever", "idefics_perceiver"});
+  Reader r(obj, source, "perceiver_config.");
+  PerceiverConfig p;
+  r.get("resampler_n_latents", p.resampler_n_latents);
+  r.get("resampler_depth", p.resampler_depth);
+  r.get("resampler_n_heads", p.resampler_n_heads);
+  r.get("resampler_head_dim", p.resampler_head_dim);
+  r.get("qk_layer_norms_perceiver", p.qk_layer_norms_perceiver);
+  r.positive("resampler_n_latents", p.resampler_n_latents);
+  r.positive("resampler_depth", p.resampler_depth);
+  r.positive("resampler_n_heads", p.resampler_n_heads);
+  r.positive("resampler_head_dim", p.resampler_head_dim);
+  return p;
+}
+
+}  // namespace
+
+ModelConfig parse_model_config(const std::string& json_text, const std::string& source) {
+  json root;
+  try {
+    root = json::parse(json_text);
+  } catch (const json::exception& e) {
+    throw Error(source + ": malformed JSON: " + e.what());
+  }
+  if (!root.is_object()) throw Error(source + ": expected a JSON object at the top level");
+  ModelConfig c;
+  {
+    auto it = root.find("model_type");
+    if (it == root.end() || !it->is_string()) {
+      throw Error(source + ": missing key 'model_type' (expected \"idefics\")");
+    }
+  }
+  check_model_type(root, "model_type", source, {"idefics"});
+  Reader r(root, source, "");
+  r.get("model_type", c.model_type);
+  r.get("vocab_size", c.vocab_size);
+  r.get("additional_vocab_size", c.additional_vocab_size);
+  r.get("hidden_size", c.hidden_size);
+  r.get("intermediate_size", c.intermediate_size);
+  r.get("num_hidden_layers", c.num_hidden_layers);
+  r.get("num_attention_heads", c.num_attention_heads);
+  r.get("hidden_act", c.hidden_act);
+  r.get("rms_norm_eps", c.rms_norm_eps);
+  if (root.contains("max_position_embeddings") && !root["max_position_embeddings"].is_null()) {
+    r.get("max_position_embeddings", c.max_position_embeddings);
+    c.max_position_embeddings_in_config = true;
+  }
+  r.get("cross_layer_interval", c.cross_layer_interval);
+  r.get("qk_layer_norms", c.qk_layer_norms);
+  r.get("alpha_type", c.alpha_type);
+  r.get("tie_word_embeddings", c.tie_word_embeddings);
+  r.get("use_resampler", c.use_resampler);
+  r.get("pad_token_id", c.pad_token_id);
+  r.get("bos_token_id", c.bos_token_id);
+  r.get("eos_token_id", c.eos_token_id);
+  r.get("torch_dtype", c.torch_dtype);
+  for (auto [key, value] :
+       {std::pair{"vocab_size", c.vocab_size}, std::pair{"hidden_size", c.hidden_size},
+        std::pair{"intermediate_size", c.intermediate_size},
+        std::pair{"num_hidden_layers", c.num_hidden_layers},
+        std::pair{"num_attention_heads", c.num_attention_heads},
+        std::pair{"cross_layer_interval", c.cross_layer_interval},
+        std::pair{"max_position_embeddings", c.max_position_embeddings}}) {
+    r.positive(key, value);
+  }
+  if (c.additional_vocab_size < 0) {
+    r.fail("additional_vocab_size", ">= 0", std::to_string(c.additional_vocab_size));
+  }
+  if (c.hidden_size % c.num_attention_heads != 0 || c.head_dim() % 2 != 0) {
+    r.fail("hidden_size",
+           "an even head_dim: a multiple of 2 * num_attention_heads (" +
+               std::to_string(2 * c.num_attention_heads) + ")",
+           std::to_string(c.hidden_size));
+  }
+  if (c.hidden_act != "silu") r.fail("hidden_act", "\"silu\"", "\"" + c.hidden_act + "\"");
+  if (c.alpha_type != "float" && c.alpha_type != "vector") {
+    r.fail("alpha_type", "\"float\" or \"vector\"", "\"" + c.alpha_type + "\"");
+  }
+  if (auto it = root.find("cross_layer_activation_function");
+      it != root.end() && it->is_string() && it->get<std::string>() != "swiglu") {
+    r.fail("cross_layer_activation_function", "\"swiglu\"", it->dump());
+  }
+  if (auto it = root.find("vision_config"); it != root.end() && !it->is_null()) {
+    if (!it->is_object()) r.fail("vision_config", "an object", it->dump());
+    c.vision = parse_vision(*it, source);
+  }
+  if (auto it = root.find("perceiver_config"); it != root.end() && !it->is_null()) {
+    if (!it->is_object()) r.fail("perceiver_config", "an object", it->dump());
+    c.perceiver = parse_perceiver(*it, source);
+  }
+  return c;
+}
+
+ModelConfig load_model_config(const std::string& dir) {
+  const std::string path = (std::filesystem::path(dir) / "config.json").string();
+  std::ifstream in(path);
+  if (!in) {
+    throw Error(path + ": cannot read (is '" + dir + "' an IDEFICS checkpoint folder?)");
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_model_config(ss.str(), path);
+}
+
+}  // namespace flamingo

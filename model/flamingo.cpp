@@ -1,0 +1,218 @@
+#include "model/flamingo.h"
+
+#include <ATen/Parallel.h>
+
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "model/error.h"
+
+namespace flamingo {
+namespace {
+
+at::Tensor concat_rows(WeightLoader& w, const std::string& main, const std::string& extra,
+                       int64_t rows, int64_t extra_rows, int64_t dim) {
+  at::Tensor base = w.get(main, {rows, dim});
+  if (extra_rows == 0) return base;
+  return at::cat({base, w.get(extra, {extra_rows, dim})}, 0);
+}
+
+at::Tensor int_tensor(const std::vector<int32_t>& v) {
+  return at::from_blob(const_cast<int32_t*>(v.data()), {static_cast<int64_t>(v.size())}, at::kInt)
+      .clone();
+}
+
+}  // namespace
+
+int64_t ImageKV::bytes() const {
+  int64_t n = 0;
+  for (const auto& [k, v] : kv) n += k.nbytes() + v.nbytes();
+  return n;
+}
+
+at::ScalarType FlamingoModel::auto_dtype() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream flags(line);
+    std::string f;
+    while (flags >> f) {
+      if (f == "avx512_bf16" || f == "amx_bf16") return at::kBFloat16;
+    }
+    break;
+  }
+  return at::kFloat;
+}
+
+at::ScalarType FlamingoModel::parse_dtype(const std::string& name) {
+  if (name == "auto") return auto_dtype();
+  if (name == "float32" || name == "fp32") return at::kFloat;
+  if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
+  throw Error("--dtype: expected auto, float32 or bfloat16, found '" + name + "'");
+}
+
+std::unique_ptr<FlamingoModel> FlamingoModel::load(const std::string& dir,
+                                                   const ModelOptions& options) {
+  std::unique_ptr<FlamingoModel> m(new FlamingoModel());
+  m->dir_ = dir;
+  m->config_ = load_model_config(dir);
+  m->dtype_ = parse_dtype(options.dtype);
+  const ModelConfig& c = m->config_;
+  m->context_length_ =
+      options.context_length > 0 ? options.context_length : c.max_position_embeddings;
+  Checkpoint ckpt = Checkpoint::open(dir);
+  if (const TensorView* ids = ckpt.find("model.vision_model.embeddings.position_ids")) {
+    // A stray buffer older checkpoints carry; transformers drops it. Only sanity-check it.
+    if (ids->numel() != c.vision.num_positions()) {
+      throw Error(ids->file + ": tensor 'model.vision_model.embeddings.position_ids' has " +
+                  std::to_string(ids->numel()) + " entries, expected " +
+                  std::to_string(c.vision.num_positions()));
+    }
+  }
+  c10::InferenceMode guard;
+  WeightLoader w(ckpt, m->dtype_, options.progress);
+  const int64_t d = c.hidden_size;
+  m->embed_ =
+      concat_rows(w, "model.embed_tokens.weight", "model.embed_tokens.additional_embedding.weight",
+                  c.vocab_size, c.additional_vocab_size, d);
+  if (c.tie_word_embeddings && !w.contains("lm_head.weight")) {
+    m->lm_head_ = m->embed_;
+  } else {
+    m->lm_head_ = concat_rows(w, "lm_head.weight", "lm_head.additional_fc.weight", c.vocab_size,
+                              c.additional_vocab_size, d);
+  }
+  m->vision_ = std::make_unique<ClipVision>(c.vision, w, "model.vision_model");
+  if (c.use_resampler) {
+    m->perceiver_ = std::make_unique<PerceiverResampler>(c.perceiver, c.vision.embed_dim, w,
+                                                         "model.perceiver_resampler");
+  }
+  for (int64_t j = 0; j < c.num_cross_layers(); ++j) {
+    m->gated_.emplace_back(c, w, "model.gated_cross_attn_layers." + std::to_string(j));
+  }
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    m->layers_.emplace_back(c, w, "model.layers." + std::to_string(i));
+  }
+  m->final_norm_ = RmsNorm(w, "model.norm", d, c.rms_norm_eps);
+  m->rope_ = RotaryTables(c.head_dim(), m->context_length_, c.rope_theta);
+  m->weight_bytes_ = w.bytes_loaded() * static_cast<int64_t>(at::elementSize(m->dtype_)) /
+                     static_cast<int64_t>(at::elementSize(at::kFloat));
+  return m;
+}
+
+at::Tensor FlamingoModel::encode_vision(const at::Tensor& pixel_values) const {
+  c10::InferenceMode guard;
+  return vision_->forward(pixel_values);
+}
+
+at::Tensor FlamingoModel::resample(const at::Tensor& features) const {
+  c10::InferenceMode guard;
+  return perceiver_ ? perceiver_->forward(features) : features;
+}
+
+ImageKV FlamingoModel::image_kv(const at::Tensor& latents) const {
+  c10::InferenceMode guard;
+  ImageKV out;
+  for (const auto& g : gated_) out.kv.push_back(g.image_kv(latents));
+  return out;
+}
+
+std::vector<ImageKV> FlamingoModel::encode_images(const at::Tensor& pixel_values) const {
+  c10::InferenceMode guard;
+  std::vector<ImageKV> out;
+  if (pixel_values.size(0) == 0) return out;
+  at::Tensor latents = resample(encode_vision(pixel_values));
+  for (int64_t i = 0; i < latents.size(0); ++i) out.push_back(image_kv(latents[i]));
+  return out;
+}
+
+at::Tensor FlamingoModel::forward(const FlatBatch& b, KvCache& cache,
+                                  const std::vector<const ImageKV*>& images,
+                                  const DebugHook& hook) const {
+  c10::InferenceMode guard;
+  const ModelConfig& c = config_;
+  const int64_t t = b.num_tokens();
+  if (t == 0) return at::empty({0, c.total_vocab()}, at::kFloat);
+  if (static_cast<int64_t>(b.positions.size()) != t || static_cast<int64_t>(b.slots.size()) != t ||
+      static_cast<int64_t>(b.seq_of_token.size()) != t ||
+      static_cast<int64_t>(b.image_of_token.size()) != t) {
+    throw Error("forward: FlatBatch fields must all have one entry per token");
+  }
+  // Token rows grouped by image, and bounds on every index the kernels will follow.
+  std::map<int32_t, std::vector<int64_t>> rows_by_image;
+  std::vector<int32_t> context_lens(t);
+  for (int64_t i = 0; i < t; ++i) {
+    if (b.token_ids[i] < 0 || b.token_ids[i] >= c.total_vocab()) {
+      throw Error("forward: token id " + std::to_string(b.token_ids[i]) +
+                  " has no row in the model (vocabulary " + std::to_string(c.total_vocab()) + ")");
+    }
+    if (b.positions[i] < 0 || b.positions[i] >= context_length_) {
+      throw Error("forward: position " + std::to_string(b.positions[i]) +
+                  " exceeds the context length " + std::to_string(context_length_));
+    }
+    if (b.slots[i] < 0 || b.slots[i] >= cache.num_blocks() * cache.block_size()) {
+      throw Error("forward: KV slot " + std::to_string(b.slots[i]) + " outside the cache");
+    }
+    const int32_t img = b.image_of_token[i];
+    if (img >= static_cast<int32_t>(images.size())) {
+      throw Error("forward: token " + std::to_string(i) + " names image " + std::to_string(img) +
+                  " of " + std::to_string(images.size()));
+    }
+    if (img >= 0) rows_by_image[img].push_back(i);
+    context_lens[i] = b.positions[i] + 1;
+  }
+  ImageGroups groups;
+  for (auto& [img, rows] : rows_by_image) {
+    groups.image.push_back(img);
+    groups.tokens.push_back(at::tensor(rows, at::kLong));
+  }
+  int64_t max_blocks = 1;
+  for (const auto& table : b.block_tables) {
+    max_blocks = std::max<int64_t>(max_blocks, static_cast<int64_t>(table.size()));
+  }
+  at::Tensor tables = at::zeros({b.num_seqs(), max_blocks}, at::kInt);
+  for (int64_t s = 0; s < b.num_seqs(); ++s) {
+    auto* row = tables.data_ptr<int32_t>() + s * max_blocks;
+    std::copy(b.block_tables[s].begin(), b.block_tables[s].end(), row);
+  }
+  AttentionMetadata meta;
+  at::Tensor pos = int_tensor(b.positions).to(at::kLong);
+  meta.cos = rope_.cos.index_select(0, pos).to(dtype_);
+  meta.sin = rope_.sin.index_select(0, pos).to(dtype_);
+  meta.slots = at::tensor(b.slots, at::kLong);
+  meta.block_tables = tables;
+  meta.seq_of_token = int_tensor(b.seq_of_token);
+  meta.context_lens = int_tensor(context_lens);
+
+  at::Tensor h = embed_.index_select(0, int_tensor(b.token_ids).to(at::kLong));
+  if (hook) hook("embeddings", h);
+  std::vector<const std::pair<at::Tensor, at::Tensor>*> layer_kv(images.size());
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    if (hook) hook("layer_input." + std::to_string(i), h);
+    if (c.has_cross_layer(i)) {
+      const int64_t j = i / c.cross_layer_interval;
+      for (size_t u = 0; u < images.size(); ++u) {
+        layer_kv[u] = images[u] != nullptr ? &images[u]->kv[j] : nullptr;
+      }
+      for (int32_t img : groups.image) {
+        if (layer_kv[img] == nullptr) {
+          throw Error("forward: image " + std::to_string(img) + " has no K/V");
+        }
+      }
+      h = gated_[j].forward(h, layer_kv, groups);
+      if (hook) hook("gated." + std::to_string(i), h);
+    }
+    h = layers_[i].forward(h, meta, cache.keys(i), cache.values(i));
+  }
+  std::vector<int64_t> logit_rows(b.logit_rows.begin(), b.logit_rows.end());
+  for (int64_t r : logit_rows) {
+    if (r < 0 || r >= t) throw Error("forward: logit row " + std::to_string(r) + " out of range");
+  }
+  at::Tensor sel = h.index_select(0, at::tensor(logit_rows, at::kLong));
+  at::Tensor normed = final_norm_(sel);
+  if (hook) hook("final_norm", final_norm_(h));
+  return at::linear(normed, lm_head_).to(at::kFloat);
+}
+
+}  // namespace flamingo

@@ -1,0 +1,68 @@
+#include "model/weights.h"
+
+#include <cstring>
+
+#include "model/error.h"
+
+namespace flamingo {
+namespace {
+
+at::ScalarType to_scalar_type(const TensorView& view) {
+  switch (view.dtype) {
+    case StoredDtype::kF32:
+      return at::kFloat;
+    case StoredDtype::kF16:
+      return at::kHalf;
+    case StoredDtype::kBF16:
+      return at::kBFloat16;
+    case StoredDtype::kF64:
+      return at::kDouble;
+    default:
+      throw Error(view.file + ": tensor '" + view.name + "' has dtype " +
+                  stored_dtype_name(view.dtype) + ", expected F32, F16, BF16 or F64");
+  }
+}
+
+}  // namespace
+
+std::string shape_string(at::IntArrayRef shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+WeightLoader::WeightLoader(const Checkpoint& checkpoint, at::ScalarType dtype, Progress progress)
+    : checkpoint_(checkpoint), dtype_(dtype), progress_(std::move(progress)) {
+  for (const auto& name : checkpoint_.names()) bytes_total_ += checkpoint_.find(name)->nbytes;
+}
+
+at::Tensor WeightLoader::get(const std::string& name, std::vector<int64_t> shape) {
+  const TensorView* view = checkpoint_.find(name);
+  if (view == nullptr) {
+    throw Error(checkpoint_.dir() + ": missing tensor '" + name + "' (expected shape " +
+                shape_string(shape) + ")");
+  }
+  if (view->shape != shape) {
+    throw Error(view->file + ": tensor '" + name + "' has shape " + shape_string(view->shape) +
+                ", expected " + shape_string(shape));
+  }
+  const at::ScalarType stored = to_scalar_type(*view);
+  const auto elem = static_cast<uintptr_t>(at::elementSize(stored));
+  const bool aligned = reinterpret_cast<uintptr_t>(view->data) % elem == 0;
+  at::Tensor out;
+  if (aligned) {
+    auto keep = checkpoint_.keep_alive();
+    out = at::from_blob(
+        const_cast<std::byte*>(view->data), shape, [keep](void*) mutable { keep.reset(); },
+        at::TensorOptions(stored));
+  } else {
+    out = at::empty(shape, at::TensorOptions(stored));
+    std::memcpy(out.data_ptr(), view->data, view->nbytes);
+  }
+  if (stored != dtype_) out = out.to(dtype_);
+  bytes_done_ += static_cast<int64_t>(view->nbytes);
+  if (progress_) progress_(bytes_done_, bytes_total_);
+  return out;
+}
+
+}  // namespace flamingo
