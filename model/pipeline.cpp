@@ -1,0 +1,123 @@
+#include "model/pipeline.h"
+
+#include <cstring>
+
+#include "model/error.h"
+
+namespace flamingo {
+
+std::unique_ptr<Pipeline> Pipeline::load(const std::string& dir, const PipelineOptions& options) {
+  std::unique_ptr<Pipeline> p(new Pipeline());
+  p->tokenizer_ = Tokenizer::load(dir);
+  p->model_ = FlamingoModel::load(dir, options.model);
+  p->image_config_ =
+      load_preprocess_config(dir, static_cast<int>(p->model_->config().vision.image_size));
+  p->image_limits_ = options.image_limits;
+  if (p->image_config_.image_size != p->model_->config().vision.image_size) {
+    throw Error(dir + "/preprocessor_config.json: image_size " +
+                std::to_string(p->image_config_.image_size) +
+                " differs from config.json vision_config.image_size " +
+                std::to_string(p->model_->config().vision.image_size));
+  }
+  return p;
+}
+
+void Pipeline::check_rows(const std::vector<int32_t>& ids) const {
+  const int64_t rows = model_->config().total_vocab();
+  for (int32_t id : ids) {
+    if (id < 0 || id >= rows) {
+      throw Error("prompt token '" + tokenizer_->id_to_piece(id) + "' (id " + std::to_string(id) +
+                  ") has no row in the model's embedding (" + std::to_string(rows) + " rows)");
+    }
+  }
+}
+
+TokenizedPrompt Pipeline::tokenize(const std::vector<PromptItem>& items, size_t num_images) const {
+  size_t image_items = 0;
+  for (const auto& item : items) image_items += item.kind == PromptItem::Kind::kImage;
+  if (image_items != num_images) {
+    throw Error("prompt has " + std::to_string(image_items) + " image marker(s) but " +
+                std::to_string(num_images) + " image(s) were given");
+  }
+  TokenizedPrompt t = build_idefics_prompt(*tokenizer_, items);
+  check_rows(t.token_ids);
+  return t;
+}
+
+PreparedPrompt Pipeline::prepare(const std::vector<PromptItem>& items,
+                                 const std::vector<RgbImage>& images) const {
+  TokenizedPrompt t = tokenize(items, images.size());
+  PreparedPrompt p{std::move(t.token_ids), std::move(t.image_of_token), {}};
+  if (!images.empty()) {
+    const int64_t s = image_config_.image_size;
+    at::Tensor pixels = at::empty({static_cast<int64_t>(images.size()), 3, s, s}, at::kFloat);
+    for (size_t i = 0; i < images.size(); ++i) {
+      std::vector<float> chw = preprocess_image(images[i], image_config_);
+      std::memcpy(pixels[i].data_ptr<float>(), chw.data(), chw.size() * sizeof(float));
+    }
+    p.images = model_->encode_images(pixels);
+  }
+  return p;
+}
+
+GenerationOptions Pipeline::generation_defaults() const {
+  GenerationOptions o;
+  for (const char* banned : {"<image>", "<fake_token_around_image>"}) {
+    if (auto id = tokenizer_->token_to_id(banned)) o.banned_ids.push_back(*id);
+  }
+  if (tokenizer_->eos_id() >= 0) o.stop_ids.push_back(tokenizer_->eos_id());
+  if (auto eou = tokenizer_->end_of_utterance_id()) {
+    if (*eou < model_->config().total_vocab()) {
+      o.stop_ids.push_back(*eou);
+    } else {
+      o.stop.push_back("<end_of_utterance>");  // no row: the model can only spell it out
+    }
+  }
+  return o;
+}
+
+GenerationResult Pipeline::generate(const PreparedPrompt& prompt,
+                                    const GenerationOptions& options) const {
+  return flamingo::generate(*model_, tokenizer_.get(), prompt, options);
+}
+
+ScoreResult Pipeline::score(const std::vector<PromptItem>& items,
+                            const std::vector<RgbImage>& images,
+                            const std::vector<std::string>& candidates) const {
+  PreparedPrompt base = prepare(items, images);
+  ScoreResult out;
+  out.prompt_ids = base.ids;
+  std::vector<std::vector<int32_t>> ids = {base.ids};
+  std::vector<std::vector<int32_t>> imgs = {base.image_of_token};
+  std::vector<size_t> first_new;  // index of each candidate's first own token
+  for (const std::string& cand : candidates) {
+    std::vector<PromptItem> with = items;
+    if (!with.empty() && with.back().kind == PromptItem::Kind::kText) {
+      with.back().text += cand;
+    } else {
+      with.push_back(PromptItem::make_text(cand));
+    }
+    TokenizedPrompt t = tokenize(with, images.size());
+    size_t common = 0;
+    while (common < t.token_ids.size() && common < base.ids.size() &&
+           t.token_ids[common] == base.ids[common]) {
+      ++common;
+    }
+    if (common == t.token_ids.size()) {
+      throw Error("candidate '" + cand + "' adds no tokens to the prompt");
+    }
+    first_new.push_back(std::max<size_t>(common, 1));
+    ids.push_back(std::move(t.token_ids));
+    imgs.push_back(std::move(t.image_of_token));
+  }
+  std::vector<std::vector<double>> lp = batch_prompt_logprobs(*model_, ids, imgs, base.images);
+  out.token_logprobs = lp[0];
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    double sum = 0;
+    for (size_t i = first_new[c]; i < ids[c + 1].size(); ++i) sum += lp[c + 1][i];
+    out.candidate_logprobs.push_back(sum);
+  }
+  return out;
+}
+
+}  // namespace flamingo
