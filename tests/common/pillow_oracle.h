@@ -12,6 +12,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "tests/common/process.h"
+
 #ifndef FLAMINGO_PYTHON3
 #define FLAMINGO_PYTHON3 "/usr/bin/python3"
 #endif
@@ -28,29 +30,6 @@ inline std::string pillow_oracle_path() {
       .string();
 #endif
 }
-
-// A fresh directory under the system temp dir, removed with its contents on destruction.
-class TempDir {
- public:
-  explicit TempDir(const std::string& prefix) {
-    std::string pattern = (std::filesystem::temp_directory_path() / (prefix + "_XXXXXX")).string();
-    if (mkdtemp(pattern.data()) == nullptr) {
-      throw std::runtime_error("cannot create a temp dir from " + pattern);
-    }
-    path_ = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
 
 // Runs `python3 pillow_oracle.py <mode> <dir>`. Returns an empty string on success, otherwise
 // the exit status and the oracle's output.
