@@ -1,0 +1,257 @@
+// flamingo-cli end to end, the way a user runs it: the real binary on the golden checkpoint.
+// generate --json reproduces transformers' prompt ids and greedy tokens for all golden cases;
+// score --json gives the golden prompt log-probabilities and candidate sums consistent with
+// scoring the extended prompt; every bad input exits non-zero with one clear stderr line and
+// nothing on stdout.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "tests/common/golden.h"
+#include "tests/common/process.h"
+
+namespace flamingo {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using testing::golden_cases;
+using testing::golden_path;
+using testing::load_tensor;
+using testing::run_command;
+using testing::TempDir;
+
+std::string quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::string cli() { return quote(std::string(FLAMINGO_BINARY_DIR) + "/bin/flamingo-cli"); }
+
+struct CliRun {
+  int exit_code;
+  std::string out, err;
+};
+
+CliRun run_cli(const std::string& args) {
+  TempDir dir("flamingo_cli");
+  auto r = run_command(cli() + " " + args + " 2>" + quote(dir.file("err")));
+  std::ifstream e(dir.file("err"));
+  std::string err((std::istreambuf_iterator<char>(e)), {});
+  return {r.exit_code, r.output, err};
+}
+
+// The golden case's prompt as CLI arguments: text with <image> markers plus --image files.
+std::string case_args(const std::string& c) {
+  std::ifstream in(golden_path("cases/" + c + "/prompt.json"));
+  json p = json::parse(in);
+  std::string prompt, images;
+  for (const auto& item : p["prompt"]) {
+    if (item.contains("text")) {
+      prompt += item["text"].get<std::string>();
+    } else {
+      prompt += "<image>";
+      images +=
+          " --image " + quote(golden_path("cases/" + c + "/" + item["image"].get<std::string>()));
+    }
+  }
+  return "--model " + quote(golden_path("model")) + " --prompt " + quote(prompt) + images;
+}
+
+std::vector<int32_t> golden_ids(const std::string& c) {
+  at::Tensor ids = load_tensor("cases/" + c + "/input_ids.npy")[0].to(at::kInt).contiguous();
+  return std::vector<int32_t>(ids.data_ptr<int32_t>(), ids.data_ptr<int32_t>() + ids.size(0));
+}
+
+class CliGolden : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CliGolden, GenerateJsonMatchesTransformers) {
+  const std::string c = GetParam();
+  CliRun r = run_cli("generate " + case_args(c) +
+                     " --max-new-tokens 10 --ignore-eos --dtype float32 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json out = json::parse(r.out);
+  EXPECT_EQ(out["prompt_token_ids"].get<std::vector<int32_t>>(), golden_ids(c));
+  std::ifstream in(golden_path("cases/" + c + "/generation.json"));
+  json g = json::parse(in)["use_cache_true"];
+  EXPECT_EQ(out["token_ids"], g["new_token_ids"]);
+  auto lp = out["logprobs"].get<std::vector<double>>();
+  auto ref = g["logprobs"].get<std::vector<double>>();
+  ASSERT_EQ(lp.size(), ref.size());
+  for (size_t i = 0; i < lp.size(); ++i) EXPECT_NEAR(lp[i], ref[i], 2e-4);
+  EXPECT_EQ(out["finish_reason"], "length");
+  EXPECT_TRUE(out["text"].is_string());
+}
+
+TEST_P(CliGolden, ScoreJsonMatchesGoldenLogits) {
+  const std::string c = GetParam();
+  CliRun r = run_cli("score " + case_args(c) + " --dtype float32 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json out = json::parse(r.out);
+  std::vector<int32_t> ids = golden_ids(c);
+  EXPECT_EQ(out["prompt_token_ids"].get<std::vector<int32_t>>(), ids);
+  at::Tensor ref = at::log_softmax(load_tensor("cases/" + c + "/logits.npy").to(at::kDouble), -1);
+  ASSERT_EQ(out["token_logprobs"].size(), ids.size());
+  EXPECT_TRUE(out["token_logprobs"][0].is_null());
+  for (size_t i = 1; i < ids.size(); ++i) {
+    EXPECT_NEAR(out["token_logprobs"][i].get<double>(), ref[i - 1][ids[i]].item<double>(), 2e-4);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Golden, CliGolden, ::testing::ValuesIn(golden_cases()));
+
+TEST(Cli, CandidateLogprobIsTheSumOverTheExtendedPrompt) {
+  const std::string c = "case1_single_image_question";
+  CliRun r = run_cli("score " + case_args(c) + " --candidate ' It will' --candidate ' no' --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json out = json::parse(r.out);
+  ASSERT_EQ(out["candidate_logprobs"].size(), 2u);
+  const std::vector<std::string> cands = {" It will", " no"};
+  for (size_t k = 0; k < cands.size(); ++k) {
+    // Score the prompt with the candidate appended to its last text: the candidate's tokens
+    // are those beyond the base prompt's ids.
+    std::string args = case_args(c);
+    const std::string marker = "Assistant:";
+    args.insert(args.find(marker) + marker.size(), cands[k]);
+    CliRun full = run_cli("score " + args + " --json");
+    ASSERT_EQ(full.exit_code, 0) << full.err;
+    json f = json::parse(full.out);
+    double sum = 0;
+    for (size_t i = out["prompt_token_ids"].size(); i < f["token_logprobs"].size(); ++i) {
+      sum += f["token_logprobs"][i].get<double>();
+    }
+    // Candidates are scored together in one flattened batch: the fp32 batch-invariance bar.
+    EXPECT_NEAR(out["candidate_logprobs"][k].get<double>(), sum, 1e-4) << cands[k];
+  }
+}
+
+TEST(Cli, Bf16ComputeRuns) {
+  CliRun r = run_cli("generate " + case_args("case7_image_first") +
+                     " --max-new-tokens 4 --dtype bfloat16 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out)["dtype"], "bfloat16");
+}
+
+TEST(Cli, SeededSamplingIsReproducible) {
+  const std::string args = "generate " + case_args("case7_image_first") +
+                           " --max-new-tokens 8 --temperature 0.9 --top-k 20 --top-p 0.9 "
+                           "--repetition-penalty 1.2 --seed 11 --ignore-eos --json";
+  CliRun a = run_cli(args), b = run_cli(args);
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(json::parse(a.out)["token_ids"], json::parse(b.out)["token_ids"]);
+  EXPECT_EQ(json::parse(a.out)["seed"], 11);
+}
+
+TEST(Cli, HelpPrintsUsage) {
+  CliRun r = run_cli("--help");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("flamingo-cli generate"), std::string::npos);
+}
+
+// A bad input: non-zero exit, nothing on stdout, one stderr line naming what is wrong.
+void expect_error(const std::string& args, const std::string& needle, int code = 1) {
+  CliRun r = run_cli(args);
+  EXPECT_EQ(r.exit_code, code) << args << "\n" << r.err;
+  EXPECT_EQ(r.out, "") << args;
+  EXPECT_NE(r.err.find(needle), std::string::npos) << "stderr: " << r.err;
+  if (code == 1) {
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "stderr: " << r.err;
+  }
+}
+
+// A copy of the golden checkpoint to damage.
+struct CheckpointCopy {
+  TempDir dir{"flamingo_ckpt"};
+  std::string path = dir.file("model");
+  CheckpointCopy() { fs::copy(golden_path("model"), path, fs::copy_options::recursive); }
+  void edit_json(const std::string& file, const std::function<void(json&)>& edit) {
+    std::ifstream in(path + "/" + file);
+    json j = json::parse(in);
+    edit(j);
+    std::ofstream(path + "/" + file) << j.dump(2);
+  }
+};
+
+const std::string kImage = golden_path("images/cat_face_28x28.png");
+
+TEST(CliBadInput, MissingCheckpointFolder) {
+  expect_error("generate --model /nonexistent/ckpt --prompt hi", "/nonexistent/ckpt");
+}
+
+TEST(CliBadInput, MoreMarkersThanImages) {
+  expect_error("generate --model " + quote(golden_path("model")) +
+                   " --prompt '<image><image>x' --image " + quote(kImage),
+               "2 <image> marker(s) but 1 --image file(s)");
+}
+
+TEST(CliBadInput, FewerMarkersThanImages) {
+  expect_error(
+      "generate --model " + quote(golden_path("model")) + " --prompt 'x' --image " + quote(kImage),
+      "0 <image> marker(s) but 1 --image file(s)");
+}
+
+TEST(CliBadInput, UnreadableAndUndecodableImages) {
+  expect_error("generate --model " + quote(golden_path("model")) +
+                   " --prompt '<image>' --image /nonexistent.png",
+               "/nonexistent.png");
+  expect_error("generate --model " + quote(golden_path("model")) + " --prompt '<image>' --image " +
+                   quote(golden_path("README.md")),
+               "README.md");
+}
+
+TEST(CliBadInput, OversizedImage) {
+  expect_error("generate --model " + quote(golden_path("model")) +
+                   " --prompt '<image>' --max-image-pixels 100 --image " + quote(kImage),
+               "exceeds the limit of 100");
+  expect_error("generate --model " + quote(golden_path("model")) +
+                   " --prompt '<image>' --max-image-bytes 10 --image " + quote(kImage),
+               "max_bytes");
+}
+
+TEST(CliBadInput, TruncatedShard) {
+  CheckpointCopy c;
+  const std::string shard = c.path + "/model-00002-of-00003.safetensors";
+  fs::resize_file(shard, fs::file_size(shard) / 2);
+  expect_error("generate --model " + quote(c.path) + " --prompt hi", "model-00002-of-00003");
+}
+
+TEST(CliBadInput, WrongShape) {
+  CheckpointCopy c;
+  c.edit_json("config.json", [](json& j) { j["intermediate_size"] = 100; });
+  expect_error("generate --model " + quote(c.path) + " --prompt hi", "expected [100, 48]");
+}
+
+TEST(CliBadInput, MissingTensor) {
+  CheckpointCopy c;
+  c.edit_json("model.safetensors.index.json",
+              [](json& j) { j["weight_map"].erase("model.norm.weight"); });
+  expect_error("generate --model " + quote(c.path) + " --prompt hi",
+               "missing tensor 'model.norm.weight'");
+}
+
+TEST(CliBadInput, UnknownModelType) {
+  CheckpointCopy c;
+  c.edit_json("config.json", [](json& j) { j["model_type"] = "llava"; });
+  expect_error("generate --model " + quote(c.path) + " --prompt hi", "unsupported model_type");
+}
+
+TEST(CliBadInput, CorruptConfigJson) {
+  CheckpointCopy c;
+  std::ofstream(c.path + "/config.json") << "{ not json";
+  expect_error("generate --model " + quote(c.path) + " --prompt hi", "config.json");
+}
+
+TEST(CliBadInput, UsageAndSamplingErrors) {
+  const std::string m = "--model " + quote(golden_path("model"));
+  expect_error("generate " + m + " --prompt hi --temperature warm", "--temperature", 2);
+  expect_error("generate " + m, "--prompt is required", 2);
+  expect_error("frobnicate", "unknown command", 2);
+  expect_error("generate " + m + " --prompt hi --top-p 1.5", "top_p");
+  expect_error("generate " + m + " --prompt hi --max-new-tokens 5000", "context length 2048");
+}
+
+}  // namespace
+}  // namespace flamingo
