@@ -163,10 +163,14 @@ at::Tensor FlamingoModel::forward(const FlatBatch& b, KvCache& cache,
     context_lens[i] = b.positions[i] + 1;
   }
   ImageGroups groups;
+  std::vector<int64_t> all_rows;
   for (auto& [img, rows] : rows_by_image) {
     groups.image.push_back(img);
-    groups.tokens.push_back(at::tensor(rows, at::kLong));
+    groups.begin.push_back(static_cast<int64_t>(all_rows.size()));
+    all_rows.insert(all_rows.end(), rows.begin(), rows.end());
   }
+  groups.begin.push_back(static_cast<int64_t>(all_rows.size()));
+  groups.rows = at::tensor(all_rows, at::kLong);
   int64_t max_blocks = 1;
   for (const auto& table : b.block_tables) {
     max_blocks = std::max<int64_t>(max_blocks, static_cast<int64_t>(table.size()));

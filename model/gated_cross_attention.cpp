@@ -44,17 +44,19 @@ at::Tensor GatedCrossAttention::forward(
     const ImageGroups& groups) const {
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
   if (!groups.image.empty()) {
-    at::Tensor x = input_norm_(h);
-    at::Tensor attn = at::zeros_like(h);  // rows that see no image stay zero
+    // One q projection for every token that sees an image, then attention per image.
+    at::Tensor q_all = q_(input_norm_(h.index_select(0, groups.rows)));  // [rows, hidden]
+    at::Tensor attn_rows = at::empty_like(q_all);
     for (size_t g = 0; g < groups.image.size(); ++g) {
-      const at::Tensor& rows = groups.tokens[g];
+      const int64_t begin = groups.begin[g], len = groups.begin[g + 1] - begin;
       const auto& [k, v] = *kv[groups.image[g]];
-      at::Tensor q = q_(x.index_select(0, rows));                  // [t, hidden]
-      q = q.view({q.size(0), heads_, head_dim_}).transpose(0, 1);  // [H, t, hd]
-      if (qk_norms_) q = q_norm_(q);
-      at::Tensor a = dense_attention(q, k, v, scale).transpose(0, 1).reshape({q.size(1), -1});
-      attn.index_copy_(0, rows, a);
+      at::Tensor q = q_all.narrow(0, begin, len).view({len, heads_, head_dim_}).transpose(0, 1);
+      if (qk_norms_) q = q_norm_(q);  // [H, len, hd]
+      attn_rows.narrow(0, begin, len)
+          .copy_(dense_attention(q, k, v, scale).transpose(0, 1).reshape({len, -1}));
     }
+    // Rows that see no image keep a zero attention output (the gate of the reference).
+    at::Tensor attn = at::zeros_like(h).index_copy_(0, groups.rows, attn_rows);
     return forward_dense(h + gate_attn_ * o_(attn));
   }
   return forward_dense(h);

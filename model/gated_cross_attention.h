@@ -18,9 +18,11 @@
 namespace flamingo {
 
 // Tokens of a flattened batch grouped by the image they attend to; built once per forward.
+// rows lists the token rows of all groups back to back; group g is rows[begin[g], begin[g+1]).
 struct ImageGroups {
-  std::vector<int32_t> image;      // image index of each group
-  std::vector<at::Tensor> tokens;  // int64 token rows of each group
+  std::vector<int32_t> image;  // image index of each group
+  std::vector<int64_t> begin;  // group offsets into rows (size groups + 1)
+  at::Tensor rows;             // int64 [tokens that see an image]
 };
 
 class GatedCrossAttention {

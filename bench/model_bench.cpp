@@ -1,0 +1,468 @@
+// flamingo-bench: microbenchmark of FlamingoModel on the CPU. Measures, in the same run, the
+// machine's limits (memory bandwidth, GEMM peak) and, per compute dtype, image encoding,
+// prefill and batched decode; each decode step is set against the weight bytes it must read
+// and against the same GEMVs run alone. A tool, not a test: figures go to stdout as a table
+// (and as JSON with --json PATH); errors are one line on stderr and exit 1. Single-threaded
+// driver; the work runs on ATen's intra-op thread pool (--threads).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "model/config.h"
+#include "model/error.h"
+#include "model/flamingo.h"
+
+namespace flamingo::bench {
+namespace {
+
+constexpr int64_t kBlockSize = 16;
+constexpr int64_t kImageFrom = 8;       // tokens at positions >= this attend to an image
+constexpr int64_t kDecodeContext = 64;  // tokens prefilled per sequence before decode (untimed)
+constexpr int64_t kWarmupSteps = 2;
+constexpr int kReps = 3;  // timed repetitions of machine, encode and prefill figures
+constexpr double kGB = 1e9;
+const std::vector<int64_t> kPrefillTokens = {128, 512};
+const std::vector<int64_t> kDecodeBatches = {1, 8, 32};
+
+const char kUsage[] =
+    R"(usage: flamingo-bench --model DIR [--dtypes LIST] [--threads N] [--steps N] [--json PATH]
+
+Times FlamingoModel on this CPU: memory bandwidth and GEMM peak, encode_images (1 and 8
+images), prefill (128 and 512 tokens) and decode steps at batch 1, 8 and 32, with each step's
+weight bandwidth and the time of the same GEMVs run alone. Figures go to stdout as a table.
+
+  --model DIR     IDEFICS checkpoint folder (required). The benchmark does not make one:
+                  /usr/bin/python3 tools/make_checkpoint.py --preset small --out DIR
+                  (~444M parameters; add --dtype bfloat16 for a bf16 checkpoint)
+  --dtypes LIST   compute dtypes, comma-separated: float32,bfloat16 (default both)
+  --threads N     intra-op threads (default: all cores)
+  --steps N       timed decode steps per batch size, median reported (default 10)
+  --json PATH     also write every figure as JSON to PATH
+  --help          this text
+)";
+
+struct Args {
+  std::string model;
+  std::vector<at::ScalarType> dtypes = {at::kFloat, at::kBFloat16};
+  int threads = 0;
+  int64_t steps = 10;
+  std::string json_path;
+  bool help = false;
+};
+
+int64_t parse_int(const std::string& flag, const std::string& text, int64_t min) {
+  size_t used = 0;
+  int64_t v = -1;
+  try {
+    v = std::stoll(text, &used);
+  } catch (const std::exception&) {
+  }
+  if (used != text.size() || v < min) {
+    throw Error(flag + ": expected an integer >= " + std::to_string(min) + ", found '" + text +
+                "'");
+  }
+  return v;
+}
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string flag = argv[i], value;
+    if (flag == "--help" || flag == "-h") {
+      a.help = true;
+      continue;
+    }
+    if (flag != "--model" && flag != "--dtypes" && flag != "--threads" && flag != "--steps" &&
+        flag != "--json") {
+      throw Error("unknown argument '" + flag + "' (see --help)");
+    }
+    if (i + 1 >= argc) throw Error(flag + ": missing value (see --help)");
+    value = argv[++i];
+    if (flag == "--model") {
+      a.model = value;
+    } else if (flag == "--dtypes") {
+      a.dtypes.clear();
+      size_t begin = 0;
+      while (begin <= value.size()) {
+        const size_t end = std::min(value.find(',', begin), value.size());
+        a.dtypes.push_back(FlamingoModel::parse_dtype(value.substr(begin, end - begin)));
+        begin = end + 1;
+      }
+    } else if (flag == "--threads") {
+      a.threads = static_cast<int>(parse_int(flag, value, 1));
+    } else if (flag == "--steps") {
+      a.steps = parse_int(flag, value, 1);
+    } else {
+      a.json_path = value;
+    }
+  }
+  if (!a.help && a.model.empty()) throw Error("--model DIR is required (see --help)");
+  return a;
+}
+
+const char* dtype_name(at::ScalarType t) { return t == at::kBFloat16 ? "bfloat16" : "float32"; }
+
+// --- timing helpers ---------------------------------------------------------------------
+
+template <class F>
+double seconds(F&& f) {
+  const auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Runs f once untimed, then `reps` timed runs; returns their times in seconds.
+template <class F>
+std::vector<double> timed_runs(int64_t reps, F&& f) {
+  f();
+  std::vector<double> out;
+  for (int64_t r = 0; r < reps; ++r) out.push_back(seconds(f));
+  return out;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+double best(const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); }
+
+// --- machine limits ---------------------------------------------------------------------
+
+struct Machine {
+  int threads = 0;
+  double copy_gbps = 0, read_gbps = 0;
+  std::map<std::string, double> gemm_gflops;  // by dtype name
+};
+
+// Best of kReps copies of a 256 MiB float buffer; bytes counted = read + write.
+double copy_bandwidth() {
+  at::Tensor src = at::empty({(256LL << 20) / 4}, at::kFloat).fill_(1.0);
+  at::Tensor dst = at::empty_like(src).fill_(0.0);
+  const double t = best(timed_runs(kReps, [&] { dst.copy_(src); }));
+  return 2.0 * static_cast<double>(src.nbytes()) / t / kGB;
+}
+
+// Best of kReps sum reductions over a 512 MiB float buffer (pure read).
+double read_bandwidth() {
+  at::Tensor buf = at::empty({(512LL << 20) / 4}, at::kFloat).fill_(1.0);
+  volatile float sink = 0;
+  const double t = best(timed_runs(kReps, [&] { sink = buf.sum().item<float>(); }));
+  (void)sink;
+  return static_cast<double>(buf.nbytes()) / t / kGB;
+}
+
+// Best of kReps 2048^3 at::matmul in `dtype`.
+double gemm_gflops(at::ScalarType dtype) {
+  const int64_t n = 2048;
+  at::Tensor a = at::rand({n, n}, at::TensorOptions(dtype));
+  at::Tensor b = at::rand({n, n}, at::TensorOptions(dtype));
+  const double t = best(timed_runs(kReps, [&] { at::matmul(a, b); }));
+  return 2.0 * n * n * n / t / 1e9;
+}
+
+Machine measure_machine(const Args& a) {
+  Machine m;
+  m.threads = at::get_num_threads();
+  m.copy_gbps = copy_bandwidth();
+  m.read_gbps = read_bandwidth();
+  for (at::ScalarType t : a.dtypes) m.gemm_gflops[dtype_name(t)] = gemm_gflops(t);
+  std::printf("== machine: %d threads ==\n", m.threads);
+  std::printf("  memory copy, 256 MiB float (read+write)  %8.1f GB/s\n", m.copy_gbps);
+  std::printf("  memory read, 512 MiB float sum           %8.1f GB/s\n", m.read_gbps);
+  for (const auto& [name, g] : m.gemm_gflops) {
+    std::printf("  GEMM 2048^3 %-8s                     %8.1f GFLOP/s\n", name.c_str(), g);
+  }
+  return m;
+}
+
+// --- decode-step weights ----------------------------------------------------------------
+
+// The text-side linears every decode step runs (weights [out, in]), `count` of each.
+struct LinearShape {
+  int64_t out, in, count;
+};
+
+std::vector<LinearShape> step_linears(const ModelConfig& c) {
+  const int64_t h = c.hidden_size, i = c.intermediate_size;
+  const int64_t layers = c.num_hidden_layers, gated = c.num_cross_layers();
+  return {
+      {h, h, 4 * layers},      // decoder q, k, v, o
+      {i, h, 2 * layers},      // decoder gate, up
+      {h, i, layers},          // decoder down
+      {h, h, 2 * gated},       // gated q, o
+      {i, h, 2 * gated},       // gated gate, up
+      {h, i, gated},           // gated down
+      {c.total_vocab(), h, 1}  // lm_head ++ additional_fc
+  };
+}
+
+const char kStepBytesFormula[] =
+    "bytes/elem x [layers x (4h^2 + 3hi) + gated_layers x (2h^2 + 3hi) + (vocab+additional) x h]"
+    " (image K/V, KV cache, norms and embedding rows not counted)";
+
+int64_t step_weight_bytes(const ModelConfig& c, at::ScalarType dtype) {
+  int64_t n = 0;
+  for (const LinearShape& s : step_linears(c)) n += s.out * s.in * s.count;
+  return n * static_cast<int64_t>(at::elementSize(dtype));
+}
+
+// Random weights of exactly the step's linears, one tensor per linear (so nothing stays in
+// cache between uses); step_seconds is the summed time of at::linear over all of them with a
+// [batch, in] input: the floor a decode step of `batch` tokens should approach.
+class GemvFloor {
+ public:
+  GemvFloor(const ModelConfig& c, at::ScalarType dtype) : dtype_(dtype) {
+    for (const LinearShape& s : step_linears(c)) {
+      for (int64_t k = 0; k < s.count; ++k) {
+        weights_.push_back(at::rand({s.out, s.in}, at::TensorOptions(dtype)));
+      }
+    }
+  }
+
+  double step_seconds(int64_t batch, int64_t reps) const {
+    std::map<int64_t, at::Tensor> inputs;  // by in-features
+    for (const at::Tensor& w : weights_) {
+      if (!inputs.count(w.size(1))) {
+        inputs[w.size(1)] = at::rand({batch, w.size(1)}, at::TensorOptions(dtype_));
+      }
+    }
+    return median(timed_runs(reps, [&] {
+      for (const at::Tensor& w : weights_) at::linear(inputs.at(w.size(1)), w);
+    }));
+  }
+
+ private:
+  at::ScalarType dtype_;
+  std::vector<at::Tensor> weights_;
+};
+
+// --- model measurements -----------------------------------------------------------------
+
+// Sequences 0..seqs-1, each with tokens at positions [begin, end) and blocks_per_seq blocks of
+// its own; sequence s attends to image s from position kImageFrom on; logits for the last
+// token of each sequence.
+FlatBatch make_batch(int64_t seqs, int64_t begin, int64_t end, int64_t blocks_per_seq,
+                     int32_t vocab, std::mt19937& rng) {
+  std::uniform_int_distribution<int32_t> token(3, vocab - 1);
+  FlatBatch b;
+  for (int64_t s = 0; s < seqs; ++s) {
+    b.block_tables.emplace_back();
+    for (int64_t k = 0; k < blocks_per_seq; ++k) {
+      b.block_tables.back().push_back(static_cast<int32_t>(s * blocks_per_seq + k));
+    }
+    for (int64_t p = begin; p < end; ++p) {
+      b.token_ids.push_back(token(rng));
+      b.positions.push_back(static_cast<int32_t>(p));
+      b.seq_of_token.push_back(static_cast<int32_t>(s));
+      b.slots.push_back((s * blocks_per_seq + p / kBlockSize) * kBlockSize + p % kBlockSize);
+      b.image_of_token.push_back(p >= kImageFrom ? static_cast<int32_t>(s) : -1);
+    }
+    b.logit_rows.push_back(static_cast<int32_t>(b.num_tokens() - 1));
+  }
+  return b;
+}
+
+int64_t blocks_for(int64_t tokens) { return (tokens + kBlockSize - 1) / kBlockSize; }
+
+at::Tensor random_pixels(const ModelConfig& c, int64_t n) {
+  const int64_t s = c.vision.image_size;
+  return at::rand({n, c.vision.num_channels, s, s}) * 2 - 1;  // about the normalized range
+}
+
+// Median seconds of encode_images on n random images.
+double encode_seconds(const FlamingoModel& model, int64_t n, int64_t reps) {
+  at::Tensor pixels = random_pixels(model.config(), n);
+  return median(timed_runs(reps, [&] { model.encode_images(pixels); }));
+}
+
+// Median seconds of one forward over a `tokens`-long prompt (one sequence, logits for the
+// last token only) whose tokens from kImageFrom on see `image`.
+double prefill_seconds(const FlamingoModel& model, const ImageKV& image, int64_t tokens,
+                       std::mt19937& rng) {
+  const int64_t blocks = blocks_for(tokens);
+  KvCache cache(model.config(), blocks, kBlockSize, model.dtype());
+  const FlatBatch b =
+      make_batch(1, 0, tokens, blocks, static_cast<int32_t>(model.config().vocab_size), rng);
+  const std::vector<const ImageKV*> images = {&image};
+  return median(timed_runs(kReps, [&] { model.forward(b, cache, images); }));
+}
+
+// Median seconds of a decode step of `batch` sequences (one new token each, all logits),
+// after an untimed kDecodeContext-token prefill of every sequence and kWarmupSteps steps.
+double decode_step_seconds(const FlamingoModel& model, const ImageKV& image, int64_t batch,
+                           int64_t steps, std::mt19937& rng) {
+  const ModelConfig& c = model.config();
+  const auto vocab = static_cast<int32_t>(c.vocab_size);
+  const int64_t blocks = blocks_for(kDecodeContext + kWarmupSteps + steps);
+  KvCache cache(c, batch * blocks, kBlockSize, model.dtype());
+  // Each sequence names its own image entry (as when every request brings its image); all
+  // entries share one ImageKV so that only one image has to be encoded.
+  const std::vector<const ImageKV*> images(batch, &image);
+  model.forward(make_batch(batch, 0, kDecodeContext, blocks, vocab, rng), cache, images);
+  std::vector<double> times;
+  for (int64_t k = 0; k < kWarmupSteps + steps; ++k) {
+    const int64_t pos = kDecodeContext + k;
+    const FlatBatch b = make_batch(batch, pos, pos + 1, blocks, vocab, rng);
+    const double t = seconds([&] { model.forward(b, cache, images); });
+    if (k >= kWarmupSteps) times.push_back(t);
+  }
+  return median(times);
+}
+
+// Image encoding (vision + perceiver + cross-attention K/V of every gated layer).
+void report_encode(const FlamingoModel& model, nlohmann::json& out) {
+  std::printf("\n  encode_images  images  total ms  ms/image\n");
+  for (int64_t n : {1, 8}) {
+    const double t = encode_seconds(model, n, n == 1 ? kReps : 2);
+    std::printf("                 %6lld  %8.1f  %8.1f\n", static_cast<long long>(n), t * 1e3,
+                t * 1e3 / n);
+    out["encode_images"].push_back({{"images", n}, {"ms", t * 1e3}, {"ms_per_image", t * 1e3 / n}});
+  }
+}
+
+void report_prefill(const FlamingoModel& model, const ImageKV& image, std::mt19937& rng,
+                    nlohmann::json& out) {
+  std::printf(
+      "\n  prefill (one sequence, positions >= %lld see an image, logits of the last "
+      "token; median of %d)\n  tokens  ms        tokens/s\n",
+      static_cast<long long>(kImageFrom), kReps);
+  for (int64_t tokens : kPrefillTokens) {
+    const double t = prefill_seconds(model, image, tokens, rng);
+    std::printf("  %6lld  %8.1f  %9.1f\n", static_cast<long long>(tokens), t * 1e3, tokens / t);
+    out["prefill"].push_back({{"tokens", tokens}, {"ms", t * 1e3}, {"tokens_per_s", tokens / t}});
+  }
+}
+
+void report_decode(const FlamingoModel& model, const ImageKV& image, const Args& a,
+                   const Machine& m, std::mt19937& rng, nlohmann::json& out) {
+  const int64_t step_bytes = step_weight_bytes(model.config(), model.dtype());
+  std::printf(
+      "\n  decode (after a %lld-token prefill per sequence; each sequence sees its own "
+      "image entry; median of %lld steps)\n",
+      static_cast<long long>(kDecodeContext), static_cast<long long>(a.steps));
+  std::printf(
+      "  batch  step ms  tokens/s  weights GB/s  %% of read BW  GEMV floor ms  "
+      "floor GB/s  step/floor\n");
+  const GemvFloor floor(model.config(), model.dtype());
+  std::map<int64_t, double> step_s;
+  for (int64_t batch : kDecodeBatches) {
+    const double t = decode_step_seconds(model, image, batch, a.steps, rng);
+    const double f = floor.step_seconds(batch, a.steps);
+    step_s[batch] = t;
+    const double gbps = step_bytes / t / kGB;
+    std::printf("  %5lld  %7.2f  %8.1f  %12.1f  %11.0f%%  %13.2f  %10.1f  %10.2f\n",
+                static_cast<long long>(batch), t * 1e3, batch / t, gbps, 100.0 * gbps / m.read_gbps,
+                f * 1e3, step_bytes / f / kGB, t / f);
+    out["decode"].push_back({{"batch", batch},
+                             {"step_ms", t * 1e3},
+                             {"tokens_per_s", batch / t},
+                             {"weight_gbps", gbps},
+                             {"gemv_floor_ms", f * 1e3},
+                             {"gemv_floor_gbps", step_bytes / f / kGB},
+                             {"step_over_floor", t / f}});
+  }
+  const double ratio = step_s.at(32) / (32 * step_s.at(1));
+  std::printf(
+      "  batch-32 step / (32 x batch-1 step) = %.3f  (below 1: the flattened batch "
+      "shares each weight read)\n",
+      ratio);
+  out["batch32_step_over_32x_batch1_step"] = ratio;
+}
+
+nlohmann::json run_dtype(const Args& a, at::ScalarType dtype, const Machine& m) {
+  ModelOptions options;
+  options.dtype = dtype_name(dtype);
+  std::unique_ptr<FlamingoModel> model;
+  const double load_s = seconds([&] { model = FlamingoModel::load(a.model, options); });
+  const ModelConfig& c = model->config();
+  const int64_t need = std::max(kPrefillTokens.back(), kDecodeContext + kWarmupSteps + a.steps);
+  if (model->context_length() < need) {
+    throw Error(a.model + ": context length " + std::to_string(model->context_length()) +
+                " is below the " + std::to_string(need) + " positions the benchmark needs");
+  }
+  const int64_t step_bytes = step_weight_bytes(c, dtype);
+  nlohmann::json out = {{"dtype", dtype_name(dtype)},
+                        {"load_s", load_s},
+                        {"model_weight_bytes", model->weight_bytes()},
+                        {"decode_weight_bytes_per_step", step_bytes},
+                        {"decode_weight_bytes_formula", kStepBytesFormula}};
+  std::printf("\n== %s: %s (loaded in %.1f s) ==\n", dtype_name(dtype), a.model.c_str(), load_s);
+  std::printf("  decode weight bytes per step: %.3f GB = %s\n", step_bytes / kGB,
+              kStepBytesFormula);
+  std::printf("    with h=%lld i=%lld layers=%lld gated_layers=%lld vocab+additional=%lld\n",
+              static_cast<long long>(c.hidden_size), static_cast<long long>(c.intermediate_size),
+              static_cast<long long>(c.num_hidden_layers),
+              static_cast<long long>(c.num_cross_layers()),
+              static_cast<long long>(c.total_vocab()));
+  std::mt19937 rng(1234);
+  report_encode(*model, out);
+  const ImageKV image = std::move(model->encode_images(random_pixels(c, 1)).front());
+  report_prefill(*model, image, rng, out);
+  report_decode(*model, image, a, m, rng, out);
+  return out;
+}
+
+int run(int argc, char** argv) {
+  const Args a = parse_args(argc, argv);
+  if (a.help) {
+    std::cout << kUsage;
+    return 0;
+  }
+  load_model_config(a.model);  // fail fast on a bad --model, before the machine figures
+  std::ofstream json_file;
+  if (!a.json_path.empty()) {
+    json_file.open(a.json_path);
+    if (!json_file) throw Error("--json: cannot write '" + a.json_path + "'");
+  }
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  at::set_num_threads(a.threads > 0 ? a.threads : std::max(cores, 1));
+  c10::InferenceMode guard;
+  const Machine m = measure_machine(a);
+  nlohmann::json out = {{"model", a.model},
+                        {"machine",
+                         {{"threads", m.threads},
+                          {"copy_gbps", m.copy_gbps},
+                          {"read_gbps", m.read_gbps},
+                          {"gemm_2048_gflops", m.gemm_gflops}}}};
+  for (at::ScalarType t : a.dtypes) {
+    out["runs"].push_back(run_dtype(a, t, m));
+    std::fflush(stdout);
+  }
+  if (json_file.is_open()) {
+    json_file << out.dump(2) << "\n";
+    if (!json_file) throw Error("--json: writing '" + a.json_path + "' failed");
+  }
+  return 0;
+}
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+}  // namespace
+}  // namespace flamingo::bench
+
+int main(int argc, char** argv) {
+  try {
+    return flamingo::bench::run(argc, argv);
+  } catch (const c10::Error& e) {
+    std::cerr << "flamingo-bench: " << flamingo::bench::first_line(e.what_without_backtrace())
+              << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "flamingo-bench: " << flamingo::bench::first_line(e.what()) << "\n";
+  }
+  return 1;
+}
