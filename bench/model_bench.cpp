@@ -50,6 +50,7 @@ weight bandwidth and the time of the same GEMVs run alone. Figures go to stdout 
   --dtypes LIST   compute dtypes, comma-separated: float32,bfloat16 (default both)
   --threads N     intra-op threads (default: all cores)
   --steps N       timed decode steps per batch size, median reported (default 10)
+  --quick         encode 1 image and prefill 128 tokens only (for dtypes this CPU runs slowly)
   --json PATH     also write every figure as JSON to PATH
   --help          this text
 )";
@@ -60,6 +61,7 @@ struct Args {
   int threads = 0;
   int64_t steps = 10;
   std::string json_path;
+  bool quick = false;  // 1 image and a 128-token prefill only (for slow dtypes)
   bool help = false;
 };
 
@@ -83,6 +85,10 @@ Args parse_args(int argc, char** argv) {
     std::string flag = argv[i], value;
     if (flag == "--help" || flag == "-h") {
       a.help = true;
+      continue;
+    }
+    if (flag == "--quick") {
+      a.quick = true;
       continue;
     }
     if (flag != "--model" && flag != "--dtypes" && flag != "--threads" && flag != "--steps" &&
@@ -325,9 +331,9 @@ double decode_step_seconds(const FlamingoModel& model, const ImageKV& image, int
 }
 
 // Image encoding (vision + perceiver + cross-attention K/V of every gated layer).
-void report_encode(const FlamingoModel& model, nlohmann::json& out) {
+void report_encode(const FlamingoModel& model, bool quick, nlohmann::json& out) {
   std::printf("\n  encode_images  images  total ms  ms/image\n");
-  for (int64_t n : {1, 8}) {
+  for (int64_t n : quick ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 8}) {
     const double t = encode_seconds(model, n, n == 1 ? kReps : 2);
     std::printf("                 %6lld  %8.1f  %8.1f\n", static_cast<long long>(n), t * 1e3,
                 t * 1e3 / n);
@@ -335,13 +341,14 @@ void report_encode(const FlamingoModel& model, nlohmann::json& out) {
   }
 }
 
-void report_prefill(const FlamingoModel& model, const ImageKV& image, std::mt19937& rng,
+void report_prefill(const FlamingoModel& model, const ImageKV& image, bool quick, std::mt19937& rng,
                     nlohmann::json& out) {
   std::printf(
       "\n  prefill (one sequence, positions >= %lld see an image, logits of the last "
       "token; median of %d)\n  tokens  ms        tokens/s\n",
       static_cast<long long>(kImageFrom), kReps);
   for (int64_t tokens : kPrefillTokens) {
+    if (quick && tokens != kPrefillTokens.front()) continue;
     const double t = prefill_seconds(model, image, tokens, rng);
     std::printf("  %6lld  %8.1f  %9.1f\n", static_cast<long long>(tokens), t * 1e3, tokens / t);
     out["prefill"].push_back({{"tokens", tokens}, {"ms", t * 1e3}, {"tokens_per_s", tokens / t}});
@@ -410,9 +417,9 @@ nlohmann::json run_dtype(const Args& a, at::ScalarType dtype, const Machine& m) 
               static_cast<long long>(c.num_cross_layers()),
               static_cast<long long>(c.total_vocab()));
   std::mt19937 rng(1234);
-  report_encode(*model, out);
+  report_encode(*model, a.quick, out);
   const ImageKV image = std::move(model->encode_images(random_pixels(c, 1)).front());
-  report_prefill(*model, image, rng, out);
+  report_prefill(*model, image, a.quick, rng, out);
   report_decode(*model, image, a, m, rng, out);
   return out;
 }

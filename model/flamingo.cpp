@@ -96,8 +96,7 @@ std::unique_ptr<FlamingoModel> FlamingoModel::load(const std::string& dir,
   }
   m->final_norm_ = RmsNorm(w, "model.norm", d, c.rms_norm_eps);
   m->rope_ = RotaryTables(c.head_dim(), m->context_length_, c.rope_theta);
-  m->weight_bytes_ = w.bytes_loaded() * static_cast<int64_t>(at::elementSize(m->dtype_)) /
-                     static_cast<int64_t>(at::elementSize(at::kFloat));
+  m->weight_bytes_ = w.compute_bytes();
   return m;
 }
 

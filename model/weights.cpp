@@ -61,6 +61,7 @@ at::Tensor WeightLoader::get(const std::string& name, std::vector<int64_t> shape
   }
   if (stored != dtype_) out = out.to(dtype_);
   bytes_done_ += static_cast<int64_t>(view->nbytes);
+  compute_bytes_ += static_cast<int64_t>(out.nbytes());
   if (progress_) progress_(bytes_done_, bytes_total_);
   return out;
 }

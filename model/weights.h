@@ -25,7 +25,8 @@ class WeightLoader {
   at::Tensor get(const std::string& name, std::vector<int64_t> shape);
   bool contains(const std::string& name) const { return checkpoint_.find(name) != nullptr; }
   at::ScalarType dtype() const { return dtype_; }
-  int64_t bytes_loaded() const { return bytes_done_; }
+  int64_t bytes_loaded() const { return bytes_done_; }      // as stored in the files
+  int64_t compute_bytes() const { return compute_bytes_; }  // as held in the compute dtype
 
  private:
   const Checkpoint& checkpoint_;
@@ -33,6 +34,7 @@ class WeightLoader {
   Progress progress_;
   int64_t bytes_done_ = 0;
   int64_t bytes_total_ = 0;
+  int64_t compute_bytes_ = 0;
 };
 
 std::string shape_string(at::IntArrayRef shape);

@@ -86,11 +86,12 @@ TEST_P(PagedAttentionGrid, MatchesGatherReference) {
 INSTANTIATE_TEST_SUITE_P(
     Shapes, PagedAttentionGrid,
     ::testing::Combine(
-        ::testing::Values(Case{1, 8, 4, {1}, {1}},                  // single token
-                          Case{4, 12, 16, {33}, {33}},              // prefill, partial block
-                          Case{2, 64, 16, {17, 5, 40}, {1, 5, 1}},  // decode + prefill mix
-                          Case{8, 128, 8, {64, 9}, {16, 9}},        // chunked prefill
-                          Case{3, 16, 1, {7, 3}, {2, 3}}),          // block size 1
+        ::testing::Values(Case{1, 8, 4, {1}, {1}},                     // single token
+                          Case{4, 12, 16, {33}, {33}},                 // prefill, partial block
+                          Case{2, 64, 16, {17, 5, 40}, {1, 5, 1}},     // decode + prefill mix
+                          Case{8, 128, 8, {64, 9}, {16, 9}},           // chunked prefill
+                          Case{3, 16, 1, {7, 3}, {2, 3}},              // block size 1
+                          Case{4, 32, 4, {30, 12, 50}, {12, 1, 20}}),  // runs + decode
         ::testing::Values(at::kFloat, at::kBFloat16)));
 
 TEST(PagedAttention, RejectsOutOfRangeBlock) {
