@@ -23,21 +23,21 @@ class Reader {
     if (it == obj_.end() || it->is_null()) return;  // class default
     try {
       if constexpr (std::is_same_v<T, int64_t>) {
-        if (!it->is_number_integer()) throw std::invalid_argument("integer");
+        if (!it->is_number_integer()) throw std::invalid_argument("an integer");
         out = it->template get<int64_t>();
       } else if constexpr (std::is_same_v<T, double>) {
-        if (!it->is_number()) throw std::invalid_argument("number");
+        if (!it->is_number()) throw std::invalid_argument("a number");
         out = it->template get<double>();
       } else if constexpr (std::is_same_v<T, bool>) {
-        if (!it->is_boolean()) throw std::invalid_argument("boolean");
+        if (!it->is_boolean()) throw std::invalid_argument("a boolean");
         out = it->template get<bool>();
       } else {
-        if (!it->is_string()) throw std::invalid_argument("string");
+        if (!it->is_string()) throw std::invalid_argument("a string");
         out = it->template get<std::string>();
       }
     } catch (const std::invalid_argument& e) {
-      throw Error(source_ + ": key '" + prefix_ + key + "' must be a " + e.what() + ", found " +
-                  it->dump());
+      throw Error(source_ + ": key '" + prefix_ + key + "' must be " + std::string(e.what()) +
+                  ", found " + it->dump());
     }
   }
 
