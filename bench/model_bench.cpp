@@ -24,6 +24,7 @@
 #include "model/config.h"
 #include "model/error.h"
 #include "model/flamingo.h"
+#include "model/layers.h"
 
 namespace flamingo::bench {
 namespace {
@@ -228,8 +229,9 @@ int64_t step_weight_bytes(const ModelConfig& c, at::ScalarType dtype) {
 }
 
 // Random weights of exactly the step's linears, one tensor per linear (so nothing stays in
-// cache between uses); step_seconds is the summed time of at::linear over all of them with a
-// [batch, in] input: the floor a decode step of `batch` tokens should approach.
+// cache between uses); step_seconds is the summed time of flamingo::project (the product every
+// model linear uses) over all of them with a [batch, in] input: the floor a decode step of `batch`
+// tokens should approach.
 class GemvFloor {
  public:
   GemvFloor(const ModelConfig& c, at::ScalarType dtype) : dtype_(dtype) {
@@ -248,7 +250,7 @@ class GemvFloor {
       }
     }
     return median(timed_runs(reps, [&] {
-      for (const at::Tensor& w : weights_) at::linear(inputs.at(w.size(1)), w);
+      for (const at::Tensor& w : weights_) project(inputs.at(w.size(1)), w);
     }));
   }
 

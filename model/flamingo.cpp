@@ -215,7 +215,7 @@ at::Tensor FlamingoModel::forward(const FlatBatch& b, KvCache& cache,
   at::Tensor sel = h.index_select(0, at::tensor(logit_rows, at::kLong));
   at::Tensor normed = final_norm_(sel);
   if (hook) hook("final_norm", final_norm_(h));
-  return at::linear(normed, lm_head_).to(at::kFloat);
+  return project(normed, lm_head_).to(at::kFloat);
 }
 
 }  // namespace flamingo

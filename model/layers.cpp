@@ -39,6 +39,19 @@ at::Tensor dense_attention(const at::Tensor& q, const at::Tensor& k, const at::T
   return at::matmul(probs, v);
 }
 
+at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  if (x.dim() != 2 || x.size(0) > kMaxMvRows || x.scalar_type() != at::kFloat ||
+      weight.scalar_type() != at::kFloat) {
+    return at::linear(x, weight, bias);
+  }
+  at::Tensor y = at::empty({x.size(0), weight.size(0)}, x.options());
+  for (int64_t r = 0; r < x.size(0); ++r) {
+    at::Tensor row = y[r];
+    at::mv_out(row, weight, x[r]);
+  }
+  return bias.defined() ? y + bias : y;
+}
+
 Linear::Linear(WeightLoader& w, const std::string& prefix, int64_t in, int64_t out, bool has_bias)
     : weight(w.get(prefix + ".weight", {out, in})) {
   if (has_bias) bias = w.get(prefix + ".bias", {out});
