@@ -30,8 +30,9 @@ namespace flamingo::bench {
 namespace {
 
 constexpr int64_t kBlockSize = 16;
-constexpr int64_t kImageFrom = 8;       // tokens at positions >= this attend to an image
-constexpr int64_t kDecodeContext = 64;  // tokens prefilled per sequence before decode (untimed)
+constexpr int64_t kImageFrom = 8;           // tokens at positions >= this attend to an image
+constexpr int64_t kDecodeContext = 64;      // tokens prefilled per sequence before decode (untimed)
+constexpr int64_t kQuickDecodeContext = 8;  // the same with --quick
 constexpr int64_t kWarmupSteps = 2;
 constexpr int kReps = 3;  // timed repetitions of machine, encode and prefill figures
 constexpr double kGB = 1e9;
@@ -51,7 +52,7 @@ weight bandwidth and the time of the same GEMVs run alone. Figures go to stdout 
   --dtypes LIST   compute dtypes, comma-separated: float32,bfloat16 (default both)
   --threads N     intra-op threads (default: all cores)
   --steps N       timed decode steps per batch size, median reported (default 10)
-  --quick         encode 1 image and prefill 128 tokens only (for dtypes this CPU runs slowly)
+  --quick         encode 1 image, prefill 128 tokens, 8-token decode context (slow dtypes)
   --json PATH     also write every figure as JSON to PATH
   --help          this text
 )";
@@ -311,20 +312,20 @@ double prefill_seconds(const FlamingoModel& model, const ImageKV& image, int64_t
 }
 
 // Median seconds of a decode step of `batch` sequences (one new token each, all logits),
-// after an untimed kDecodeContext-token prefill of every sequence and kWarmupSteps steps.
+// after an untimed `context`-token prefill of every sequence and kWarmupSteps steps.
 double decode_step_seconds(const FlamingoModel& model, const ImageKV& image, int64_t batch,
-                           int64_t steps, std::mt19937& rng) {
+                           int64_t context, int64_t steps, std::mt19937& rng) {
   const ModelConfig& c = model.config();
   const auto vocab = static_cast<int32_t>(c.vocab_size);
-  const int64_t blocks = blocks_for(kDecodeContext + kWarmupSteps + steps);
+  const int64_t blocks = blocks_for(context + kWarmupSteps + steps);
   KvCache cache(c, batch * blocks, kBlockSize, model.dtype());
   // Each sequence names its own image entry (as when every request brings its image); all
   // entries share one ImageKV so that only one image has to be encoded.
   const std::vector<const ImageKV*> images(batch, &image);
-  model.forward(make_batch(batch, 0, kDecodeContext, blocks, vocab, rng), cache, images);
+  model.forward(make_batch(batch, 0, context, blocks, vocab, rng), cache, images);
   std::vector<double> times;
   for (int64_t k = 0; k < kWarmupSteps + steps; ++k) {
-    const int64_t pos = kDecodeContext + k;
+    const int64_t pos = context + k;
     const FlatBatch b = make_batch(batch, pos, pos + 1, blocks, vocab, rng);
     const double t = seconds([&] { model.forward(b, cache, images); });
     if (k >= kWarmupSteps) times.push_back(t);
@@ -360,17 +361,18 @@ void report_prefill(const FlamingoModel& model, const ImageKV& image, bool quick
 void report_decode(const FlamingoModel& model, const ImageKV& image, const Args& a,
                    const Machine& m, std::mt19937& rng, nlohmann::json& out) {
   const int64_t step_bytes = step_weight_bytes(model.config(), model.dtype());
+  const int64_t context = a.quick ? kQuickDecodeContext : kDecodeContext;
   std::printf(
       "\n  decode (after a %lld-token prefill per sequence; each sequence sees its own "
       "image entry; median of %lld steps)\n",
-      static_cast<long long>(kDecodeContext), static_cast<long long>(a.steps));
+      static_cast<long long>(context), static_cast<long long>(a.steps));
   std::printf(
       "  batch  step ms  tokens/s  weights GB/s  %% of read BW  GEMV floor ms  "
       "floor GB/s  step/floor\n");
   const GemvFloor floor(model.config(), model.dtype());
   std::map<int64_t, double> step_s;
   for (int64_t batch : kDecodeBatches) {
-    const double t = decode_step_seconds(model, image, batch, a.steps, rng);
+    const double t = decode_step_seconds(model, image, batch, context, a.steps, rng);
     const double f = floor.step_seconds(batch, a.steps);
     step_s[batch] = t;
     const double gbps = step_bytes / t / kGB;

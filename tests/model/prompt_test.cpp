@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "model/error.h"
+#include "tests/common/golden_cases.h"
 #include "tests/common/npy.h"
 #include "tests/model/spm_oracle.h"
 
@@ -20,17 +21,6 @@ namespace ft = flamingo::testing;
 
 const std::string kGolden = FLAMINGO_GOLDEN_DIR;
 const std::string kModelDir = kGolden + "/model";
-
-const char* const kCases[] = {
-    "case1_single_image_question",
-    "case2_two_images_interleaved",
-    "case3_text_only",
-    "case4_text_before_first_image",
-    "case5_three_images_few_shot",
-    "case6_two_consecutive_images",
-    "case7_image_first",
-    "case8_newlines_digits",
-};
 
 std::vector<PromptItem> items_from_json(const ordered_json& prompt) {
   std::vector<PromptItem> items;
@@ -73,7 +63,7 @@ std::vector<int32_t> mask_row_to_images(const ft::NpyArray& mask, int64_t b) {
 
 TEST(PromptGolden, EightCasesMatchProcessor) {
   const auto tok = Tokenizer::load(kModelDir);
-  for (const char* name : kCases) {
+  for (const std::string& name : ft::golden_cases()) {
     const std::string dir = kGolden + "/cases/" + name;
     const ordered_json prompt = ft::read_json(dir + "/prompt.json");
     const auto items = items_from_json(prompt["prompt"]);
@@ -150,7 +140,7 @@ std::vector<std::vector<PromptItem>> oracle_prompts() {
                     "a"),
        P::make_image(), P::make_text("b\xE2\x96\x81")},
   };
-  for (const char* name : kCases) {
+  for (const std::string& name : ft::golden_cases()) {
     prompts.push_back(
         items_from_json(ft::read_json(kGolden + "/cases/" + name + "/prompt.json")["prompt"]));
   }

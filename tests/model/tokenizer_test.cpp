@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "model/error.h"
+#include "tests/common/golden_cases.h"
 #include "tests/model/spm_oracle.h"
 
 namespace flamingo {
@@ -27,17 +28,6 @@ namespace ft = flamingo::testing;
 
 const std::string kGolden = FLAMINGO_GOLDEN_DIR;
 const std::string kModelDir = kGolden + "/model";
-
-const char* const kCases[] = {
-    "case1_single_image_question",
-    "case2_two_images_interleaved",
-    "case3_text_only",
-    "case4_text_before_first_image",
-    "case5_three_images_few_shot",
-    "case6_two_consecutive_images",
-    "case7_image_first",
-    "case8_newlines_digits",
-};
 
 // Texts that stress sentencepiece and HF's splitting: spaces, newlines, tabs, non-ASCII
 // (byte fallback), digits, empty strings, special-token strings typed as text, "▁".
@@ -200,7 +190,7 @@ TEST(TokenizerGolden, SpecialIdsFromTheFiles) {
 
 TEST(TokenizerGolden, PiecesAndDecodedTextMatchHf) {
   const auto tok = Tokenizer::load(kModelDir);
-  for (const char* name : kCases) {
+  for (const std::string& name : ft::golden_cases()) {
     const ordered_json inputs = ft::read_json(kGolden + "/cases/" + name + "/inputs.json");
     const auto ids = inputs["input_ids"].get<std::vector<int32_t>>();
     const auto pieces = inputs["tokens"].get<std::vector<std::string>>();
