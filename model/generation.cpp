@@ -1,5 +1,6 @@
 #include "model/generation.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -77,6 +78,7 @@ GenerationResult generate(const FlamingoModel& model, const Tokenizer* tokenizer
   GenerationResult out;
   out.finish_reason = "length";
   Sampler sampler(options.sampling);
+  bool stopped_by_string = false;
   for (int32_t step = 0; step < options.max_new_tokens; ++step) {
     at::Tensor logits = model.forward(batch, cache, images).contiguous();
     std::span<const float> row(logits.data_ptr<float>(), logits.size(1));
@@ -91,14 +93,17 @@ GenerationResult generate(const FlamingoModel& model, const Tokenizer* tokenizer
     if (!options.ignore_eos) {
       for (int32_t s : options.stop_ids) stop |= token == s;
     }
-    if (tokenizer != nullptr) {
-      out.text = tokenizer->decode(out.token_ids, /*skip_special_tokens=*/true);
+    // Stop strings need the text so far; without them the text is decoded once at the end.
+    if (tokenizer != nullptr && !options.stop.empty()) {
+      std::string text = tokenizer->decode(out.token_ids, /*skip_special_tokens=*/true);
+      size_t cut = std::string::npos;  // the earliest occurrence of any stop string
       for (const std::string& s : options.stop) {
-        const size_t at = s.empty() ? std::string::npos : out.text.find(s);
-        if (at != std::string::npos) {
-          out.text.resize(at);
-          stop = true;
-        }
+        if (!s.empty()) cut = std::min(cut, text.find(s));
+      }
+      if (cut != std::string::npos) {
+        text.resize(cut);
+        out.text = std::move(text);
+        stopped_by_string = stop = true;
       }
     }
     if (stop) {
@@ -114,6 +119,9 @@ GenerationResult generate(const FlamingoModel& model, const Tokenizer* tokenizer
     append_tokens(batch, 0, ids, img, static_cast<int64_t>(ids.size()) - 1,
                   static_cast<int64_t>(ids.size()), bs);
     batch.logit_rows = {0};
+  }
+  if (tokenizer != nullptr && !stopped_by_string) {
+    out.text = tokenizer->decode(out.token_ids, /*skip_special_tokens=*/true);
   }
   return out;
 }

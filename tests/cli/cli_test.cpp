@@ -128,6 +128,19 @@ TEST(Cli, CandidateLogprobIsTheSumOverTheExtendedPrompt) {
   }
 }
 
+TEST(Cli, StopStringCutsTextAndStops) {
+  // Golden greedy text of case 1 is ":" x 6, then "9" (token 378) ...: generation stops at
+  // the token that completes a stop string and the text is cut at the earliest occurrence
+  // of any of them ("::9" starts at offset 4, before "9" at offset 6).
+  CliRun r = run_cli("generate " + case_args("case1_single_image_question") +
+                     " --max-new-tokens 10 --dtype float32 --stop Z --stop 9 --stop '::9' --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  json out = json::parse(r.out);
+  EXPECT_EQ(out["finish_reason"], "stop");
+  EXPECT_EQ(out["text"], "::::");
+  EXPECT_EQ(out["token_ids"], json({376, 376, 376, 376, 376, 376, 378}));
+}
+
 TEST(Cli, Bf16ComputeRuns) {
   CliRun r = run_cli("generate " + case_args("case7_image_first") +
                      " --max-new-tokens 4 --dtype bfloat16 --json");
