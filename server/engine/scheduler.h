@@ -1,0 +1,141 @@
+// Continuous-batching scheduler for the engine (vLLM V1 style): no prefill/decode phases, only
+// token counts. It owns the waiting queue (bounded, FIFO), the running set (ordered by
+// admission) and every sequence's known tokens (prompt + generated) and computed count; the
+// BlockManager it is given owns the KV blocks. Each step: schedule() -> forward of
+// build_batch(plan) -> update(sampled tokens). No tensors, no model, no clocks.
+//
+// Per step, schedule():
+//   1. every running sequence whose known tokens are all computed but the newest sampled one
+//      gets 1 decode token (BlockManager::append_slot). When no block is free, the most
+//      recently admitted running sequence is preempted (its blocks freed, it goes back to the
+//      FRONT of the waiting queue keeping its generated tokens, and later recomputes
+//      prompt + generated), repeatedly, possibly the decoding sequence itself;
+//   2. partially prefilled sequences continue, then waiting ones are admitted FIFO while
+//      running < max_running and token budget remains (none in a step that preempted). A new
+//      sequence gets blocks for all its known tokens via BlockManager::allocate; its
+//      prefix-cache hit is not recomputed. Prefills are chunked to the remaining budget.
+//      Admission stops at the first allocate failure (no head-of-line skipping).
+// A computed token counts as computed from the moment it is scheduled; update() then
+// registers the now-written full blocks in the prefix cache (commit_full_blocks).
+//
+// Not thread-safe: owned and called only by the engine thread.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "model/batch.h"
+#include "server/engine/block_manager.h"
+
+namespace flamingo {
+
+struct SequenceRequest {
+  int64_t id = 0;
+  std::vector<int32_t> prompt;          // [P] token ids, P >= 1
+  std::vector<int32_t> image_of_token;  // [P] index into image_hashes, -1 = no image
+  std::vector<uint64_t> image_hashes;   // [images] content hash per image index
+  int32_t max_new_tokens = 1;           // >= 1
+};
+
+struct SchedulerConfig {
+  int32_t max_running = 32;    // sequences holding KV blocks at once
+  int32_t max_queued = 256;    // add() refuses beyond this many waiting requests
+  int32_t token_budget = 512;  // tokens per step; must be >= max_running
+};
+
+struct SeqChunk {
+  int64_t id = 0;
+  int32_t begin = 0, end = 0;  // token positions [begin, end) computed this step
+  bool wants_logits = false;   // end reaches the last known token: sample from row end - 1
+};
+
+struct StepPlan {
+  std::vector<SeqChunk> chunks;  // at most one per sequence; decodes first, then prefills
+  int32_t num_tokens() const;
+};
+
+// One sampled token for a chunk with wants_logits. finished: the caller's stop decision
+// (EOS, stop string); the token is still appended and counted.
+struct StepResult {
+  int64_t id = 0;
+  int32_t token = 0;
+  bool finished = false;
+};
+
+enum class FinishReason { kLength, kStop };
+
+struct FinishedSeq {
+  int64_t id = 0;
+  FinishReason reason = FinishReason::kLength;
+  std::vector<int32_t> generated;
+};
+
+class Scheduler {
+ public:
+  enum class AddResult {
+    kQueued,
+    kQueueFull,  // max_queued requests already waiting
+    kTooLong,    // prompt + max_new_tokens - 1 KV slots exceed the whole cache
+  };
+
+  // Throws flamingo::Error unless 1 <= max_running <= token_budget and max_queued >= 0.
+  Scheduler(SchedulerConfig config, BlockManager& blocks);
+
+  // Throws flamingo::Error on a duplicate id, empty prompt, image_of_token size != prompt size,
+  // an image index outside [-1, images) or max_new_tokens < 1.
+  AddResult add(SequenceRequest request);
+  // Removes a waiting or running sequence and frees its blocks now; false if unknown. Results
+  // for it in a pending update() are ignored.
+  bool abort(int64_t id);
+
+  // Throws flamingo::Error if the previous non-empty plan has not been passed to update().
+  StepPlan schedule();
+  // The flattened forward input for `plan` (the last schedule()): one block_tables row per
+  // chunk, logit_rows in chunk order for chunks with wants_logits. image_of_token is the
+  // request's own image index (generated tokens take the last prompt token's) plus
+  // image_base[row] when image_base is given (one entry per chunk), else unshifted.
+  FlatBatch build_batch(const StepPlan& plan, std::span<const int32_t> image_base = {}) const;
+  // Applies the results of the last plan: commits written full blocks, appends each sampled
+  // token, finishes sequences at max_new_tokens or when flagged, frees their blocks. Throws
+  // flamingo::Error, state unchanged, if a result names no wants_logits chunk of the last
+  // plan, appears twice, or a live wants_logits chunk has no result.
+  std::vector<FinishedSeq> update(std::span<const StepResult> results);
+
+  int32_t num_waiting() const { return static_cast<int32_t>(waiting_.size()); }
+  int32_t num_running() const { return static_cast<int32_t>(running_.size()); }
+  bool has_work() const { return !waiting_.empty() || !running_.empty(); }
+  bool contains(int64_t id) const { return seqs_.count(id) != 0; }
+  const std::deque<int64_t>& waiting_ids() const { return waiting_; }   // queue order
+  const std::vector<int64_t>& running_ids() const { return running_; }  // admission order
+  // The following throw flamingo::Error on an unknown id.
+  const std::vector<int32_t>& tokens(int64_t id) const;  // prompt + generated
+  int32_t num_computed(int64_t id) const;
+  int32_t num_generated(int64_t id) const;
+
+ private:
+  struct Seq {
+    SequenceRequest request;
+    std::vector<int32_t> tokens;       // prompt + generated
+    std::vector<int32_t> images;       // per token: request image index, -1 = none
+    std::vector<uint64_t> image_hash;  // per token: content hash, 0 = none
+    int32_t num_computed = 0;          // tokens whose KV is written or scheduled
+  };
+
+  Seq& seq_or_throw(int64_t id);
+  const Seq& seq_or_throw(int64_t id) const;
+  void preempt_newest();
+
+  SchedulerConfig config_;
+  BlockManager& blocks_;
+  std::unordered_map<int64_t, Seq> seqs_;
+  std::deque<int64_t> waiting_;
+  std::vector<int64_t> running_;
+  StepPlan last_plan_;                    // awaiting update() while pending_update_
+  std::vector<int64_t> aborted_in_step_;  // aborted since the last schedule(): results ignored
+  bool pending_update_ = false;
+};
+
+}  // namespace flamingo
