@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "model/error.h"
+#include "model/safetensors.h"
 
 namespace flamingo {
 namespace {

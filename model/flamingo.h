@@ -20,7 +20,6 @@
 #include "model/kv_cache.h"
 #include "model/llama_decoder.h"
 #include "model/perceiver_resampler.h"
-#include "model/safetensors.h"
 
 namespace flamingo {
 
