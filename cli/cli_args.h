@@ -6,7 +6,14 @@
 //       [--max-image-bytes N] [--max-image-pixels N]
 //   flamingo-cli score --model DIR --prompt TEXT [--image PATH]... [--candidate TEXT]...
 //       [--dtype ...] --json
-// Torch-free so that it is unit-testable without a model.
+// With --server HOST:PORT the same commands run on a flamingo-server (cli/remote.h), and two
+// more exist there only:
+//   flamingo-cli caption --server HOST:PORT --image PATH [--example IMAGE=TEXT]...
+//       [--max-new-tokens N] [sampling flags] [--json] [--timeout SECONDS]
+//   flamingo-cli ask --server HOST:PORT --image PATH --question TEXT
+//       [--example IMAGE=QUESTION=ANSWER]... [--max-new-tokens N] [sampling flags] [--json]
+//   plus, for generate: [--stream] [--request-id ID] [--timeout SECONDS].
+// Torch-free and gRPC-free so that it is unit-testable without a model or a server.
 #pragma once
 
 #include <cstdint>
@@ -17,8 +24,16 @@
 
 namespace flamingo::cli {
 
+// One few-shot demo of caption (image + text) or ask (image + question + answer).
+struct CliExample {
+  std::string image;     // file path
+  std::string text;      // caption
+  std::string question;  // ask
+  std::string answer;    // ask
+};
+
 struct CliArgs {
-  std::string command;  // generate | score
+  std::string command;  // generate | score | caption | ask
   std::string model_dir;
   std::string prompt;
   bool prompt_given = false;
@@ -26,6 +41,7 @@ struct CliArgs {
   std::vector<std::string> candidates;
   std::vector<std::string> stop;
   int32_t max_new_tokens = 32;
+  bool max_new_tokens_given = false;  // with --server, unset means the server's default
   float temperature = 0.f;
   int32_t top_k = 0;
   float top_p = 1.f;
@@ -40,6 +56,13 @@ struct CliArgs {
   int64_t max_image_bytes = 20 << 20;
   int64_t max_image_pixels = 40'000'000;
   bool help = false;
+  // Remote mode (cli/remote.h): empty server = run the model locally.
+  std::string server;                // gRPC target, e.g. 127.0.0.1:50051
+  double timeout_seconds = 0;        // 0: no deadline
+  bool stream = false;               // generate: GenerateStream, text printed as it arrives
+  std::string request_id;            // generate: GenerateRequest.request_id
+  std::string question;              // ask
+  std::vector<CliExample> examples;  // caption / ask few-shot demos, in order
 };
 
 // Throws UsageError (message names the flag and the bad value).

@@ -1,6 +1,8 @@
 // flamingo-cli: one-shot generation and scoring with an IDEFICS checkpoint (see cli_args.h for
-// the command line). stdout carries only the result (JSON with --json); progress and errors
-// go to stderr. Exit codes: 0 ok, 1 runtime error (bad checkpoint, image, prompt), 2 usage.
+// the command line), or, with --server HOST:PORT, the same commands plus caption and ask sent
+// to a running flamingo-server (cli/remote.h). stdout carries only the result (JSON with
+// --json); progress and errors go to stderr. Exit codes: 0 ok, 1 runtime error (bad
+// checkpoint, image, prompt), 2 usage, 3 gRPC error (--server only).
 #include <ATen/Parallel.h>
 
 #include <cmath>
@@ -10,6 +12,9 @@
 #include <thread>
 
 #include "cli/cli_args.h"
+#ifndef FLAMINGO_CLI_NO_REMOTE  // defined when built without gRPC (FLAMINGO_BUILD_SERVER=OFF)
+#include "cli/remote.h"
+#endif
 #include "model/error.h"
 #include "model/pipeline.h"
 
@@ -98,6 +103,9 @@ int run(const CliArgs& a) {
   out["finish_reason"] = r.finish_reason;
   out["seed"] = go.sampling.seed;
   out["dtype"] = p->model().dtype() == at::kBFloat16 ? "bfloat16" : "float32";
+  out["usage"] = {{"prompt_tokens", prompt.ids.size()},
+                  {"completion_tokens", r.token_ids.size()},
+                  {"images", images.size()}};
   if (a.top_logprobs > 0) {
     nlohmann::json top = nlohmann::json::array();
     for (const auto& step : r.top_logprobs) {
@@ -130,6 +138,15 @@ int main(int argc, char** argv) {
   if (args.help) {
     std::cout << cli_usage();
     return 0;
+  }
+  if (!args.server.empty()) {
+#ifndef FLAMINGO_CLI_NO_REMOTE
+    return run_remote(args, std::cout, std::cerr);
+#else
+    std::cerr << "flamingo-cli: error: --server: this flamingo-cli was built without gRPC "
+                 "(FLAMINGO_BUILD_SERVER=OFF)\n";
+    return 1;
+#endif
   }
   try {
     return run(args);

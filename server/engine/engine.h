@@ -1,0 +1,100 @@
+// The engine: one thread that owns the model and runs continuous batching. Requests are
+// submitted from any thread (the gRPC handlers), join the running batch at the next step and
+// leave when done; each step schedules a token budget (scheduler.h), encodes the images of
+// newly admitted requests together (media_cache.h), runs one flattened forward and samples
+// each request's token with its own Sampler. Torch-free facade over model/ (the
+// implementation includes ATen): server code includes only this header.
+//
+// Thread-safety: every public method is thread-safe. The inbox (submissions, cancellations)
+// is the only state shared between threads; sinks and callbacks run on the engine thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "server/engine/job.h"
+#include "server/limits.h"
+
+namespace flamingo {
+
+class Tokenizer;
+struct ImagePreprocessConfig;
+
+struct EngineConfig {
+  std::string model_dir;
+  std::string dtype = "auto";     // auto | float32 | bfloat16
+  int64_t context_length = 0;     // 0: from the checkpoint
+  int32_t block_size = 16;        // tokens per KV block
+  int64_t kv_cache_bytes = 0;     // 0: room for max_running sequences of the full context
+  int64_t image_cache_bytes = 0;  // 0: room for max_running x 4 images
+  int32_t token_budget = 512;     // tokens per step (prefill chunking)
+  bool prefix_caching = true;
+  ServerLimits limits;
+  // Called while weights load: bytes done, bytes total.
+  std::function<void(int64_t, int64_t)> progress;
+};
+
+struct ModelDescription {
+  std::string family = "idefics";
+  std::string model_dir;
+  int64_t hidden_size = 0, num_layers = 0, num_cross_layers = 0, vocab_size = 0;
+  int64_t image_size = 0, latents_per_image = 0, context_length = 0;
+  std::string dtype;
+  int64_t kv_blocks_total = 0, kv_block_size = 0;
+  int64_t image_bytes = 0;  // encoded (cross-attention K/V) bytes per image
+};
+
+struct EngineStats {
+  int32_t queued = 0;   // accepted, waiting for their first step (incl. preempted)
+  int32_t running = 0;  // holding KV blocks
+  int32_t kv_blocks_used = 0, kv_blocks_free = 0;
+  int64_t image_cache_bytes = 0;
+  int64_t steps = 0;
+};
+
+enum class Admission {
+  kAccepted,
+  kOverloaded,    // queue full: RESOURCE_EXHAUSTED
+  kTooLarge,      // needs more KV blocks than the whole cache: RESOURCE_EXHAUSTED
+  kShuttingDown,  // draining: UNAVAILABLE
+};
+
+struct AdmissionResult {
+  Admission code = Admission::kAccepted;
+  std::string message;  // names the limit and the value when not accepted
+  int64_t id = 0;       // engine id for cancel()
+};
+
+class Engine {
+ public:
+  // Loads the model, warms it up (one forward with an image) and starts the engine thread.
+  // Throws flamingo::Error on a bad model folder or configuration.
+  static std::unique_ptr<Engine> start(const EngineConfig& config);
+  virtual ~Engine() = default;  // stops the thread; unfinished jobs end with kShutdown
+
+  virtual const ModelDescription& description() const = 0;
+  virtual const Tokenizer& tokenizer() const = 0;
+  virtual const ImagePreprocessConfig& image_config() const = 0;
+  // The family's stop ids (eos, end-of-utterance) and never-sampled ids.
+  virtual const std::vector<int32_t>& stop_ids() const = 0;
+  virtual const std::vector<std::string>& stop_strings() const = 0;
+  virtual const std::vector<int32_t>& banned_ids() const = 0;
+  virtual const EngineConfig& config() const = 0;
+
+  // Queues a job; on kAccepted the sink will get on_finish exactly once.
+  virtual AdmissionResult submit(GenerateJob job, std::shared_ptr<JobSink> sink) = 0;
+  virtual AdmissionResult submit_score(ScoreJob job, ScoreCallback done) = 0;
+  // Ends a job (generate or score) within one step with kCancelled; unknown ids are ignored.
+  virtual void cancel(int64_t id) = 0;
+
+  // Stops admitting (submit -> kShuttingDown), lets accepted jobs finish until `timeout_s`
+  // passes, then ends the rest with kShutdown. Returns true when everything finished.
+  virtual bool drain(double timeout_s) = 0;
+
+  virtual EngineStats stats() const = 0;
+};
+
+}  // namespace flamingo

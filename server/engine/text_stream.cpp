@@ -1,0 +1,93 @@
+#include "server/engine/text_stream.h"
+
+#include <algorithm>
+
+namespace flamingo {
+namespace {
+
+// The strings that the slow LlamaTokenizer's clean_up_tokenization rewrites (model/tokenizer.cpp):
+// a text ending in a proper prefix of one of them may still change when the next token comes.
+constexpr std::string_view kCleanUpPatterns[] = {" .",   " ?",  " !",  " ,",   " ' ",
+                                                 " n't", " 'm", " 's", " 've", " 're"};
+constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
+
+// Longest suffix of `s` that is a proper prefix of `pattern` (or all of it when `whole`).
+size_t suffix_prefix_overlap(std::string_view s, std::string_view pattern, bool whole) {
+  const size_t max = std::min(s.size(), whole ? pattern.size() : pattern.size() - 1);
+  for (size_t n = max; n > 0; --n) {
+    if (s.substr(s.size() - n) == pattern.substr(0, n)) return n;
+  }
+  return 0;
+}
+
+}  // namespace
+
+size_t complete_utf8_prefix(std::string_view s) {
+  // Look back at most 3 bytes for the lead byte of the last character.
+  const size_t n = s.size();
+  for (size_t back = 1; back <= std::min<size_t>(4, n); ++back) {
+    const auto c = static_cast<unsigned char>(s[n - back]);
+    if ((c & 0xC0) == 0x80) continue;  // continuation byte
+    size_t len = 1;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4;
+    }
+    return back < len ? n - back : n;
+  }
+  return n;  // only continuation bytes: malformed, nothing to wait for
+}
+
+TextStream::TextStream(std::vector<std::string> stop_strings) {
+  for (std::string& s : stop_strings) {
+    if (!s.empty()) stops_.push_back(std::move(s));
+  }
+}
+
+size_t TextStream::unstable_tail(std::string_view s) const {
+  size_t keep = s.size() - complete_utf8_prefix(s);
+  std::string_view head = s.substr(0, s.size() - keep);
+  while (head.ends_with(kReplacementChar)) {  // a byte-fallback character still incomplete
+    head.remove_suffix(kReplacementChar.size());
+  }
+  size_t tail = s.size() - head.size();
+  for (std::string_view p : kCleanUpPatterns) {
+    tail = std::max(tail, (s.size() - head.size()) + suffix_prefix_overlap(head, p, false));
+  }
+  for (const std::string& stop : stops_) {
+    tail = std::max(tail, (s.size() - head.size()) + suffix_prefix_overlap(head, stop, false));
+  }
+  return std::min(tail, s.size());
+}
+
+TextStream::Update TextStream::update(const std::string& full) {
+  Update out;
+  if (stopped_) return out;
+  size_t cut = std::string::npos;
+  for (const std::string& stop : stops_) cut = std::min(cut, full.find(stop));
+  if (cut != std::string::npos) {
+    text_ = full.substr(0, cut);
+    stopped_ = out.stopped = true;
+    out.delta = finish();
+    return out;
+  }
+  text_ = full;
+  const size_t stable = full.size() - unstable_tail(full);
+  if (stable > released_) {
+    out.delta = full.substr(released_, stable - released_);
+    released_ = stable;
+  }
+  return out;
+}
+
+std::string TextStream::finish() {
+  std::string rest;
+  if (text_.size() > released_) rest = text_.substr(released_);
+  released_ = std::max(released_, text_.size());
+  return rest;
+}
+
+}  // namespace flamingo

@@ -1,0 +1,302 @@
+// The engine against the single-sequence generator (model/generation.h) on the golden tiny
+// checkpoint: a request's tokens are identical whether it runs alone through generate() or
+// among others in the continuous batch (fp32, greedy and seeded sampling), plus
+// cancellation, deadlines, admission limits and draining.
+#include "server/engine/engine.h"
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <fstream>
+#include <iterator>
+#include <mutex>
+#include <thread>
+
+#include "model/image_decode.h"
+#include "model/image_preprocess.h"
+#include "model/pipeline.h"
+#include "model/prompt.h"
+#include "server/engine/media_cache.h"
+
+namespace flamingo {
+namespace {
+
+const std::string kModel = std::string(FLAMINGO_GOLDEN_DIR) + "/model";
+const std::string kImages = std::string(FLAMINGO_GOLDEN_DIR) + "/images/";
+
+std::vector<uint8_t> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// Collects one job's output; wait() blocks until on_finish.
+class Collector : public JobSink {
+ public:
+  void on_delta(JobDelta d) override {
+    std::lock_guard lock(mu_);
+    streamed_text += d.text;
+    tokens.insert(tokens.end(), d.token_ids.begin(), d.token_ids.end());
+    logprobs.insert(logprobs.end(), d.logprobs.begin(), d.logprobs.end());
+    ++deltas;
+  }
+  void on_finish(JobDelta last, JobOutcome o) override {
+    std::lock_guard lock(mu_);
+    streamed_text += last.text;
+    tokens.insert(tokens.end(), last.token_ids.begin(), last.token_ids.end());
+    outcome = std::move(o);
+    done = true;
+    cv_.notify_all();
+  }
+  void wait() {
+    std::unique_lock lock(mu_);
+    ASSERT_TRUE(cv_.wait_for(lock, std::chrono::seconds(120), [this] { return done; }));
+  }
+  std::string streamed_text;
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  int deltas = 0;
+  JobOutcome outcome;
+  bool done = false;
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+};
+
+struct Case {
+  std::string text;
+  std::vector<std::string> images;
+  int32_t max_new_tokens;
+  SamplingParams sampling;
+};
+
+class EngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    EngineConfig c;
+    c.model_dir = kModel;
+    c.dtype = "float32";
+    c.limits.max_running_requests = 8;
+    c.limits.max_queued_requests = 64;
+    c.token_budget = 64;  // forces chunked prefill and mixed steps
+    c.block_size = 4;
+    engine_ = Engine::start(c).release();
+    PipelineOptions po;
+    po.model.dtype = "float32";
+    pipeline_ = Pipeline::load(kModel, po).release();
+  }
+  static void TearDownTestSuite() {
+    delete engine_;
+    delete pipeline_;
+  }
+
+  GenerateJob make_job(const Case& k) const {
+    std::vector<PromptItem> items;
+    std::vector<RgbImage> decoded;
+    GenerateJob job;
+    for (const std::string& name : k.images) {
+      items.push_back(PromptItem::make_image());
+      const std::vector<uint8_t> bytes = file_bytes(kImages + name);
+      RgbImage img = decode_image(bytes.data(), bytes.size(), ImageLimits{}, name);
+      const ImagePreprocessConfig& ic = engine_->image_config();
+      job.images.push_back(
+          {media_key(bytes, ic.image_size, ic.mean, ic.std), preprocess_image(img, ic)});
+    }
+    items.push_back(PromptItem::make_text(k.text));
+    TokenizedPrompt t = build_idefics_prompt(engine_->tokenizer(), items);
+    job.prompt = t.token_ids;
+    job.image_of_token = t.image_of_token;
+    job.max_new_tokens = k.max_new_tokens;
+    job.sampling = k.sampling;
+    return job;
+  }
+
+  GenerationResult solo(const Case& k) const {
+    std::vector<PromptItem> items;
+    std::vector<RgbImage> images;
+    for (const std::string& name : k.images) {
+      items.push_back(PromptItem::make_image());
+      images.push_back(read_image_file(kImages + name, ImageLimits{}));
+    }
+    items.push_back(PromptItem::make_text(k.text));
+    GenerationOptions o = pipeline_->generation_defaults();
+    o.max_new_tokens = k.max_new_tokens;
+    o.sampling = k.sampling;
+    return pipeline_->generate(pipeline_->prepare(items, images), o);
+  }
+
+  static Engine* engine_;
+  static Pipeline* pipeline_;
+};
+Engine* EngineTest::engine_ = nullptr;
+Pipeline* EngineTest::pipeline_ = nullptr;
+
+std::vector<Case> mixed_cases() {
+  std::vector<Case> cases;
+  const std::vector<std::vector<std::string>> image_sets = {
+      {},
+      {"cat_face_28x28.png"},
+      {"chair_baseline_100x80.jpg", "leaf_42x42.png"},
+      {"cat_face_28x28.png", "fish_progressive_84x63.jpg", "mug_P_60x60.png"}};
+  const std::vector<std::string> texts = {"A photo of", "Question: what is this? Answer:",
+                                          "In this picture we can see a long and winding"};
+  for (int i = 0; i < 12; ++i) {
+    Case k;
+    k.text = texts[i % texts.size()] + std::string(i % 4, '!');
+    k.images = image_sets[i % image_sets.size()];
+    k.max_new_tokens = 3 + (i * 5) % 11;
+    if (i % 3 == 1) k.sampling = SamplingParams{0.8f, 20, 0.9f, 1.1f, 1000u + i};
+    cases.push_back(k);
+  }
+  return cases;
+}
+
+TEST_F(EngineTest, ConcurrentJobsMatchSoloGeneration) {
+  const std::vector<Case> cases = mixed_cases();
+  std::vector<std::shared_ptr<Collector>> sinks;
+  for (const Case& k : cases) {
+    auto sink = std::make_shared<Collector>();
+    AdmissionResult r = engine_->submit(make_job(k), sink);
+    ASSERT_EQ(r.code, Admission::kAccepted) << r.message;
+    sinks.push_back(sink);
+  }
+  for (size_t i = 0; i < cases.size(); ++i) {
+    sinks[i]->wait();
+    const GenerationResult want = solo(cases[i]);
+    EXPECT_EQ(sinks[i]->tokens, want.token_ids) << "case " << i;
+    EXPECT_EQ(sinks[i]->outcome.token_ids, want.token_ids) << "case " << i;
+    EXPECT_EQ(sinks[i]->outcome.text, want.text) << "case " << i;
+    EXPECT_EQ(sinks[i]->streamed_text, want.text) << "case " << i;
+    ASSERT_EQ(sinks[i]->logprobs.size(), want.logprobs.size());
+    for (size_t t = 0; t < want.logprobs.size(); ++t) {
+      EXPECT_NEAR(sinks[i]->logprobs[t], want.logprobs[t], 1e-4) << "case " << i << " token " << t;
+    }
+    const JobStatus status = want.finish_reason == "stop" ? JobStatus::kStop : JobStatus::kLength;
+    EXPECT_EQ(sinks[i]->outcome.status, status) << "case " << i;
+    EXPECT_EQ(sinks[i]->outcome.images, static_cast<int32_t>(cases[i].images.size()));
+  }
+  const EngineStats s = engine_->stats();
+  EXPECT_EQ(s.running, 0);
+  EXPECT_EQ(s.kv_blocks_used, 0);
+}
+
+TEST_F(EngineTest, CancelEndsJobAndFreesBlocks) {
+  Case k{"A long story:", {"cat_face_28x28.png"}, 200, {}};
+  GenerateJob job = make_job(k);
+  job.sampling.temperature = 1.0f;  // keeps going; no early stop on greedy EOS
+  job.sampling.seed = 7;
+  job.ignore_eos = true;
+  auto sink = std::make_shared<Collector>();
+  AdmissionResult r = engine_->submit(std::move(job), sink);
+  ASSERT_EQ(r.code, Admission::kAccepted);
+  while (engine_->stats().running == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  engine_->cancel(r.id);
+  sink->wait();
+  EXPECT_EQ(sink->outcome.status, JobStatus::kCancelled);
+  EXPECT_LT(sink->outcome.completion_tokens, 200);
+  // Stats are published after each loop iteration.
+  for (int i = 0; i < 100 && engine_->stats().kv_blocks_used != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(engine_->stats().kv_blocks_used, 0);
+}
+
+TEST_F(EngineTest, DeadlineEndsJob) {
+  Case k{"Once upon a time", {}, 200, {}};
+  GenerateJob job = make_job(k);
+  job.ignore_eos = true;
+  job.deadline = Clock::now() + std::chrono::milliseconds(30);
+  auto sink = std::make_shared<Collector>();
+  ASSERT_EQ(engine_->submit(std::move(job), sink).code, Admission::kAccepted);
+  sink->wait();
+  EXPECT_EQ(sink->outcome.status, JobStatus::kDeadline);
+}
+
+TEST_F(EngineTest, RejectsJobLargerThanTheCache) {
+  Case k{"hi", {}, 1, {}};
+  GenerateJob job = make_job(k);
+  const int64_t slots =
+      engine_->description().kv_blocks_total * engine_->description().kv_block_size;
+  job.max_new_tokens = static_cast<int32_t>(slots) + 1;
+  AdmissionResult r = engine_->submit(std::move(job), std::make_shared<Collector>());
+  EXPECT_EQ(r.code, Admission::kTooLarge);
+  EXPECT_NE(r.message.find(std::to_string(slots)), std::string::npos) << r.message;
+}
+
+TEST_F(EngineTest, ScoreMatchesPipelineScore) {
+  const std::vector<std::string> candidates = {" a cat", " a dog", " chair"};
+  std::vector<PromptItem> items = {PromptItem::make_image(), PromptItem::make_text("This is")};
+  const std::vector<RgbImage> images = {read_image_file(kImages + "cat_face_28x28.png", {})};
+  const ScoreResult want = pipeline_->score(items, images, candidates);
+
+  ScoreJob job;
+  const std::vector<uint8_t> bytes = file_bytes(kImages + "cat_face_28x28.png");
+  const ImagePreprocessConfig& ic = engine_->image_config();
+  job.images.push_back(
+      {media_key(bytes, ic.image_size, ic.mean, ic.std), preprocess_image(images[0], ic)});
+  TokenizedPrompt base = build_idefics_prompt(engine_->tokenizer(), items);
+  job.sequences.push_back(base.token_ids);
+  job.image_of_token.push_back(base.image_of_token);
+  for (const std::string& c : candidates) {
+    std::vector<PromptItem> with = items;
+    with.back().text += c;
+    TokenizedPrompt t = build_idefics_prompt(engine_->tokenizer(), with);
+    size_t common = 0;
+    while (common < base.token_ids.size() && t.token_ids[common] == base.token_ids[common])
+      ++common;
+    job.first_new.push_back(static_cast<int32_t>(std::max<size_t>(common, 1)));
+    job.sequences.push_back(t.token_ids);
+    job.image_of_token.push_back(t.image_of_token);
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  std::optional<ScoreOutcome> got;
+  AdmissionResult r = engine_->submit_score(std::move(job), [&](ScoreOutcome o) {
+    std::lock_guard lock(mu);
+    got = std::move(o);
+    cv.notify_all();
+  });
+  ASSERT_EQ(r.code, Admission::kAccepted);
+  std::unique_lock lock(mu);
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return got.has_value(); }));
+  ASSERT_EQ(got->status, JobStatus::kStop) << got->message;
+  ASSERT_EQ(got->logprobs.size(), candidates.size());
+  for (size_t c = 0; c < candidates.size(); ++c) {
+    EXPECT_NEAR(got->logprobs[c], want.candidate_logprobs[c], 1e-4) << candidates[c];
+  }
+}
+
+TEST(EngineDrainTest, DrainFinishesAcceptedJobsAndRefusesNewOnes) {
+  EngineConfig c;
+  c.model_dir = kModel;
+  c.dtype = "float32";
+  std::unique_ptr<Engine> engine = Engine::start(c);
+  std::vector<std::shared_ptr<Collector>> sinks;
+  for (int i = 0; i < 4; ++i) {
+    GenerateJob job;
+    TokenizedPrompt t = build_idefics_prompt(engine->tokenizer(), {PromptItem::make_text("Hello")});
+    job.prompt = t.token_ids;
+    job.image_of_token = t.image_of_token;
+    job.max_new_tokens = 5;
+    job.ignore_eos = true;
+    auto sink = std::make_shared<Collector>();
+    ASSERT_EQ(engine->submit(std::move(job), sink).code, Admission::kAccepted);
+    sinks.push_back(sink);
+  }
+  std::thread drainer([&] { EXPECT_TRUE(engine->drain(60)); });
+  drainer.join();
+  for (auto& s : sinks) {
+    s->wait();
+    EXPECT_EQ(s->outcome.status, JobStatus::kLength);
+    EXPECT_EQ(s->outcome.completion_tokens, 5);
+  }
+  GenerateJob late;
+  late.prompt = {1, 2};
+  late.image_of_token = {-1, -1};
+  late.max_new_tokens = 1;
+  EXPECT_EQ(engine->submit(std::move(late), std::make_shared<Collector>()).code,
+            Admission::kShuttingDown);
+}
+
+}  // namespace
+}  // namespace flamingo
