@@ -3,6 +3,7 @@
 #include "server/engine/engine.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -143,6 +144,9 @@ class EngineImpl final : public Engine {
 };
 
 EngineImpl::EngineImpl(const EngineConfig& config) : config_(config) {
+  at::set_num_threads(config.threads > 0
+                          ? config.threads
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
   PipelineOptions po;
   po.model.dtype = config.dtype;
   po.model.context_length = config.context_length;

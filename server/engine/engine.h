@@ -27,6 +27,7 @@ struct EngineConfig {
   std::string model_dir;
   std::string dtype = "auto";     // auto | float32 | bfloat16
   int64_t context_length = 0;     // 0: from the checkpoint
+  int32_t threads = 0;            // CPU threads for the model; 0: one per core
   int32_t block_size = 16;        // tokens per KV block
   int64_t kv_cache_bytes = 0;     // 0: room for max_running sequences of the full context
   int64_t image_cache_bytes = 0;  // 0: room for max_running x 4 images

@@ -1,0 +1,71 @@
+// The flamingo.v1.Flamingo service on gRPC's callback API: each call validates and builds its
+// job on the handler thread (RequestBuilder), submits it to the Engine and completes from the
+// engine thread through a reactor (unary, or a write reactor for GenerateStream). Client
+// cancellation and deadlines reach the engine (cancel / job deadline); admission failures
+// answer RESOURCE_EXHAUSTED at once. Until attach() the model is loading and calls answer
+// UNAVAILABLE; after begin_shutdown() too. One log line and metrics per finished call.
+//
+// Thread-safety: all methods are thread-safe; attach() and begin_shutdown() publish atomically.
+// Torch-free.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "flamingo/v1/flamingo.grpc.pb.h"
+#include "server/engine/engine.h"
+#include "server/metrics.h"
+#include "server/request_builder.h"
+
+namespace flamingo {
+
+class FlamingoService final : public v1::Flamingo::CallbackService {
+ public:
+  explicit FlamingoService(ServerMetrics& metrics);
+
+  // The engine is loaded and warm: calls are served from now on. Both must outlive the
+  // service's calls (the server is shut down before they are destroyed).
+  void attach(Engine* engine, const RequestBuilder* builder);
+  // New calls answer UNAVAILABLE; calls already accepted run to the end.
+  void begin_shutdown();
+
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* context,
+                                     const v1::GenerateRequest* request,
+                                     v1::GenerateResponse* response) override;
+  grpc::ServerWriteReactor<v1::GenerateChunk>* GenerateStream(
+      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* Caption(grpc::CallbackServerContext* context,
+                                    const v1::CaptionRequest* request,
+                                    v1::GenerateResponse* response) override;
+  grpc::ServerUnaryReactor* AnswerQuestion(grpc::CallbackServerContext* context,
+                                           const v1::QuestionRequest* request,
+                                           v1::GenerateResponse* response) override;
+  grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* context,
+                                  const v1::ScoreRequest* request,
+                                  v1::ScoreResponse* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const v1::ModelInfoRequest* request,
+                                         v1::ModelInfo* response) override;
+
+  // Shared by the reactors (public for them; not an API).
+  struct Context {
+    Engine* engine = nullptr;
+    const RequestBuilder* builder = nullptr;
+    ServerMetrics* metrics = nullptr;
+  };
+  // The engine and builder when serving, else a status to answer with.
+  grpc::Status available(Context& out) const;
+  std::string next_request_id();
+  ServerMetrics* metrics();
+
+ private:
+  ServerMetrics& metrics_;
+  std::atomic<Engine*> engine_{nullptr};
+  std::atomic<const RequestBuilder*> builder_{nullptr};
+  std::atomic<bool> shutting_down_{false};
+  std::atomic<uint64_t> next_id_{1};
+};
+
+}  // namespace flamingo

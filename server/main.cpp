@@ -1,0 +1,230 @@
+// flamingo-server: binds the gRPC port first (health NOT_SERVING, calls UNAVAILABLE), loads
+// the model and warms it up, then serves; SIGTERM/SIGINT drain and exit 0. See
+// server/server_args.cpp for the flags and README.md for the API.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "model/error.h"
+#include "server/engine/engine.h"
+#include "server/grpc_service.h"
+#include "server/metrics.h"
+#include "server/metrics_http.h"
+#include "server/prompt_templates.h"
+#include "server/request_builder.h"
+#include "server/server_args.h"
+
+#ifndef FLAMINGO_DEFAULT_MODEL
+#define FLAMINGO_DEFAULT_MODEL ""
+#endif
+#ifndef FLAMINGO_TEMPLATES_DIR
+#define FLAMINGO_TEMPLATES_DIR ""
+#endif
+
+namespace flamingo {
+namespace {
+
+constexpr const char* kServiceName = "flamingo.v1.Flamingo";
+
+// --templates, else <model>/flamingo_templates.json, else the source tree's
+// templates/<family>.json.
+std::string templates_path(const ServerArgs& args, const std::string& model_dir,
+                           const std::string& family) {
+  if (!args.templates_path.empty()) return args.templates_path;
+  const std::filesystem::path in_model =
+      std::filesystem::path(model_dir) / "flamingo_templates.json";
+  if (std::filesystem::exists(in_model)) return in_model.string();
+  const std::filesystem::path bundled =
+      std::filesystem::path(FLAMINGO_TEMPLATES_DIR) / (family + ".json");
+  if (std::filesystem::exists(bundled)) return bundled.string();
+  throw Error("no prompt templates for model family '" + family + "': pass --templates FILE (" +
+              bundled.string() + " does not exist)");
+}
+
+int64_t receive_limit(const ServerLimits& l) {
+  // Every image at its largest, all the text, and room for the protobuf framing.
+  const int64_t bytes = static_cast<int64_t>(l.max_images_per_request) * l.max_image_bytes +
+                        l.max_text_bytes + (1 << 20);
+  return std::min<int64_t>(bytes, INT_MAX);
+}
+
+int run(int argc, char** argv) {
+  ServerArgs args;
+  try {
+    args = parse_server_args(std::vector<std::string>(argv + 1, argv + argc));
+  } catch (const ServerUsageError& e) {
+    std::fprintf(stderr, "flamingo-server: %s\n", e.what());
+    return 2;
+  }
+  if (args.help) {
+    std::fputs(server_usage().c_str(), stdout);
+    return 0;
+  }
+  spdlog::set_default_logger(spdlog::stderr_color_mt("flamingo-server"));  // logs go to stderr
+  spdlog::set_level(spdlog::level::from_str(args.log_level));
+  spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
+  if (args.model_dir.empty()) args.model_dir = FLAMINGO_DEFAULT_MODEL;
+  for (const std::string& line : describe_server_args(args)) spdlog::info("config: {}", line);
+
+  // SIGTERM/SIGINT are taken by a dedicated thread (sigwait); every other thread blocks them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGUSR1);  // sent to the signal thread itself when run() returns
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::atomic<bool> stop_requested{false};
+  std::mutex stop_mu;
+  std::condition_variable stop_cv;
+  std::thread signal_thread([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    if (sig == SIGUSR1) return;
+    spdlog::info("received {}: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    std::lock_guard lock(stop_mu);
+    stop_requested = true;
+    stop_cv.notify_all();
+  });
+  struct SignalThreadJoin {
+    std::thread& t;
+    ~SignalThreadJoin() {
+      pthread_kill(t.native_handle(), SIGUSR1);  // no-op for the thread if it already returned
+      t.join();
+    }
+  } join_signal_thread{signal_thread};
+
+  ServerMetrics metrics;
+  FlamingoService service(metrics);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  const std::string address = args.host + ":" + std::to_string(args.port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &bound_port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(receive_limit(args.limits)));
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || bound_port == 0) {
+    spdlog::error("cannot listen on {} (address in use or invalid)", address);
+    return 1;
+  }
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus("", false);
+  health->SetServingStatus(kServiceName, false);
+  spdlog::info("listening on {}:{} (NOT_SERVING until the model is loaded)", args.host, bound_port);
+
+  std::unique_ptr<MetricsHttpServer> metrics_http;
+  if (args.metrics_port != 0) {
+    metrics_http = std::make_unique<MetricsHttpServer>([&metrics] { return metrics.render(); });
+    try {
+      const int port = metrics_http->start(args.metrics_host, args.metrics_port);
+      spdlog::info("metrics on http://{}:{}/metrics", args.metrics_host, port);
+    } catch (const std::exception& e) {
+      spdlog::error("{}", e.what());
+      server->Shutdown();
+      return 1;
+    }
+  }
+
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<RequestBuilder> request_builder;
+  try {
+    EngineConfig ec;
+    ec.model_dir = args.model_dir;
+    ec.dtype = args.dtype;
+    ec.threads = args.threads;
+    ec.context_length = args.context_length;
+    ec.block_size = args.block_size;
+    ec.kv_cache_bytes = args.kv_cache_mb << 20;
+    ec.image_cache_bytes = args.image_cache_mb << 20;
+    ec.token_budget = args.token_budget;
+    ec.prefix_caching = args.prefix_caching;
+    ec.limits = args.limits;
+    int last_pct = -1;
+    ec.progress = [&last_pct](int64_t done, int64_t total) {
+      const int pct = total > 0 ? static_cast<int>(100 * done / total) : 100;
+      if (pct / 10 != last_pct / 10 || pct == 100) {
+        if (pct != last_pct) spdlog::info("loading weights: {}%", pct);
+        last_pct = pct;
+      }
+    };
+    if (args.load_delay_ms > 0) {
+      spdlog::info("waiting {} ms before loading (--load-delay-ms)", args.load_delay_ms);
+      std::this_thread::sleep_for(std::chrono::milliseconds(args.load_delay_ms));
+    }
+    spdlog::info("loading model {}", args.model_dir);
+    engine = Engine::start(ec);
+    const ModelDescription& d = engine->description();
+    const std::string tpl = templates_path(args, args.model_dir, d.family);
+    request_builder = std::make_unique<RequestBuilder>(engine->tokenizer(), engine->image_config(),
+                                                       args.limits, d.context_length, d.vocab_size,
+                                                       PromptTemplates::load_file(tpl));
+    spdlog::info("prompt templates: {}", tpl);
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    health->Shutdown();
+    server->Shutdown();
+    return 1;
+  }
+  metrics.set_collector([&engine](ServerMetrics& m) {
+    const EngineStats s = engine->stats();
+    m.set_queue_length(s.queued);
+    m.set_running_requests(s.running);
+    m.set_kv_blocks_used(s.kv_blocks_used);
+    m.set_kv_blocks_free(s.kv_blocks_free);
+  });
+  service.attach(engine.get(), request_builder.get());
+  health->SetServingStatus("", true);
+  health->SetServingStatus(kServiceName, true);
+  {
+    const ModelDescription& d = engine->description();
+    spdlog::info(
+        "ready: model {} ({}, {} layers, hidden {}, {} cross layers, dtype {}, context {}), "
+        "{} KV blocks x {}: serving on {}:{}",
+        d.model_dir, d.family, d.num_layers, d.hidden_size, d.num_cross_layers, d.dtype,
+        d.context_length, d.kv_blocks_total, d.kv_block_size, args.host, bound_port);
+  }
+
+  {
+    std::unique_lock lock(stop_mu);
+    stop_cv.wait(lock, [&] { return stop_requested.load(); });
+  }
+  health->Shutdown();  // NOT_SERVING for every service from now on
+  service.begin_shutdown();
+  const bool drained = engine->drain(args.drain_timeout_s);
+  if (!drained) {
+    spdlog::warn("drain timeout ({} s) passed: unfinished requests answered UNAVAILABLE",
+                 args.drain_timeout_s);
+  }
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  server->Wait();
+  if (metrics_http) metrics_http->stop();
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace flamingo
+
+int main(int argc, char** argv) {
+  try {
+    return flamingo::run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "flamingo-server: %s\n", e.what());
+    return 1;
+  }
+}

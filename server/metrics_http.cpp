@@ -1,0 +1,134 @@
+#include "server/metrics_http.h"
+
+// Debian's libcpp-httplib.so is built with these; its public structs (httplib::Request,
+// httplib::Client...) change layout with CPPHTTPLIB_OPENSSL_SUPPORT, so every file that
+// includes httplib.h must define them too (pkg-config --cflags cpp-httplib gives the same).
+#ifndef CPPHTTPLIB_OPENSSL_SUPPORT
+#define CPPHTTPLIB_OPENSSL_SUPPORT
+#endif
+#ifndef CPPHTTPLIB_ZLIB_SUPPORT
+#define CPPHTTPLIB_ZLIB_SUPPORT
+#endif
+#ifndef CPPHTTPLIB_BROTLI_SUPPORT
+#define CPPHTTPLIB_BROTLI_SUPPORT
+#endif
+#include <httplib.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <thread>
+#include <utility>
+
+#include "model/error.h"
+
+namespace flamingo {
+namespace {
+
+constexpr const char* kContentType = "text/plain; version=0.0.4; charset=utf-8";
+constexpr size_t kWorkerThreads = 2;
+constexpr time_t kKeepAliveTimeoutSeconds = 1;  // bounds how long stop() waits on idle clients
+
+}  // namespace
+
+struct MetricsHttpServer::Impl {
+  RenderFn render;
+  std::unique_ptr<httplib::Server> server;
+  std::thread thread;
+  std::atomic<bool> listen_returned{false};
+  std::atomic<int> port{0};
+};
+
+MetricsHttpServer::MetricsHttpServer(RenderFn render) : impl_(std::make_unique<Impl>()) {
+  impl_->render = std::move(render);
+}
+
+MetricsHttpServer::~MetricsHttpServer() { stop(); }
+
+int MetricsHttpServer::start(const std::string& host, int port) {
+  const std::string where = host + ":" + std::to_string(port);
+  if (impl_->server) {
+    throw Error("metrics: cannot start on " + where + ": already running on port " +
+                std::to_string(impl_->port.load()));
+  }
+  if (port < 0 || port > 65535) {
+    throw Error("metrics: cannot bind " + where + ": port must be in [0, 65535]");
+  }
+
+  auto server = std::make_unique<httplib::Server>();
+  server->new_task_queue = [] { return new httplib::ThreadPool(kWorkerThreads); };
+  server->set_keep_alive_timeout(kKeepAliveTimeoutSeconds);
+  // httplib's default sets SO_REUSEPORT, which lets a second process bind the same port and
+  // silently share the scrapes. SO_REUSEADDR only: quick restarts, but a port in use fails.
+  server->set_socket_options([](auto sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  RenderFn render = impl_->render;
+  server->Get("/metrics", [render](const httplib::Request&, httplib::Response& res) {
+    try {
+      res.set_content(render ? render() : std::string(), kContentType);
+      res.status = 200;
+    } catch (const std::exception& e) {
+      res.status = 500;
+      res.set_content(std::string("metrics: render failed: ") + e.what() + "\n",
+                      "text/plain; charset=utf-8");
+    }
+  });
+  server->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (res.status == 404) {
+      res.set_content("not found: " + req.path + " (metrics are at /metrics)\n",
+                      "text/plain; charset=utf-8");
+    }
+  });
+
+  errno = 0;
+  int bound = -1;
+  if (port == 0) {
+    bound = server->bind_to_any_port(host);
+  } else if (server->bind_to_port(host, port)) {
+    bound = port;
+  }
+  if (bound <= 0) {
+    const int err = errno;
+    throw Error("metrics: cannot bind " + where +
+                (err != 0 ? std::string(": ") + std::strerror(err)
+                          : std::string(": the address cannot be resolved or bound")));
+  }
+
+  impl_->listen_returned = false;
+  httplib::Server* raw = server.get();
+  impl_->thread = std::thread([this, raw] {
+    raw->listen_after_bind();
+    impl_->listen_returned = true;
+  });
+  // httplib's stop() is a no-op until the listen loop has started: wait for it so that a
+  // stop() right after start() cannot be lost (which would hang the join).
+  while (!raw->is_running() && !impl_->listen_returned) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (impl_->listen_returned) {
+    impl_->thread.join();
+    throw Error("metrics: cannot listen on " + where + ": the listen loop ended at once");
+  }
+  impl_->server = std::move(server);
+  impl_->port = bound;
+  return bound;
+}
+
+void MetricsHttpServer::stop() {
+  if (!impl_->server) return;
+  impl_->server->stop();
+  if (impl_->thread.joinable()) impl_->thread.join();
+  impl_->server.reset();
+  impl_->port = 0;
+}
+
+bool MetricsHttpServer::running() const { return impl_->port.load() != 0; }
+
+int MetricsHttpServer::port() const { return impl_->port.load(); }
+
+}  // namespace flamingo

@@ -1,0 +1,542 @@
+// Request validation and job building. See request_builder.h.
+#include "server/request_builder.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <random>
+#include <span>
+#include <unordered_map>
+#include <utility>
+
+#include "model/image_decode.h"
+#include "model/prompt.h"
+#include "server/engine/media_cache.h"
+
+namespace flamingo {
+namespace {
+
+std::string num(int64_t v) { return std::to_string(v); }
+std::string num(int32_t v) { return std::to_string(v); }
+
+// Shortest round-trip form of a float ("0.1", "nan", "inf", "-inf").
+std::string num(float v) {
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, res.ptr);
+}
+
+// Byte offset of the first invalid UTF-8 sequence, or npos (overlong forms, surrogates and
+// code points above U+10FFFF are invalid).
+size_t invalid_utf8_at(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  size_t i = 0;
+  while (i < n) {
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len;
+    uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+      cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      cp = c & 0x07;
+    } else {
+      return i;
+    }
+    if (i + len > n) return i;
+    for (size_t k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF)) {
+      return i;
+    }
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
+void check_utf8(std::string_view s, const std::string& field) {
+  const size_t at = invalid_utf8_at(s);
+  if (at != std::string_view::npos) {
+    throw InvalidRequest(field, "invalid UTF-8 at byte " + num(static_cast<int64_t>(at)));
+  }
+}
+
+// A user string for an error message: at most ~40 bytes (cut at a character boundary), with
+// control characters escaped so the message stays on one line.
+std::string quote(const std::string& s) {
+  constexpr size_t kMax = 40;
+  size_t end = s.size();
+  bool cut = false;
+  if (end > kMax) {
+    end = kMax;
+    while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;
+    cut = true;
+  }
+  std::string out = "'";
+  for (size_t i = 0; i < end; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7F) {
+      static const char* hex = "0123456789abcdef";
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else if (c == '\'' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  out += cut ? "'..." : "'";
+  return out;
+}
+
+// decode_image/probe_image prefix their messages with "image '<source>': "; the field path
+// already says which image.
+std::string image_error(const Error& e, const std::string& source) {
+  std::string msg = e.what();
+  const std::string prefix = "image '" + source + "': ";
+  if (msg.rfind(prefix, 0) == 0) msg.erase(0, prefix.size());
+  return msg;
+}
+
+uint64_t random_seed() {
+  std::random_device rd;
+  uint64_t seed = 0;
+  while (seed == 0) seed = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  return seed;
+}
+
+std::span<const uint8_t> as_bytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+void check_image_count(int64_t n, int32_t limit, const std::string& field,
+                       const std::string& detail) {
+  if (n > limit) {
+    throw InvalidRequest(
+        field, num(n) + " images" + detail + " exceed the limit " + num(limit) + " (--max-images)");
+  }
+}
+
+}  // namespace
+
+RequestBuilder::RequestBuilder(const Tokenizer& tokenizer, ImagePreprocessConfig image_config,
+                               ServerLimits limits, int64_t context_length, int64_t vocab_rows,
+                               PromptTemplates templates)
+    : tokenizer_(tokenizer),
+      image_config_(image_config),
+      limits_(limits),
+      context_length_(context_length),
+      vocab_rows_(vocab_rows),
+      templates_(std::move(templates)) {
+  if (context_length_ < 1) {
+    throw Error("RequestBuilder: context length must be >= 1, got " + num(context_length_));
+  }
+  if (vocab_rows_ < 1)
+    throw Error("RequestBuilder: vocab rows must be >= 1, got " + num(vocab_rows_));
+  if (limits_.default_max_new_tokens < 1) {
+    throw Error("--default-max-new-tokens must be >= 1, got " +
+                num(int64_t{limits_.default_max_new_tokens}));
+  }
+}
+
+int64_t RequestBuilder::max_prompt_tokens() const {
+  if (limits_.max_prompt_tokens > 0)
+    return std::min<int64_t>(limits_.max_prompt_tokens, context_length_);
+  return context_length_;
+}
+
+void RequestBuilder::check_text_bytes(int64_t bytes, const std::string& field) const {
+  if (bytes > limits_.max_text_bytes) {
+    throw InvalidRequest(field, num(bytes) + " bytes of text exceed the limit " +
+                                    num(limits_.max_text_bytes) + " (--max-text-bytes)");
+  }
+}
+
+void RequestBuilder::check_images(const std::vector<ImageRef>& images) const {
+  for (const ImageRef& img : images) {
+    const std::string& b = *img.bytes;
+    const std::string field = img.field + ".data";
+    if (b.empty()) throw InvalidRequest(field, "empty image (PNG or JPEG bytes expected)");
+    if (static_cast<int64_t>(b.size()) > limits_.max_image_bytes) {
+      throw InvalidRequest(field, num(static_cast<int64_t>(b.size())) + " bytes exceed the limit " +
+                                      num(limits_.max_image_bytes) + " (--max-image-bytes)");
+    }
+    ImageHeader header;
+    try {
+      header = probe_image(as_bytes(b).data(), b.size(), field);
+    } catch (const Error& e) {
+      throw InvalidRequest(field, image_error(e, field));
+    }
+    const int64_t pixels = int64_t{header.width} * header.height;
+    if (pixels > limits_.max_image_pixels) {
+      throw InvalidRequest(img.field, num(int64_t{header.width}) + "x" +
+                                          num(int64_t{header.height}) + " = " + num(pixels) +
+                                          " pixels exceed the limit " +
+                                          num(limits_.max_image_pixels) + " (--max-image-pixels)");
+    }
+  }
+}
+
+std::vector<ImageInput> RequestBuilder::decode_images(const std::vector<ImageRef>& images) const {
+  ImageLimits image_limits;
+  image_limits.max_bytes = static_cast<size_t>(limits_.max_image_bytes);
+  image_limits.max_pixels = limits_.max_image_pixels;
+  std::vector<ImageInput> out;
+  out.reserve(images.size());
+  std::unordered_map<uint64_t, size_t> seen;  // key -> index in out (same bytes: decode once)
+  for (const ImageRef& img : images) {
+    const std::string& b = *img.bytes;
+    const uint64_t key =
+        media_key(as_bytes(b), image_config_.image_size, image_config_.mean, image_config_.std);
+    if (auto it = seen.find(key); it != seen.end()) {
+      out.push_back(out[it->second]);
+      continue;
+    }
+    const std::string field = img.field + ".data";
+    RgbImage rgb;
+    try {
+      rgb = decode_image(as_bytes(b).data(), b.size(), image_limits, field);
+    } catch (const Error& e) {
+      throw InvalidRequest(field, image_error(e, field));
+    }
+    seen.emplace(key, out.size());
+    out.push_back({key, preprocess_image(rgb, image_config_)});
+  }
+  return out;
+}
+
+TokenizedPrompt RequestBuilder::tokenize(const std::vector<PromptItem>& items,
+                                         const std::string& field) const {
+  TokenizedPrompt t = build_idefics_prompt(tokenizer_, items);
+  for (int32_t id : t.token_ids) {
+    if (id < 0 || id >= vocab_rows_) {
+      throw InvalidRequest(field, "token " + quote(tokenizer_.id_to_piece(id)) + " (id " +
+                                      num(int64_t{id}) + ") has no row in the model's embedding (" +
+                                      num(vocab_rows_) + " rows)");
+    }
+  }
+  const int64_t n = static_cast<int64_t>(t.token_ids.size());
+  if (n > max_prompt_tokens()) {
+    const bool flag = limits_.max_prompt_tokens > 0 && limits_.max_prompt_tokens <= context_length_;
+    throw InvalidRequest(
+        field,
+        num(n) + " prompt tokens exceed the limit " + num(max_prompt_tokens()) +
+            (flag ? " (--max-prompt-tokens)" : " (the context length; --max-prompt-tokens 0)"));
+  }
+  return t;
+}
+
+int32_t RequestBuilder::resolve_max_new_tokens(int32_t requested, int64_t prompt_tokens,
+                                               const std::string& prompt_field) const {
+  if (requested < 0) {
+    throw InvalidRequest("max_new_tokens", "must be >= 0 (0: the default " +
+                                               num(int64_t{limits_.default_max_new_tokens}) +
+                                               "), got " + num(int64_t{requested}));
+  }
+  if (requested > limits_.max_new_tokens) {
+    throw InvalidRequest("max_new_tokens", num(int64_t{requested}) + " exceeds the limit " +
+                                               num(int64_t{limits_.max_new_tokens}) +
+                                               " (--max-new-tokens)");
+  }
+  const int32_t n = requested > 0 ? requested : limits_.default_max_new_tokens;
+  if (prompt_tokens + n > context_length_) {
+    const std::string what = requested > 0 ? "max_new_tokens " + num(int64_t{n})
+                                           : "the default max_new_tokens " + num(int64_t{n}) +
+                                                 " (--default-max-new-tokens)";
+    throw InvalidRequest("max_new_tokens",
+                         prompt_field + " " + num(prompt_tokens) + " tokens + " + what + " = " +
+                             num(prompt_tokens + n) + " exceed the context length " +
+                             num(context_length_) +
+                             (requested > 0 ? "" : "; send a smaller max_new_tokens"));
+  }
+  return n;
+}
+
+SamplingParams RequestBuilder::resolve_sampling(const v1::SamplingParams& in) const {
+  SamplingParams s;
+  const float temperature = in.temperature();
+  if (!(temperature >= 0.f && temperature <= 100.f)) {  // also rejects NaN
+    throw InvalidRequest("sampling.temperature",
+                         "must be in [0, 100] (0: greedy), got " + num(temperature));
+  }
+  s.temperature = temperature;
+  const float top_p = in.top_p() == 0.f ? 1.f : in.top_p();
+  if (!(top_p > 0.f && top_p <= 1.f)) {
+    throw InvalidRequest("sampling.top_p", "must be in (0, 1] (0: 1, off), got " + num(in.top_p()));
+  }
+  s.top_p = top_p;
+  if (in.top_k() < 0) {
+    throw InvalidRequest("sampling.top_k",
+                         "must be >= 0 (0: off), got " + num(int64_t{in.top_k()}));
+  }
+  s.top_k = in.top_k();
+  const float penalty = in.repetition_penalty() == 0.f ? 1.f : in.repetition_penalty();
+  if (!(penalty > 0.f && penalty <= 100.f)) {
+    throw InvalidRequest("sampling.repetition_penalty",
+                         "must be in (0, 100] (0: 1, off), got " + num(in.repetition_penalty()));
+  }
+  s.repetition_penalty = penalty;
+  s.seed = in.seed() != 0 ? in.seed() : random_seed();
+  try {
+    s.validate();  // the sampler's own rules, should they ever be stricter than the above
+  } catch (const Error& e) {
+    throw InvalidRequest("sampling", e.what());
+  }
+  return s;
+}
+
+namespace {
+
+// Collects a prompt's parts: items, image references and the text byte count.
+struct CollectedPrompt {
+  std::vector<PromptItem> items;
+  int64_t text_bytes = 0;
+  int64_t images = 0;
+};
+
+CollectedPrompt collect_prompt(const google::protobuf::RepeatedPtrField<v1::Part>& prompt) {
+  CollectedPrompt c;
+  if (prompt.empty()) {
+    throw InvalidRequest("prompt", "empty (send at least one text or image part)");
+  }
+  for (int i = 0; i < prompt.size(); ++i) {
+    const v1::Part& part = prompt.Get(i);
+    const std::string field = "prompt[" + std::to_string(i) + "]";
+    switch (part.kind_case()) {
+      case v1::Part::kText:
+        check_utf8(part.text(), field + ".text");
+        c.text_bytes += static_cast<int64_t>(part.text().size());
+        c.items.push_back(PromptItem::make_text(part.text()));
+        break;
+      case v1::Part::kImage:
+        ++c.images;
+        c.items.push_back(PromptItem::make_image());
+        break;
+      default:
+        throw InvalidRequest(field, "has neither text nor image");
+    }
+  }
+  return c;
+}
+
+}  // namespace
+
+GenerateJob RequestBuilder::build_generate(const v1::GenerateRequest& r) const {
+  CollectedPrompt c = collect_prompt(r.prompt());
+  check_image_count(c.images, limits_.max_images_per_request, "prompt", "");
+  check_text_bytes(c.text_bytes, "prompt");
+  std::vector<ImageRef> images;
+  for (int i = 0; i < r.prompt_size(); ++i) {
+    if (r.prompt(i).has_image()) {
+      images.push_back({&r.prompt(i).image().data(), "prompt[" + std::to_string(i) + "].image"});
+    }
+  }
+  check_images(images);
+
+  GenerateJob job;
+  if (r.request_id().size() > kMaxRequestIdBytes) {
+    throw InvalidRequest("request_id", num(static_cast<int64_t>(r.request_id().size())) +
+                                           " bytes exceed the limit " +
+                                           num(static_cast<int64_t>(kMaxRequestIdBytes)));
+  }
+  check_utf8(r.request_id(), "request_id");
+  for (size_t i = 0; i < r.request_id().size(); ++i) {
+    const unsigned char ch = static_cast<unsigned char>(r.request_id()[i]);
+    if (ch < 0x20 || ch == 0x7F) {
+      throw InvalidRequest("request_id", "control character " + quote(std::string(1, ch)) +
+                                             " at byte " + num(static_cast<int64_t>(i)));
+    }
+  }
+  job.request_id = r.request_id();
+
+  job.sampling = resolve_sampling(r.sampling());
+
+  if (r.stop_size() > limits_.max_stop_strings) {
+    throw InvalidRequest("stop", num(int64_t{r.stop_size()}) + " stop strings exceed the limit " +
+                                     num(int64_t{limits_.max_stop_strings}) +
+                                     " (--max-stop-strings)");
+  }
+  for (int i = 0; i < r.stop_size(); ++i) {
+    const std::string field = "stop[" + std::to_string(i) + "]";
+    const std::string& s = r.stop(i);
+    if (s.empty()) throw InvalidRequest(field, "empty stop string");
+    if (static_cast<int64_t>(s.size()) > limits_.max_stop_string_bytes) {
+      throw InvalidRequest(field, num(static_cast<int64_t>(s.size())) + " bytes exceed the limit " +
+                                      num(int64_t{limits_.max_stop_string_bytes}) +
+                                      " (--max-stop-string-bytes)");
+    }
+    check_utf8(s, field);
+    job.stop.push_back(s);
+  }
+
+  if (r.top_logprobs() < 0) {
+    throw InvalidRequest("top_logprobs", "must be >= 0, got " + num(int64_t{r.top_logprobs()}));
+  }
+  if (r.top_logprobs() > limits_.max_top_logprobs) {
+    throw InvalidRequest("top_logprobs", num(int64_t{r.top_logprobs()}) + " exceeds the limit " +
+                                             num(int64_t{limits_.max_top_logprobs}) +
+                                             " (--max-top-logprobs)");
+  }
+  job.top_logprobs = r.top_logprobs();
+  job.ignore_eos = r.ignore_eos();
+
+  TokenizedPrompt t = tokenize(c.items, "prompt");
+  job.max_new_tokens = resolve_max_new_tokens(
+      r.max_new_tokens(), static_cast<int64_t>(t.token_ids.size()), "the prompt's");
+  job.prompt = std::move(t.token_ids);
+  job.image_of_token = std::move(t.image_of_token);
+  job.images = decode_images(images);
+  return job;
+}
+
+GenerateJob RequestBuilder::build_caption(const v1::CaptionRequest& r) const {
+  std::vector<ImageRef> images;
+  std::vector<std::string> texts;
+  int64_t text_bytes = 0;
+  check_image_count(int64_t{r.examples_size()} + 1, limits_.max_images_per_request, "examples",
+                    " (" + std::to_string(r.examples_size()) + " examples + the query image)");
+  for (int i = 0; i < r.examples_size(); ++i) {
+    const v1::Example& ex = r.examples(i);
+    const std::string field = "examples[" + std::to_string(i) + "]";
+    if (!ex.has_image()) throw InvalidRequest(field + ".image", "missing (each example needs one)");
+    if (ex.text().empty()) throw InvalidRequest(field + ".text", "empty caption");
+    check_utf8(ex.text(), field + ".text");
+    text_bytes += static_cast<int64_t>(ex.text().size());
+    images.push_back({&ex.image().data(), field + ".image"});
+    texts.push_back(ex.text());
+  }
+  if (!r.has_image()) throw InvalidRequest("image", "missing (the image to caption)");
+  images.push_back({&r.image().data(), "image"});
+  check_text_bytes(text_bytes, "examples");
+  check_images(images);
+
+  GenerateJob job;
+  job.sampling = resolve_sampling(r.sampling());
+  job.stop = templates_.caption_stop();
+  TokenizedPrompt t = tokenize(to_prompt_items(templates_.render_caption(texts)), "examples");
+  job.max_new_tokens = resolve_max_new_tokens(
+      r.max_new_tokens(), static_cast<int64_t>(t.token_ids.size()), "the caption prompt's");
+  job.prompt = std::move(t.token_ids);
+  job.image_of_token = std::move(t.image_of_token);
+  job.images = decode_images(images);
+  return job;
+}
+
+GenerateJob RequestBuilder::build_question(const v1::QuestionRequest& r) const {
+  std::vector<ImageRef> images;
+  std::vector<QAPair> pairs;
+  int64_t text_bytes = 0;
+  check_image_count(int64_t{r.examples_size()} + 1, limits_.max_images_per_request, "examples",
+                    " (" + std::to_string(r.examples_size()) + " examples + the query image)");
+  for (int i = 0; i < r.examples_size(); ++i) {
+    const v1::QAExample& ex = r.examples(i);
+    const std::string field = "examples[" + std::to_string(i) + "]";
+    if (!ex.has_image()) throw InvalidRequest(field + ".image", "missing (each example needs one)");
+    if (ex.question().empty()) throw InvalidRequest(field + ".question", "empty question");
+    if (ex.answer().empty()) throw InvalidRequest(field + ".answer", "empty answer");
+    check_utf8(ex.question(), field + ".question");
+    check_utf8(ex.answer(), field + ".answer");
+    text_bytes += static_cast<int64_t>(ex.question().size() + ex.answer().size());
+    images.push_back({&ex.image().data(), field + ".image"});
+    pairs.push_back({ex.question(), ex.answer()});
+  }
+  if (!r.has_image()) throw InvalidRequest("image", "missing (the image the question is about)");
+  if (r.question().empty()) throw InvalidRequest("question", "empty question");
+  check_utf8(r.question(), "question");
+  text_bytes += static_cast<int64_t>(r.question().size());
+  images.push_back({&r.image().data(), "image"});
+  check_text_bytes(text_bytes, "question + examples");
+  check_images(images);
+
+  GenerateJob job;
+  job.sampling = resolve_sampling(r.sampling());
+  job.stop = templates_.question_stop();
+  TokenizedPrompt t = tokenize(to_prompt_items(templates_.render_question(pairs, r.question())),
+                               "question + examples");
+  job.max_new_tokens = resolve_max_new_tokens(
+      r.max_new_tokens(), static_cast<int64_t>(t.token_ids.size()), "the question prompt's");
+  job.prompt = std::move(t.token_ids);
+  job.image_of_token = std::move(t.image_of_token);
+  job.images = decode_images(images);
+  return job;
+}
+
+ScoreJob RequestBuilder::build_score(const v1::ScoreRequest& r) const {
+  CollectedPrompt c = collect_prompt(r.prompt());
+  check_image_count(c.images, limits_.max_images_per_request, "prompt", "");
+  if (r.candidates_size() == 0) {
+    throw InvalidRequest("candidates", "empty (Score needs at least one candidate)");
+  }
+  if (r.candidates_size() > limits_.max_candidates) {
+    throw InvalidRequest("candidates",
+                         num(int64_t{r.candidates_size()}) + " candidates exceed the limit " +
+                             num(int64_t{limits_.max_candidates}) + " (--max-candidates)");
+  }
+  int64_t text_bytes = c.text_bytes;
+  for (int i = 0; i < r.candidates_size(); ++i) {
+    const std::string field = "candidates[" + std::to_string(i) + "]";
+    if (r.candidates(i).empty()) throw InvalidRequest(field, "empty candidate");
+    check_utf8(r.candidates(i), field);
+    text_bytes += static_cast<int64_t>(r.candidates(i).size());
+  }
+  check_text_bytes(text_bytes, "prompt + candidates");
+  std::vector<ImageRef> images;
+  for (int i = 0; i < r.prompt_size(); ++i) {
+    if (r.prompt(i).has_image()) {
+      images.push_back({&r.prompt(i).image().data(), "prompt[" + std::to_string(i) + "].image"});
+    }
+  }
+  check_images(images);
+
+  ScoreJob job;
+  TokenizedPrompt base = tokenize(c.items, "prompt");
+  // Pipeline::score (model/pipeline.cpp), step for step.
+  std::vector<std::vector<int32_t>> sequences = {base.token_ids};
+  std::vector<std::vector<int32_t>> image_of_token = {base.image_of_token};
+  for (int i = 0; i < r.candidates_size(); ++i) {
+    const std::string field = "candidates[" + std::to_string(i) + "]";
+    const std::string& cand = r.candidates(i);
+    std::vector<PromptItem> with = c.items;
+    if (!with.empty() && with.back().kind == PromptItem::Kind::kText) {
+      with.back().text += cand;
+    } else {
+      with.push_back(PromptItem::make_text(cand));
+    }
+    TokenizedPrompt t = tokenize(with, field);
+    size_t common = 0;
+    while (common < t.token_ids.size() && common < base.token_ids.size() &&
+           t.token_ids[common] == base.token_ids[common]) {
+      ++common;
+    }
+    if (common == t.token_ids.size()) {
+      throw InvalidRequest(field, quote(cand) + " adds no tokens to the prompt");
+    }
+    job.first_new.push_back(static_cast<int32_t>(std::max<size_t>(common, 1)));
+    sequences.push_back(std::move(t.token_ids));
+    image_of_token.push_back(std::move(t.image_of_token));
+  }
+  job.sequences = std::move(sequences);
+  job.image_of_token = std::move(image_of_token);
+  job.images = decode_images(images);
+  return job;
+}
+
+}  // namespace flamingo

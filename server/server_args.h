@@ -1,0 +1,48 @@
+// Command line of flamingo-server (a contract: extend, never rename). One table of flags
+// drives both parsing and --help, so every limit is documented with its default. Torch-free,
+// gRPC-free, unit-testable. Pure functions: thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "server/limits.h"
+
+namespace flamingo {
+
+struct ServerArgs {
+  std::string model_dir;  // empty: the bundled default model
+  std::string host = "127.0.0.1";
+  int32_t port = 50051;  // 0: any free port (the bound one is logged)
+  std::string dtype = "auto";
+  int32_t threads = 0;  // 0: one per core
+  std::string log_level = "info";
+  std::string metrics_host = "127.0.0.1";
+  int32_t metrics_port = 9090;  // 0: off
+  double drain_timeout_s = 30;
+  std::string templates_path;  // empty: templates/<family>.json next to the binary's share dir
+  int64_t context_length = 0;
+  int32_t block_size = 16;
+  int64_t kv_cache_mb = 0;     // 0: auto
+  int64_t image_cache_mb = 0;  // 0: auto
+  int32_t token_budget = 512;
+  bool prefix_caching = true;
+  int32_t load_delay_ms = 0;  // wait before loading the model (tests of the loading state)
+  ServerLimits limits;
+  bool help = false;
+};
+
+struct ServerUsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// argv without the program name. Throws ServerUsageError naming the flag, the allowed range
+// and the value.
+ServerArgs parse_server_args(const std::vector<std::string>& argv);
+std::string server_usage();
+// One line per setting, "name = value", for the start-up log.
+std::vector<std::string> describe_server_args(const ServerArgs& args);
+
+}  // namespace flamingo
