@@ -229,14 +229,14 @@ std::string server_usage() {
   for (const Flag& f : flags()) {
     std::string left = std::string("  ") + f.name;
     if (!std::holds_alternative<bool ServerArgs::*>(f.field)) left += " V";
-    s << left << std::string(left.size() < 28 ? 28 - left.size() : 1, ' ') << f.help;
+    s << left << std::string(left.size() < 30 ? 30 - left.size() : 1, ' ') << f.help;
     if (!std::holds_alternative<bool ServerArgs::*>(f.field)) {
       const std::string d = current_value(defaults, f);
       s << " [" << (d.empty() ? "-" : d) << "]";
     }
     s << "\n";
   }
-  s << "  -h, --help                  this text\n";
+  s << "  -h, --help                    this text\n";
   return s.str();
 }
 

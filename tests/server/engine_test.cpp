@@ -298,5 +298,72 @@ TEST(EngineDrainTest, DrainFinishesAcceptedJobsAndRefusesNewOnes) {
             Admission::kShuttingDown);
 }
 
+// bf16 compute: a request's greedy tokens in the batch equal its solo bf16 tokens wherever the
+// fp32 top-1/top-2 margin exceeds 0.5 (issue 3); compared up to the first step where that
+// margin is smaller or where solo bf16 itself leaves the fp32 path.
+TEST(EngineBf16Test, BatchedMatchesSoloWhereFp32MarginIsLarge) {
+  EngineConfig c;
+  c.model_dir = kModel;
+  c.dtype = "bfloat16";
+  c.token_budget = 64;
+  c.block_size = 4;
+  std::unique_ptr<Engine> engine = Engine::start(c);
+  PipelineOptions p32, p16;
+  p32.model.dtype = "float32";
+  p16.model.dtype = "bfloat16";
+  const std::unique_ptr<Pipeline> fp32 = Pipeline::load(kModel, p32);
+  const std::unique_ptr<Pipeline> bf16 = Pipeline::load(kModel, p16);
+
+  std::vector<Case> cases;
+  for (const Case& k : mixed_cases()) {
+    if (k.sampling.temperature == 0) cases.push_back(k);
+  }
+  std::vector<std::shared_ptr<Collector>> sinks;
+  for (const Case& k : cases) {
+    std::vector<PromptItem> items;
+    GenerateJob job;
+    for (const std::string& name : k.images) {
+      items.push_back(PromptItem::make_image());
+      const std::vector<uint8_t> bytes = file_bytes(kImages + name);
+      const ImagePreprocessConfig& ic = engine->image_config();
+      job.images.push_back(
+          {media_key(bytes, ic.image_size, ic.mean, ic.std),
+           preprocess_image(decode_image(bytes.data(), bytes.size(), {}, name), ic)});
+    }
+    items.push_back(PromptItem::make_text(k.text));
+    TokenizedPrompt t = build_idefics_prompt(engine->tokenizer(), items);
+    job.prompt = t.token_ids;
+    job.image_of_token = t.image_of_token;
+    job.max_new_tokens = k.max_new_tokens;
+    auto sink = std::make_shared<Collector>();
+    ASSERT_EQ(engine->submit(std::move(job), sink).code, Admission::kAccepted);
+    sinks.push_back(sink);
+  }
+  int compared = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    sinks[i]->wait();
+    std::vector<PromptItem> items;
+    std::vector<RgbImage> images;
+    for (const std::string& name : cases[i].images) {
+      items.push_back(PromptItem::make_image());
+      images.push_back(read_image_file(kImages + name, ImageLimits{}));
+    }
+    items.push_back(PromptItem::make_text(cases[i].text));
+    GenerationOptions o = fp32->generation_defaults();
+    o.max_new_tokens = cases[i].max_new_tokens;
+    o.top_logprobs = 2;
+    const GenerationResult ref = fp32->generate(fp32->prepare(items, images), o);
+    const GenerationResult solo = bf16->generate(bf16->prepare(items, images), o);
+    for (size_t t = 0; t < solo.token_ids.size() && t < ref.token_ids.size(); ++t) {
+      const double margin = ref.top_logprobs[t][0].second - ref.top_logprobs[t][1].second;
+      if (margin <= 0.5 || solo.token_ids[t] != ref.token_ids[t]) break;
+      ASSERT_LT(t, sinks[i]->tokens.size()) << "case " << i;
+      EXPECT_EQ(sinks[i]->tokens[t], solo.token_ids[t]) << "case " << i << " token " << t;
+      ++compared;
+    }
+  }
+  EXPECT_GT(compared, 0) << "no token had an fp32 margin above 0.5: the test compared nothing";
+}
+
 }  // namespace
 }  // namespace flamingo
