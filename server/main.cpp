@@ -210,7 +210,10 @@ int run(int argc, char** argv) {
     spdlog::warn("drain timeout ({} s) passed: unfinished requests answered UNAVAILABLE",
                  args.drain_timeout_s);
   }
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  // Every accepted call has finished (or was ended) by now; the deadline only bounds how long
+  // gRPC waits for connected clients to go away.
+  server->Shutdown(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(drained ? 200 : 1000));
   server->Wait();
   if (metrics_http) metrics_http->stop();
   spdlog::info("stopped");
