@@ -104,7 +104,13 @@ class EngineImpl final : public Engine {
   void handle(Command& command);
   void expire_deadlines();
   void step();
-  bool acquire_images(Active& a);
+  // Images of one request that the media cache does not hold yet, to encode in one batch.
+  struct ImageMisses {
+    std::vector<int32_t> slots;
+    std::vector<const ImageInput*> inputs;
+  };
+  bool acquire_images(Active& a, ImageMisses& misses);
+  void encode_misses(ImageMisses& misses);
   void encode_missing(const std::vector<int32_t>& slots, const std::vector<const ImageInput*>& in);
   void release_images(Active& a);
   void finish(int64_t id, JobStatus status, const std::string& message = {});
@@ -467,10 +473,8 @@ void EngineImpl::end_all(JobStatus status, const std::string& message) {
   }
 }
 
-bool EngineImpl::acquire_images(Active& a) {
+bool EngineImpl::acquire_images(Active& a, ImageMisses& misses) {
   if (a.images_acquired) return true;
-  std::vector<int32_t> miss_slots;
-  std::vector<const ImageInput*> miss_inputs;
   for (const ImageInput& im : a.job.images) {
     const std::optional<MediaCache::Lookup> l = media_->acquire(im.key, image_bytes_);
     if (!l) {
@@ -480,29 +484,21 @@ bool EngineImpl::acquire_images(Active& a) {
     }
     a.image_slots.push_back(l->slot);
     if (image_store_.size() <= static_cast<size_t>(l->slot)) image_store_.resize(l->slot + 1);
-    if (!l->hit) {
-      miss_slots.push_back(l->slot);
-      miss_inputs.push_back(&im);
-    }
-  }
-  for (int32_t evicted : media_->take_evicted()) image_store_[evicted].reset();
-  if (!miss_slots.empty()) {
-    try {
-      encode_missing(miss_slots, miss_inputs);
-    } catch (...) {
-      for (int32_t s : miss_slots) media_->discard(s);
-      for (int32_t s : a.image_slots) {
-        if (std::find(miss_slots.begin(), miss_slots.end(), s) == miss_slots.end()) {
-          media_->release(s);
-        }
-      }
-      a.image_slots.clear();
-      for (int32_t evicted : media_->take_evicted()) image_store_[evicted].reset();
-      throw;
+    // A slot without tensors needs encoding: a miss, or an entry whose encoding failed before.
+    if (!image_store_[l->slot].has_value() &&
+        std::find(misses.slots.begin(), misses.slots.end(), l->slot) == misses.slots.end()) {
+      misses.slots.push_back(l->slot);
+      misses.inputs.push_back(&im);
     }
   }
   a.images_acquired = true;
   return true;
+}
+
+void EngineImpl::encode_misses(ImageMisses& misses) {
+  for (int32_t evicted : media_->take_evicted()) image_store_[evicted].reset();
+  if (!misses.slots.empty()) encode_missing(misses.slots, misses.inputs);
+  misses = {};
 }
 
 void EngineImpl::encode_missing(const std::vector<int32_t>& slots,
@@ -529,14 +525,19 @@ void EngineImpl::release_images(Active& a) {
 
 void EngineImpl::step() {
   StepPlan plan = scheduler_->schedule();
-  // Images of newly admitted requests: acquire (encoding misses) before the forward. Images
-  // several new requests share are encoded once; misses of one request go in one batch.
+  // Images of newly admitted requests: every image no cache entry holds yet is encoded in
+  // ONE batch before the forward; an image several requests share is encoded once.
+  const Clock::time_point t0 = Clock::now();
   std::vector<int64_t> rejected;
+  ImageMisses misses;
   for (const SeqChunk& c : plan.chunks) {
     Active& a = active_.at(c.id);
     if (a.cached_prompt_tokens < 0) a.cached_prompt_tokens = c.begin;
-    if (!acquire_images(a)) rejected.push_back(c.id);
+    if (!acquire_images(a, misses)) rejected.push_back(c.id);
   }
+  const size_t encoded = misses.slots.size();
+  encode_misses(misses);
+  const Clock::time_point t1 = Clock::now();
   for (int64_t id : rejected) {
     finish(id, JobStatus::kRejected,
            "the image cache is full (--image-cache-mb " + mib(media_->budget_bytes()) +
@@ -557,6 +558,7 @@ void EngineImpl::step() {
   const FlatBatch batch = scheduler_->build_batch(plan, image_base);
   at::Tensor logits = pipeline_->model().forward(batch, *cache_, images).contiguous();
   ++steps_;
+  const Clock::time_point t2 = Clock::now();
   const int64_t vocab = logits.size(1);
   const Clock::time_point now = Clock::now();
 
@@ -603,6 +605,16 @@ void EngineImpl::step() {
   for (const FinishedSeq& f : finished) {
     finish(f.id, f.reason == FinishReason::kStop ? JobStatus::kStop : JobStatus::kLength);
   }
+  if (spdlog::should_log(spdlog::level::debug)) {
+    const auto ms = [](Clock::time_point a, Clock::time_point b) {
+      return std::chrono::duration<double, std::milli>(b - a).count();
+    };
+    spdlog::debug(
+        "step {}: {} tokens, {} sequences, {} images encoded ({:.2f} ms), forward "
+        "{:.2f} ms, sampling+output {:.2f} ms",
+        steps_, batch.num_tokens(), plan.chunks.size(), encoded, ms(t0, t1), ms(t1, t2),
+        ms(t2, Clock::now()));
+  }
 }
 
 void EngineImpl::run_score(PendingScore& score) {
@@ -610,12 +622,15 @@ void EngineImpl::run_score(PendingScore& score) {
   o.prompt_tokens =
       static_cast<int32_t>(score.job.sequences.empty() ? 0 : score.job.sequences[0].size());
   o.images = static_cast<int32_t>(score.job.images.size());
+  // Score jobs reuse the media cache for their images, then run one flattened forward over
+  // the prompt and every candidate with a KV cache of their own.
+  Active holder(GenerateJob{}, nullptr, {});
+  holder.job.images = std::move(score.job.images);
   try {
-    // Score jobs reuse the media cache for their images, then run one flattened forward
-    // over the prompt and every candidate with a KV cache of their own.
-    Active holder(GenerateJob{}, nullptr, {});
-    holder.job.images = std::move(score.job.images);
-    if (!acquire_images(holder)) {
+    ImageMisses misses;
+    const bool acquired = acquire_images(holder, misses);
+    encode_misses(misses);
+    if (!acquired) {
       o.status = JobStatus::kRejected;
       o.message = "the image cache is full (--image-cache-mb " + mib(media_->budget_bytes()) + ")";
     } else {
@@ -635,6 +650,7 @@ void EngineImpl::run_score(PendingScore& score) {
       o.status = JobStatus::kStop;
     }
   } catch (const std::exception& e) {
+    release_images(holder);  // entries left without tensors are re-encoded when next used
     o.status = JobStatus::kFailed;
     o.message = e.what();
   }
