@@ -40,16 +40,13 @@ at::Tensor dense_attention(const at::Tensor& q, const at::Tensor& k, const at::T
 }
 
 at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  if (x.dim() != 2 || x.size(0) > kMaxMvRows || x.scalar_type() != at::kFloat ||
-      weight.scalar_type() != at::kFloat) {
+  if (x.dim() != 2 || x.size(0) < 1 || x.size(0) > kernels::kMaxSkinnyRows ||
+      x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat || !x.device().is_cpu() ||
+      x.requires_grad() || weight.requires_grad()) {
     return at::linear(x, weight, bias);
   }
-  at::Tensor y = at::empty({x.size(0), weight.size(0)}, x.options());
-  for (int64_t r = 0; r < x.size(0); ++r) {
-    at::Tensor row = y[r];
-    at::mv_out(row, weight, x[r]);
-  }
-  return bias.defined() ? y + bias : y;
+  at::Tensor y = kernels::skinny_gemm(x, weight);
+  return bias.defined() ? y.add_(bias) : y;
 }
 
 Linear::Linear(WeightLoader& w, const std::string& prefix, int64_t in, int64_t out, bool has_bias)

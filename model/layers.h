@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "kernels/skinny_gemm.h"
 #include "model/weights.h"
 
 namespace flamingo {
@@ -25,10 +26,10 @@ at::Tensor activation(const at::Tensor& x, const std::string& name);
 at::Tensor dense_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            double scale);
 
-// x [rows, in] -> x W^T + b. For float32 inputs of at most kMaxMvRows rows (decode steps of
-// few sequences) each row takes a matrix-vector product: OpenBLAS's sgemm streams a 131 MB
-// weight at 8 GB/s for one row where its sgemv reaches 29 GB/s on the same 2-core machine.
-constexpr int64_t kMaxMvRows = 4;
+// x [rows, in] -> x W^T + b. Float32 2-D inputs of 1 to kernels::kMaxSkinnyRows rows (decode
+// steps) take kernels::skinny_gemm, which streams the weight once at memory speed whatever the
+// row count (OpenBLAS's sgemm streams it at 5-8 GB/s for few rows) and gives each row the same
+// bits alone or in a batch; other inputs take at::linear.
 at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {});
 
 // A weight and an optional bias, loaded as "<prefix>.weight" / "<prefix>.bias".

@@ -77,7 +77,7 @@ TEST(Layers, RotaryTablesFollowRotateHalfLayout) {
 TEST(Layers, ProjectEqualsLinearForEveryRowCount) {
   at::manual_seed(3);
   at::Tensor w = at::randn({37, 19}), b = at::randn({37});
-  for (int64_t rows = 1; rows <= kMaxMvRows + 2; ++rows) {
+  for (int64_t rows = 1; rows <= kernels::kMaxSkinnyRows + 2; ++rows) {
     at::Tensor x = at::randn({rows, 19});
     EXPECT_LE((project(x, w, b) - at::linear(x, w, b)).abs().max().item<double>(), 1e-5) << rows;
     EXPECT_LE((project(x, w) - at::linear(x, w)).abs().max().item<double>(), 1e-5) << rows;
