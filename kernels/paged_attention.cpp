@@ -70,7 +70,13 @@ template <typename T>
 void paged_attention_cpu(const PagedAttentionArgs& a, const std::vector<int64_t>& tokens,
                          const T* q, const T* k_cache, const T* v_cache, T* out) {
   const int64_t n = static_cast<int64_t>(tokens.size());
-  at::parallel_for(0, n * a.num_heads, 1, [&](int64_t begin, int64_t end) {
+  // Grain: keep each task at ~64K multiply-adds or more, so that a decode step with short
+  // contexts stays on the calling thread (a thread team per layer costs more than it saves).
+  int64_t work = 0;
+  for (int64_t t : tokens) work += a.context_lens[t];
+  work = std::max<int64_t>(1, 2 * work * a.head_dim);  // per head: scores + weighted sum
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) * n / work);
+  at::parallel_for(0, n * a.num_heads, grain, [&](int64_t begin, int64_t end) {
     std::vector<float> scores, qf(a.head_dim), acc(a.head_dim);
     for (int64_t i = begin; i < end; ++i) {
       attend_one(a, q, k_cache, v_cache, out, tokens[i / a.num_heads], i % a.num_heads, scores, qf,

@@ -202,9 +202,22 @@ bool cpu_has_avx2_fma() {
 
 // Splits the weight rows over at::get_num_threads() threads in contiguous ranges of whole
 // kRowBlock blocks; the grain keeps a task at least ~64K multiply-adds, so that small products
-// stay on one thread.
+// stay on one thread. Below kMinParallelRows rows the product is bound by memory bandwidth,
+// which one core nearly saturates on the machines measured, and it runs on the calling thread:
+// a thread team then costs more than it gains as soon as another thread (gRPC, the client)
+// holds a core, since every product waits for its slowest worker (docs/PERFORMANCE.md).
+constexpr int64_t kMinParallelRows = 8;
+
 void skinny_gemm_launch(const SkinnyGemmArgs& a, bool avx2) {
   if (a.m == 0 || a.n == 0) return;
+  if (a.m < kMinParallelRows) {
+    if (avx2) {
+      skinny_rows_avx2(a, 0, a.n);
+    } else {
+      skinny_rows_scalar(a, 0, a.n);
+    }
+    return;
+  }
   const int64_t blocks = (a.n + kRowBlock - 1) / kRowBlock;
   const int64_t work_per_block = std::max<int64_t>(1, a.m * a.k * kRowBlock);
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / work_per_block);
