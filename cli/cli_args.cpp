@@ -42,6 +42,7 @@ std::string cli_usage() {
   flamingo-cli caption  --server HOST:PORT --image PATH [--example IMAGE=TEXT]... [options]
   flamingo-cli ask      --server HOST:PORT --image PATH --question TEXT
                         [--example IMAGE=QUESTION=ANSWER]... [options]
+  flamingo-cli info     --server HOST:PORT [--timeout SECONDS]   (GetModelInfo, as JSON)
 
 In TEXT each "<image>" marks where the next --image goes; nothing else is special.
 
@@ -129,9 +130,32 @@ CliArgs parse_cli_args(const std::vector<std::string>& argv, const std::string& 
   }
   a.command = argv[i++];
   if (a.command != "generate" && a.command != "score" && a.command != "caption" &&
-      a.command != "ask") {
+      a.command != "ask" && a.command != "info") {
     throw UsageError("unknown command '" + a.command +
-                     "' (expected generate, score, caption or ask)");
+                     "' (expected generate, score, caption, ask or info)");
+  }
+  if (a.command == "info") {  // GetModelInfo: only --server, --timeout and --json
+    while (i < argv.size()) {
+      const std::string flag = argv[i++];
+      if (flag == "-h" || flag == "--help") {
+        a.help = true;
+      } else if (flag == "--json") {
+        a.json = true;
+      } else if ((flag == "--server" || flag == "--timeout") && i < argv.size()) {
+        const std::string v = argv[i++];
+        if (flag == "--server") {
+          a.server = v;
+        } else {
+          a.timeout_seconds = parse_float(flag, v);
+          if (!(a.timeout_seconds > 0)) throw UsageError("--timeout: must be > 0, got '" + v + "'");
+        }
+      } else {
+        throw UsageError("info: unknown or incomplete flag '" + flag +
+                         "' (info takes --server HOST:PORT and --timeout SECONDS)");
+      }
+    }
+    if (a.server.empty() && !a.help) throw UsageError("info needs --server HOST:PORT");
+    return a;
   }
   auto value = [&](const std::string& flag) -> std::string {
     if (i >= argv.size()) throw UsageError(flag + ": missing value");

@@ -12,6 +12,7 @@
 //       [--max-new-tokens N] [sampling flags] [--json] [--timeout SECONDS]
 //   flamingo-cli ask --server HOST:PORT --image PATH --question TEXT
 //       [--example IMAGE=QUESTION=ANSWER]... [--max-new-tokens N] [sampling flags] [--json]
+//   flamingo-cli info --server HOST:PORT [--timeout SECONDS]   (GetModelInfo as JSON)
 //   plus, for generate: [--stream] [--request-id ID] [--timeout SECONDS].
 // Torch-free and gRPC-free so that it is unit-testable without a model or a server.
 #pragma once
@@ -33,7 +34,7 @@ struct CliExample {
 };
 
 struct CliArgs {
-  std::string command;  // generate | score | caption | ask
+  std::string command;  // generate | score | caption | ask | info
   std::string model_dir;
   std::string prompt;
   bool prompt_given = false;

@@ -1,5 +1,6 @@
 #include "cli/remote.h"
 
+#include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
 #include <cerrno>
@@ -233,6 +234,23 @@ class RemoteCall {
     return st;
   }
 
+  grpc::Status info(std::ostream& out) {
+    grpc::ClientContext ctx;
+    set_deadline(&ctx);
+    pb::ModelInfo resp;
+    grpc::Status st = stub_->GetModelInfo(&ctx, pb::ModelInfoRequest(), &resp);
+    if (st.ok()) {
+      std::string text;
+      google::protobuf::util::JsonPrintOptions o;
+      o.always_print_primitive_fields = true;
+      o.preserve_proto_field_names = true;
+      const auto s = google::protobuf::util::MessageToJsonString(resp, &text, o);
+      if (!s.ok()) throw Error("GetModelInfo: cannot print the response as JSON");
+      out << text << "\n";
+    }
+    return st;
+  }
+
   grpc::Status score(std::ostream& out) {
     pb::ScoreRequest req;
     fill_prompt(a_, req.mutable_prompt());
@@ -304,6 +322,8 @@ int run_remote(const CliArgs& a, std::ostream& out, std::ostream& err) {
       st = call.ask(out);
     } else if (a.command == "score") {
       st = call.score(out);
+    } else if (a.command == "info") {
+      st = call.info(out);
     } else {
       throw Error("unknown command '" + a.command + "'");
     }

@@ -73,9 +73,18 @@ class FakeFlamingo final : public pb::Flamingo::Service {
     return fail;
   }
 
+  grpc::Status GetModelInfo(grpc::ServerContext* ctx, const pb::ModelInfoRequest*,
+                            pb::ModelInfo* resp) override {
+    record(ctx, "GetModelInfo");
+    std::lock_guard<std::mutex> lock(mu);
+    *resp = info_response;
+    return fail;
+  }
+
   std::mutex mu;
   std::vector<std::string> calls;
   system_clock::time_point deadline;
+  pb::ModelInfo info_response;
   pb::GenerateRequest generate_req;
   pb::CaptionRequest caption_req;
   pb::QuestionRequest question_req;
@@ -393,6 +402,23 @@ TEST_F(RemoteTest, ScoreMapsPromptAndCandidatesAndPrintsTheirLogprobs) {
   EXPECT_EQ(q.candidates(0), " yes");
   EXPECT_EQ(q.candidates(1), " no");
   EXPECT_EQ(json::parse(r.out), json({{"candidate_logprobs", {-1.5, -20.25}}}));
+}
+
+TEST_F(RemoteTest, InfoPrintsGetModelInfoAsJson) {
+  fake_.info_response.set_family("idefics");
+  fake_.info_response.set_context_length(2048);
+  fake_.info_response.mutable_limits()->set_max_images_per_request(32);
+  Result r = run("info", {});
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  ASSERT_EQ(fake_.calls, std::vector<std::string>{"GetModelInfo"});
+  const json j = json::parse(r.out);
+  EXPECT_EQ(j.at("family"), "idefics");
+  EXPECT_EQ(j.at("context_length"), "2048");  // proto3 JSON prints int64 as a string
+  EXPECT_EQ(j.at("limits").at("max_images_per_request"), 32);
+  EXPECT_EQ(j.at("kv_blocks_free"), "0");  // zero fields are printed too
+  EXPECT_NE(usage_error({"info"}).find("info needs --server"), std::string::npos);
+  EXPECT_NE(usage_error({"info", "--server", "x:1", "--prompt", "p"}).find("'--prompt'"),
+            std::string::npos);
 }
 
 TEST_F(RemoteTest, ServerErrorsPrintTheStatusCodeNameAndMessage) {
