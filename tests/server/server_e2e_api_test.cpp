@@ -53,15 +53,7 @@ v1::FinishReason finish_from_cli(const std::string& s) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
-class ServerE2E : public ::testing::Test {
- protected:
-  void SetUp() override { stub_ = make_stub(default_server().address()); }
-  void TearDown() override {
-    if (HasFailure() || verbose())
-      std::cerr << "server log: " << default_server().describe(3000) << "\n";
-  }
-  std::unique_ptr<v1::Flamingo::Stub> stub_;
-};
+class ServerE2E : public DefaultServerTest {};
 
 // ---- GetModelInfo ----
 

@@ -40,15 +40,7 @@ v1::GenerateRequest long_request(const std::string& id, int32_t max_new_tokens =
   return req;
 }
 
-class LifecycleE2E : public ::testing::Test {
- protected:
-  void SetUp() override { stub_ = make_stub(default_server().address()); }
-  void TearDown() override {
-    if (HasFailure() || verbose())
-      std::cerr << "server log: " << default_server().describe(3000) << "\n";
-  }
-  std::unique_ptr<v1::Flamingo::Stub> stub_;
-};
+class LifecycleE2E : public DefaultServerTest {};
 
 TEST_F(LifecycleE2E, CancelMidStreamFreesKvBlocksAndTheServerKeepsServing) {
   ServerProcess& server = default_server();

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <fstream>
 #include <iterator>
 #include <memory>
@@ -428,5 +429,17 @@ inline int http_get(int port, const std::string& path, std::string* body) {
   *body = response.substr(header_end + 4);
   return std::stoi(response.substr(9, 3));
 }
+
+// A test on the shared default server: a stub to it, and its log when the test fails.
+class DefaultServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { stub_ = make_stub(default_server().address()); }
+  void TearDown() override {
+    if (HasFailure() || verbose()) {
+      std::cerr << "server log: " << default_server().describe(3000) << "\n";
+    }
+  }
+  std::unique_ptr<v1::Flamingo::Stub> stub_;
+};
 
 }  // namespace flamingo::e2e
