@@ -81,6 +81,14 @@ int run(int argc, char** argv) {
   for (const std::string& line : describe_server_args(args)) spdlog::info("config: {}", line);
 
   // SIGTERM/SIGINT are taken by a dedicated thread (sigwait); every other thread blocks them.
+  // A no-op handler first: a shell starts background jobs with SIGINT ignored, and PID 1 (a
+  // container) drops signals left at their default action; either way sigwait would never
+  // see them. Blocked, they still reach sigwait and the handler never runs.
+  struct sigaction on_signal {};
+  on_signal.sa_handler = [](int) {};
+  sigemptyset(&on_signal.sa_mask);
+  sigaction(SIGINT, &on_signal, nullptr);
+  sigaction(SIGTERM, &on_signal, nullptr);
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
