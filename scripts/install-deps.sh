@@ -25,7 +25,7 @@ apt_get() { "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "$@"; }
 
 packages=(
   build-essential cmake ninja-build pkg-config ca-certificates git dpkg-dev
-  libtorch-dev libopenblas0-openmp libprotobuf-dev protobuf-compiler
+  libtorch-dev libopenblas0-openmp libopenblas-openmp-dev libprotobuf-dev protobuf-compiler
   libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
   libpng-dev libturbojpeg0-dev libjpeg62-turbo-dev libxxhash-dev
   python3 python3-numpy python3-torch python3-pil sentencepiece python3-sentencepiece
@@ -56,6 +56,27 @@ fi
 if [ "$need_install" = 1 ]; then
   apt_get install -y -q --no-install-recommends "${packages[@]}"
 fi
+
+# BLAS: OpenBLAS's OpenMP variant, pinned. Its pthread variant starts a pool of threads (with
+# every signal unblocked, before main()) that fight LibTorch's own OpenMP threads for the cores
+# and take the server's SIGTERM/SIGINT (issue 15). It comes in through python3-matplotlib ->
+# python3-fonttools -> python3-scipy -> python3-pythran -> libopenblas-dev, whose first choice
+# is libopenblas-pthread-dev unless an OpenMP -dev is installed in the same apt-get call (as
+# above), and then wins update-alternatives (priority 100 over 95). The manual selections keep
+# the OpenMP libraries whichever variants are, or later get, installed.
+multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -dumpmachine)
+for lib in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
+  name=$lib-$multiarch
+  target=/usr/lib/$multiarch/openblas-openmp/$lib
+  if [ ! -e "$target" ]; then
+    echo "install-deps.sh: $target is missing (package libopenblas0-openmp)" >&2
+    exit 1
+  fi
+  query=$(update-alternatives --query "$name" 2>/dev/null || true)
+  if ! grep -qx 'Status: manual' <<<"$query" || ! grep -qxF "Value: $target" <<<"$query"; then
+    "${sudo_cmd[@]}" update-alternatives --set "$name" "$target"
+  fi
+done
 
 # sentencepiece: Debian's libsentencepiece0 embeds protobuf-lite 3.14 and aborts next to
 # libprotobuf 3.21 (gRPC, LibTorch). Rebuild the same version statically against nothing.

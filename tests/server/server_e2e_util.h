@@ -72,15 +72,24 @@ inline int free_port() {
 }
 
 // Starts flamingo-server on a free loopback port (--port 0) with `args` added; waits for the
-// "listening" line and, unless wait_ready is false, for "ready".
+// "listening" line and, unless wait_ready is false, for "ready". `env` ("NAME=value" entries)
+// is added to the server's environment through /usr/bin/env, which execs the server in its
+// own place (same process, so signals and the exit code are the server's).
 inline std::unique_ptr<ServerProcess> start_server(std::vector<std::string> args,
-                                                   bool wait_ready = true) {
+                                                   bool wait_ready = true,
+                                                   const std::vector<std::string>& env = {}) {
   std::vector<std::string> all = {"--host", "127.0.0.1", "--port", "0", "--dtype", "float32"};
   bool has_metrics = false;
   for (const std::string& a : args) has_metrics |= a == "--metrics-port";
   if (!has_metrics) all.insert(all.end(), {"--metrics-port", "0"});
   all.insert(all.end(), args.begin(), args.end());
-  auto server = std::make_unique<ServerProcess>(kServerBinary, all);
+  std::string binary = kServerBinary;
+  if (!env.empty()) {
+    all.insert(all.begin(), kServerBinary);
+    all.insert(all.begin(), env.begin(), env.end());
+    binary = "/usr/bin/env";
+  }
+  auto server = std::make_unique<ServerProcess>(binary, all);
   server->wait_listening(Ms(30000));
   if (wait_ready) server->wait_ready(Ms(60000));
   return server;
