@@ -37,19 +37,27 @@ constexpr int64_t kWarmupSteps = 2;
 constexpr int kReps = 3;  // timed repetitions of machine, encode and prefill figures
 constexpr double kGB = 1e9;
 const std::vector<int64_t> kPrefillTokens = {128, 512};
-const std::vector<int64_t> kDecodeBatches = {1, 8, 32};
+const std::vector<int64_t> kDecodeBatches = {1,  2,  3,  4,  5,  6,  7,  8,  9,
+                                             10, 11, 12, 13, 14, 15, 16, 32, 64};
+const std::vector<int64_t> kQuickDecodeBatches = {1, 8, 16};
 
 const char kUsage[] =
-    R"(usage: flamingo-bench --model DIR [--dtypes LIST] [--threads N] [--steps N] [--json PATH]
+    R"(usage: flamingo-bench --model DIR [--dtypes LIST] [--weights LIST] [--threads N] [--steps N]
+                      [--batches LIST] [--quick] [--json PATH]
 
 Times FlamingoModel on this CPU: memory bandwidth and GEMM peak, encode_images (1 and 8
-images), prefill (128 and 512 tokens) and decode steps at batch 1, 8 and 32, with each step's
-weight bandwidth and the time of the same GEMVs run alone. Figures go to stdout as a table.
+images), prefill (128 and 512 tokens) and decode steps at batch 1..16, 32 and 64, with each
+step's weight bandwidth (bytes actually read: weights and int8 scales), GFLOP/s, and the time
+of the same weight products run alone; for int8 also its accuracy against float32 weights on
+the same prompt. Figures go to stdout as a table.
 
   --model DIR     IDEFICS checkpoint folder (required). The benchmark does not make one:
                   /usr/bin/python3 tools/make_checkpoint.py --preset small --out DIR
                   (~444M parameters; add --dtype bfloat16 for a bf16 checkpoint)
   --dtypes LIST   compute dtypes, comma-separated: float32,bfloat16 (default both)
+  --weights LIST  linear weight types, comma-separated: auto,float32,bfloat16,int8 (default
+                  auto); one run per dtype and weight type
+  --batches LIST  decode batch sizes (default 1..16,32,64; --quick: 1,8,16)
   --threads N     intra-op threads (default: all cores)
   --steps N       timed decode steps per batch size, median reported (default 10)
   --quick         encode 1 image, prefill 128 tokens, 8-token decode context (slow dtypes)
@@ -60,6 +68,8 @@ weight bandwidth and the time of the same GEMVs run alone. Figures go to stdout 
 struct Args {
   std::string model;
   std::vector<at::ScalarType> dtypes = {at::kFloat, at::kBFloat16};
+  std::vector<std::string> weights = {"auto"};
+  std::vector<int64_t> batches;  // empty: the defaults
   int threads = 0;
   int64_t steps = 10;
   std::string json_path;
@@ -81,6 +91,17 @@ int64_t parse_int(const std::string& flag, const std::string& text, int64_t min)
   return v;
 }
 
+std::vector<std::string> split_list(const std::string& value) {
+  std::vector<std::string> out;
+  size_t begin = 0;
+  while (begin <= value.size()) {
+    const size_t end = std::min(value.find(',', begin), value.size());
+    out.push_back(value.substr(begin, end - begin));
+    begin = end + 1;
+  }
+  return out;
+}
+
 Args parse_args(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
@@ -94,7 +115,7 @@ Args parse_args(int argc, char** argv) {
       continue;
     }
     if (flag != "--model" && flag != "--dtypes" && flag != "--threads" && flag != "--steps" &&
-        flag != "--json") {
+        flag != "--json" && flag != "--weights" && flag != "--batches") {
       throw Error("unknown argument '" + flag + "' (see --help)");
     }
     if (i + 1 >= argc) throw Error(flag + ": missing value (see --help)");
@@ -109,6 +130,14 @@ Args parse_args(int argc, char** argv) {
         a.dtypes.push_back(FlamingoModel::parse_dtype(value.substr(begin, end - begin)));
         begin = end + 1;
       }
+    } else if (flag == "--weights") {
+      a.weights = split_list(value);
+      for (const std::string& w : a.weights) {
+        FlamingoModel::resolve_weights(w, at::kFloat, false);  // throws for a bad name
+      }
+    } else if (flag == "--batches") {
+      a.batches.clear();
+      for (const std::string& b : split_list(value)) a.batches.push_back(parse_int(flag, b, 1));
     } else if (flag == "--threads") {
       a.threads = static_cast<int>(parse_int(flag, value, 1));
     } else if (flag == "--steps") {
@@ -188,8 +217,10 @@ Machine measure_machine(const Args& a) {
   m.threads = at::get_num_threads();
   m.copy_gbps = copy_bandwidth();
   m.read_gbps = read_bandwidth();
+  m.gemm_gflops["float32"] = gemm_gflops(at::kFloat);  // decode GFLOP/s are set against it
   for (at::ScalarType t : a.dtypes) m.gemm_gflops[dtype_name(t)] = gemm_gflops(t);
-  std::printf("== machine: %d threads ==\n", m.threads);
+  std::printf("== machine: %d threads; CPU flags: %s; kernels: %s ==\n", m.threads,
+              kernels::cpu_flags_summary().c_str(), kernels::isa_name(kernels::active_isa()));
   std::printf("  memory copy, 256 MiB float (read+write)  %8.1f GB/s\n", m.copy_gbps);
   std::printf("  memory read, 512 MiB float sum           %8.1f GB/s\n", m.read_gbps);
   for (const auto& [name, g] : m.gemm_gflops) {
@@ -221,43 +252,53 @@ std::vector<LinearShape> step_linears(const ModelConfig& c) {
 
 const char kStepBytesFormula[] =
     "bytes/elem x [layers x (4h^2 + 3hi) + gated_layers x (2h^2 + 3hi) + (vocab+additional) x h]"
-    " (image K/V, KV cache, norms and embedding rows not counted)";
+    " + int8 scales (4 bytes per 64 weights) (image K/V, KV cache, norms and embedding rows not "
+    "counted)";
 
-int64_t step_weight_bytes(const ModelConfig& c, at::ScalarType dtype) {
+int64_t step_weight_bytes(const ModelConfig& c, kernels::WeightType type) {
   int64_t n = 0;
-  for (const LinearShape& s : step_linears(c)) n += s.out * s.in * s.count;
-  return n * static_cast<int64_t>(at::elementSize(dtype));
+  for (const LinearShape& s : step_linears(c)) {
+    n += kernels::packed_bytes(s.out, s.in, type) * s.count;
+  }
+  return n;
 }
 
-// Random weights of exactly the step's linears, one tensor per linear (so nothing stays in
-// cache between uses); step_seconds is the summed time of flamingo::project (the product every
-// model linear uses) over all of them with a [batch, in] input: the floor a decode step of `batch`
-// tokens should approach.
+// Multiply-adds of the step's linears per token (2 flops each).
+int64_t step_weight_elements(const ModelConfig& c) {
+  int64_t n = 0;
+  for (const LinearShape& s : step_linears(c)) n += s.out * s.in * s.count;
+  return n;
+}
+
+// Random weights of exactly the step's linears held as the model holds them, one per linear
+// (so nothing stays in cache between uses); step_seconds is the summed time of flamingo::linear
+// (the product every model linear uses) over all of them with a [batch, in] input: the floor a
+// decode step of `batch` tokens should approach.
 class GemvFloor {
  public:
-  GemvFloor(const ModelConfig& c, at::ScalarType dtype) : dtype_(dtype) {
+  GemvFloor(const ModelConfig& c, at::ScalarType dtype, kernels::WeightType type) : dtype_(dtype) {
     for (const LinearShape& s : step_linears(c)) {
       for (int64_t k = 0; k < s.count; ++k) {
-        weights_.push_back(at::rand({s.out, s.in}, at::TensorOptions(dtype)));
+        weights_.push_back(kernels::PackedWeight::from_dense(at::randn({s.out, s.in}), type));
       }
     }
   }
 
   double step_seconds(int64_t batch, int64_t reps) const {
     std::map<int64_t, at::Tensor> inputs;  // by in-features
-    for (const at::Tensor& w : weights_) {
-      if (!inputs.count(w.size(1))) {
-        inputs[w.size(1)] = at::rand({batch, w.size(1)}, at::TensorOptions(dtype_));
+    for (const kernels::PackedWeight& w : weights_) {
+      if (!inputs.count(w.cols())) {
+        inputs[w.cols()] = at::rand({batch, w.cols()}, at::TensorOptions(dtype_));
       }
     }
     return median(timed_runs(reps, [&] {
-      for (const at::Tensor& w : weights_) project(inputs.at(w.size(1)), w);
+      for (const kernels::PackedWeight& w : weights_) linear(inputs.at(w.cols()), w);
     }));
   }
 
  private:
   at::ScalarType dtype_;
-  std::vector<at::Tensor> weights_;
+  std::vector<kernels::PackedWeight> weights_;
 };
 
 // --- model measurements -----------------------------------------------------------------
@@ -360,44 +401,97 @@ void report_prefill(const FlamingoModel& model, const ImageKV& image, bool quick
 
 void report_decode(const FlamingoModel& model, const ImageKV& image, const Args& a,
                    const Machine& m, std::mt19937& rng, nlohmann::json& out) {
-  const int64_t step_bytes = step_weight_bytes(model.config(), model.dtype());
+  const int64_t step_bytes = step_weight_bytes(model.config(), model.weight_type());
+  const double step_flops = 2.0 * static_cast<double>(step_weight_elements(model.config()));
+  const double peak = m.gemm_gflops.at("float32");
   const int64_t context = a.quick ? kQuickDecodeContext : kDecodeContext;
   std::printf(
       "\n  decode (after a %lld-token prefill per sequence; each sequence sees its own "
       "image entry; median of %lld steps)\n",
       static_cast<long long>(context), static_cast<long long>(a.steps));
   std::printf(
-      "  batch  step ms  tokens/s  weights GB/s  %% of read BW  GEMV floor ms  "
-      "floor GB/s  step/floor\n");
-  const GemvFloor floor(model.config(), model.dtype());
+      "  batch  step ms  tokens/s  weights GB/s  %% of read BW  GFLOP/s  %% of fp32 GEMM  "
+      "floor ms  floor GB/s  step/floor\n");
+  const GemvFloor floor(model.config(), model.dtype(), model.weight_type());
   std::map<int64_t, double> step_s;
-  for (int64_t batch : kDecodeBatches) {
+  const std::vector<int64_t>& batches = !a.batches.empty() ? a.batches
+                                        : a.quick          ? kQuickDecodeBatches
+                                                           : kDecodeBatches;
+  for (int64_t batch : batches) {
     const double t = decode_step_seconds(model, image, batch, context, a.steps, rng);
     const double f = floor.step_seconds(batch, a.steps);
     step_s[batch] = t;
     const double gbps = step_bytes / t / kGB;
-    std::printf("  %5lld  %7.2f  %8.1f  %12.1f  %11.0f%%  %13.2f  %10.1f  %10.2f\n",
+    const double gflops = step_flops * batch / t / 1e9;
+    std::printf("  %5lld  %7.2f  %8.1f  %12.1f  %11.0f%%  %7.1f  %13.0f%%  %8.2f  %10.1f  %10.2f\n",
                 static_cast<long long>(batch), t * 1e3, batch / t, gbps, 100.0 * gbps / m.read_gbps,
-                f * 1e3, step_bytes / f / kGB, t / f);
+                gflops, 100.0 * gflops / peak, f * 1e3, step_bytes / f / kGB, t / f);
     out["decode"].push_back({{"batch", batch},
                              {"step_ms", t * 1e3},
                              {"tokens_per_s", batch / t},
                              {"weight_gbps", gbps},
+                             {"read_bw_fraction", gbps / m.read_gbps},
+                             {"gflops", gflops},
+                             {"fp32_gemm_fraction", gflops / peak},
                              {"gemv_floor_ms", f * 1e3},
                              {"gemv_floor_gbps", step_bytes / f / kGB},
                              {"step_over_floor", t / f}});
   }
-  const double ratio = step_s.at(32) / (32 * step_s.at(1));
-  std::printf(
-      "  batch-32 step / (32 x batch-1 step) = %.3f  (below 1: the flattened batch "
-      "shares each weight read)\n",
-      ratio);
-  out["batch32_step_over_32x_batch1_step"] = ratio;
+  if (step_s.count(1) && step_s.count(32)) {
+    const double ratio = step_s.at(32) / (32 * step_s.at(1));
+    std::printf(
+        "  batch-32 step / (32 x batch-1 step) = %.3f  (below 1: the flattened batch "
+        "shares each weight read)\n",
+        ratio);
+    out["batch32_step_over_32x_batch1_step"] = ratio;
+  }
+  if (step_s.count(1) && step_s.count(16)) {
+    out["batch16_step_over_batch1_step"] = step_s.at(16) / step_s.at(1);
+    std::printf("  batch-16 step / batch-1 step = %.2f\n", step_s.at(16) / step_s.at(1));
+  }
 }
 
-nlohmann::json run_dtype(const Args& a, at::ScalarType dtype, const Machine& m) {
+// The model's weights against float32 weights (same compute dtype) on one prompt: every
+// position's next-token distribution, random tokens, one image seen from kImageFrom on.
+void report_accuracy(const FlamingoModel& model, const Args& a, nlohmann::json& out) {
+  ModelOptions ref_options;
+  ref_options.dtype = dtype_name(model.dtype());
+  ref_options.weights = "float32";
+  const auto ref = FlamingoModel::load(a.model, ref_options);
+  const int64_t tokens = 128;
+  std::mt19937 rng(99);
+  FlatBatch b = make_batch(1, 0, tokens, blocks_for(tokens),
+                           static_cast<int32_t>(model.config().vocab_size), rng);
+  b.logit_rows.clear();
+  for (int32_t r = 0; r < tokens; ++r) b.logit_rows.push_back(r);
+  const at::Tensor pixels = random_pixels(model.config(), 1);
+  const ImageKV img_q = std::move(model.encode_images(pixels).front());
+  const ImageKV img_f = std::move(ref->encode_images(pixels).front());
+  KvCache cq(model.config(), blocks_for(tokens), kBlockSize, model.dtype());
+  KvCache cf(model.config(), blocks_for(tokens), kBlockSize, model.dtype());
+  const at::Tensor lq = at::log_softmax(model.forward(b, cq, {&img_q}), -1);
+  const at::Tensor lf = at::log_softmax(ref->forward(b, cf, {&img_f}), -1);
+  const at::Tensor top_f = lf.argmax(-1), top_q = lq.argmax(-1);
+  const double agree = (top_f == top_q).to(at::kDouble).mean().item<double>();
+  const at::Tensor lp_f = lf.gather(-1, top_f.unsqueeze(-1));
+  const at::Tensor lp_q = lq.gather(-1, top_f.unsqueeze(-1));
+  const double max_delta = (lp_f - lp_q).abs().max().item<double>();
+  const double kl = (lf.exp() * (lf - lq)).sum(-1).mean().item<double>();
+  std::printf(
+      "\n  accuracy against float32 weights (%lld positions of a random prompt with an image): "
+      "top-1 agreement %.2f%%, max |delta logprob| of the float32 top-1 %.4f, mean KL %.2e\n",
+      static_cast<long long>(tokens), 100 * agree, max_delta, kl);
+  out["accuracy_vs_float32"] = {{"positions", tokens},
+                                {"top1_agreement", agree},
+                                {"max_abs_delta_logprob", max_delta},
+                                {"mean_kl", kl}};
+}
+
+nlohmann::json run_dtype(const Args& a, at::ScalarType dtype, const std::string& weights,
+                         const Machine& m) {
   ModelOptions options;
   options.dtype = dtype_name(dtype);
+  options.weights = weights;
   std::unique_ptr<FlamingoModel> model;
   const double load_s = seconds([&] { model = FlamingoModel::load(a.model, options); });
   const ModelConfig& c = model->config();
@@ -406,13 +500,17 @@ nlohmann::json run_dtype(const Args& a, at::ScalarType dtype, const Machine& m) 
     throw Error(a.model + ": context length " + std::to_string(model->context_length()) +
                 " is below the " + std::to_string(need) + " positions the benchmark needs");
   }
-  const int64_t step_bytes = step_weight_bytes(c, dtype);
+  const int64_t step_bytes = step_weight_bytes(c, model->weight_type());
+  const char* wname = kernels::weight_type_name(model->weight_type());
   nlohmann::json out = {{"dtype", dtype_name(dtype)},
+                        {"weights", wname},
+                        {"kernel_isa", kernels::isa_name(kernels::active_isa())},
                         {"load_s", load_s},
                         {"model_weight_bytes", model->weight_bytes()},
                         {"decode_weight_bytes_per_step", step_bytes},
                         {"decode_weight_bytes_formula", kStepBytesFormula}};
-  std::printf("\n== %s: %s (loaded in %.1f s) ==\n", dtype_name(dtype), a.model.c_str(), load_s);
+  std::printf("\n== %s, weights %s, kernels %s: %s (loaded in %.1f s) ==\n", dtype_name(dtype),
+              wname, kernels::isa_name(kernels::active_isa()), a.model.c_str(), load_s);
   std::printf("  decode weight bytes per step: %.3f GB = %s\n", step_bytes / kGB,
               kStepBytesFormula);
   std::printf("    with h=%lld i=%lld layers=%lld gated_layers=%lld vocab+additional=%lld\n",
@@ -425,6 +523,7 @@ nlohmann::json run_dtype(const Args& a, at::ScalarType dtype, const Machine& m) 
   const ImageKV image = std::move(model->encode_images(random_pixels(c, 1)).front());
   report_prefill(*model, image, a.quick, rng, out);
   report_decode(*model, image, a, m, rng, out);
+  if (model->weight_type() == kernels::WeightType::kInt8) report_accuracy(*model, a, out);
   return out;
 }
 
@@ -440,8 +539,7 @@ int run(int argc, char** argv) {
     json_file.open(a.json_path);
     if (!json_file) throw Error("--json: cannot write '" + a.json_path + "'");
   }
-  const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  at::set_num_threads(a.threads > 0 ? a.threads : std::max(cores, 1));
+  FlamingoModel::set_threads(a.threads);
   c10::InferenceMode guard;
   const Machine m = measure_machine(a);
   nlohmann::json out = {{"model", a.model},
@@ -449,10 +547,14 @@ int run(int argc, char** argv) {
                          {{"threads", m.threads},
                           {"copy_gbps", m.copy_gbps},
                           {"read_gbps", m.read_gbps},
-                          {"gemm_2048_gflops", m.gemm_gflops}}}};
+                          {"gemm_2048_gflops", m.gemm_gflops},
+                          {"cpu_flags", kernels::cpu_flags_summary()},
+                          {"kernel_isa", kernels::isa_name(kernels::active_isa())}}}};
   for (at::ScalarType t : a.dtypes) {
-    out["runs"].push_back(run_dtype(a, t, m));
-    std::fflush(stdout);
+    for (const std::string& w : a.weights) {
+      out["runs"].push_back(run_dtype(a, t, w, m));
+      std::fflush(stdout);
+    }
   }
   if (json_file.is_open()) {
     json_file << out.dump(2) << "\n";

@@ -50,6 +50,8 @@ common options:
   --model DIR              HF-format IDEFICS checkpoint folder (default: the bundled tiny model)
   --image PATH             PNG or JPEG, once per <image> marker, in order
   --dtype auto|float32|bfloat16   compute dtype (auto: bfloat16 if the CPU has avx512_bf16/AMX)
+  --weights auto|float32|bfloat16|int8   how linear weights are held (auto: bfloat16 when
+                           the compute dtype or the checkpoint is 16-bit, else float32)
   --context-length N       override max_position_embeddings (default: config.json, else 2048)
   --threads N              intra-op threads (default: all cores)
   --max-image-bytes N      reject larger image files (default 20971520)
@@ -192,6 +194,8 @@ CliArgs parse_cli_args(const std::vector<std::string>& argv, const std::string& 
       a.seed = parse_number<uint64_t>(flag, value(flag));
     else if (flag == "--dtype")
       a.dtype = value(flag);
+    else if (flag == "--weights")
+      a.weights = value(flag);
     else if (flag == "--json")
       a.json = true;
     else if (flag == "--ignore-eos")
@@ -233,7 +237,7 @@ CliArgs parse_cli_args(const std::vector<std::string>& argv, const std::string& 
       if (given.count(f)) throw UsageError(std::string(f) + ": only with --server HOST:PORT");
     }
   } else {
-    for (const char* f : {"--model", "--dtype", "--context-length", "--threads",
+    for (const char* f : {"--model", "--dtype", "--weights", "--context-length", "--threads",
                           "--max-image-bytes", "--max-image-pixels"}) {
       if (given.count(f)) {
         throw UsageError(std::string(f) +
@@ -287,6 +291,11 @@ CliArgs parse_cli_args(const std::vector<std::string>& argv, const std::string& 
   if (a.model_dir.empty() && !remote) throw UsageError("--model is required");
   if (a.dtype != "auto" && a.dtype != "float32" && a.dtype != "bfloat16") {
     throw UsageError("--dtype: expected auto, float32 or bfloat16, got '" + a.dtype + "'");
+  }
+  if (a.weights != "auto" && a.weights != "float32" && a.weights != "bfloat16" &&
+      a.weights != "int8") {
+    throw UsageError("--weights: expected auto, float32, bfloat16 or int8, got '" + a.weights +
+                     "'");
   }
   if (a.max_new_tokens < 1) {
     throw UsageError("--max-new-tokens: must be >= 1, got " + std::to_string(a.max_new_tokens));

@@ -49,6 +49,7 @@ struct CliArgs {
   float repetition_penalty = 1.f;
   std::optional<uint64_t> seed;
   std::string dtype = "auto";
+  std::string weights = "auto";  // auto | float32 | bfloat16 | int8
   bool json = false;
   bool ignore_eos = false;
   int32_t top_logprobs = 0;

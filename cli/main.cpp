@@ -41,10 +41,10 @@ void report_progress(int64_t done, int64_t total) {
 }
 
 int run(const CliArgs& a) {
-  at::set_num_threads(a.threads > 0 ? a.threads
-                                    : static_cast<int>(std::thread::hardware_concurrency()));
+  FlamingoModel::set_threads(a.threads);
   PipelineOptions po;
   po.model.dtype = a.dtype;
+  po.model.weights = a.weights;
   po.model.context_length = a.context_length;
   po.model.progress = report_progress;
   po.image_limits.max_bytes = static_cast<size_t>(a.max_image_bytes);
@@ -103,6 +103,7 @@ int run(const CliArgs& a) {
   out["finish_reason"] = r.finish_reason;
   out["seed"] = go.sampling.seed;
   out["dtype"] = p->model().dtype() == at::kBFloat16 ? "bfloat16" : "float32";
+  out["weights"] = kernels::weight_type_name(p->model().weight_type());
   out["usage"] = {{"prompt_tokens", prompt.ids.size()},
                   {"completion_tokens", r.token_ids.size()},
                   {"images", images.size()}};

@@ -2,10 +2,13 @@
 
 #include <ATen/Parallel.h>
 
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <thread>
 
+#include "kernels/thread_pool.h"
 #include "model/error.h"
 #include "model/safetensors.h"
 
@@ -17,6 +20,65 @@ at::Tensor concat_rows(WeightLoader& w, const std::string& main, const std::stri
   at::Tensor base = w.get(main, {rows, dim});
   if (extra_rows == 0) return base;
   return at::cat({base, w.get(extra, {extra_rows, dim})}, 0);
+}
+
+// The joined rows of two checkpoint tensors as a linear weight.
+kernels::PackedWeight concat_linear(WeightLoader& w, const std::string& main,
+                                    const std::string& extra, int64_t rows, int64_t extra_rows,
+                                    int64_t dim) {
+  if (extra_rows == 0) return w.get_linear(main, {rows, dim});
+  return w.pack(
+      at::cat({w.get_stored(main, {rows, dim}), w.get_stored(extra, {extra_rows, dim})}, 0));
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Linear weights are the 2-D "*.weight" tensors other than embeddings.
+bool is_linear_weight(const std::string& name, const TensorView& v) {
+  return v.shape.size() == 2 && ends_with(name, ".weight") &&
+         name.find("embed") == std::string::npos;
+}
+
+bool is_16bit(StoredDtype d) { return d == StoredDtype::kBF16 || d == StoredDtype::kF16; }
+
+// Bytes the load allocates beyond the mapped files: converted tensors and packed weights.
+int64_t allocation_bytes(const Checkpoint& ckpt, at::ScalarType compute, kernels::WeightType lt) {
+  int64_t total = 0;
+  for (const std::string& name : ckpt.names()) {
+    const TensorView& v = *ckpt.find(name);
+    if (is_linear_weight(name, v)) {
+      const bool as_stored =
+          (lt == kernels::WeightType::kFloat32 && v.dtype == StoredDtype::kF32) ||
+          (lt == kernels::WeightType::kBFloat16 && v.dtype == StoredDtype::kBF16);
+      if (!as_stored) total += kernels::packed_bytes(v.shape[0], v.shape[1], lt);
+    } else {
+      const bool as_stored = (compute == at::kFloat && v.dtype == StoredDtype::kF32) ||
+                             (compute == at::kBFloat16 && v.dtype == StoredDtype::kBF16);
+      if (!as_stored) total += v.numel() * static_cast<int64_t>(at::elementSize(compute));
+    }
+  }
+  return total;
+}
+
+// MemAvailable from /proc/meminfo in bytes (-1 when unknown).
+int64_t memory_available() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  int64_t kb = 0;
+  std::string unit;
+  while (in >> key >> kb >> unit) {
+    if (key == "MemAvailable:") return kb * 1024;
+  }
+  return -1;
+}
+
+std::string gigabytes(int64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GB", static_cast<double>(bytes) / 1e9);
+  return buf;
 }
 
 at::Tensor int_tensor(const std::vector<int32_t>& v) {
@@ -47,6 +109,26 @@ at::ScalarType FlamingoModel::auto_dtype() {
   return at::kFloat;
 }
 
+void FlamingoModel::set_threads(int threads) {
+  const int n =
+      threads > 0 ? threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  at::set_num_threads(n);
+  kernels::set_kernel_threads(n);
+}
+
+kernels::WeightType FlamingoModel::resolve_weights(const std::string& name, at::ScalarType compute,
+                                                   bool stored_16bit) {
+  if (name == "auto") {
+    return compute == at::kBFloat16 || stored_16bit ? kernels::WeightType::kBFloat16
+                                                    : kernels::WeightType::kFloat32;
+  }
+  try {
+    return kernels::parse_weight_type(name);
+  } catch (const std::invalid_argument&) {
+    throw Error("--weights: expected auto, float32, bfloat16 or int8, found '" + name + "'");
+  }
+}
+
 at::ScalarType FlamingoModel::parse_dtype(const std::string& name) {
   if (name == "auto") return auto_dtype();
   if (name == "float32" || name == "fp32") return at::kFloat;
@@ -72,17 +154,30 @@ std::unique_ptr<FlamingoModel> FlamingoModel::load(const std::string& dir,
                   std::to_string(c.vision.num_positions()));
     }
   }
+  const TensorView* probe = ckpt.find("model.layers.0.self_attn.q_proj.weight");
+  m->weight_type_ =
+      resolve_weights(options.weights, m->dtype_, probe != nullptr && is_16bit(probe->dtype));
+  const int64_t need = allocation_bytes(ckpt, m->dtype_, m->weight_type_);
+  const int64_t available = memory_available();
+  if (available >= 0 && need > available) {
+    throw Error(std::string("--weights ") + kernels::weight_type_name(m->weight_type_) +
+                " --dtype " + (m->dtype_ == at::kBFloat16 ? "bfloat16" : "float32") + ": " + dir +
+                " needs about " + gigabytes(need) +
+                " of memory besides the mapped checkpoint files, but only " + gigabytes(available) +
+                " is available (MemAvailable); --weights bfloat16 uses a bfloat16 checkpoint as "
+                "stored, --weights int8 needs about half of that");
+  }
   c10::InferenceMode guard;
-  WeightLoader w(ckpt, m->dtype_, options.progress);
+  WeightLoader w(ckpt, m->dtype_, m->weight_type_, options.progress);
   const int64_t d = c.hidden_size;
   m->embed_ =
       concat_rows(w, "model.embed_tokens.weight", "model.embed_tokens.additional_embedding.weight",
                   c.vocab_size, c.additional_vocab_size, d);
   if (c.tie_word_embeddings && !w.contains("lm_head.weight")) {
-    m->lm_head_ = m->embed_;
+    m->lm_head_ = w.pack(m->embed_);
   } else {
-    m->lm_head_ = concat_rows(w, "lm_head.weight", "lm_head.additional_fc.weight", c.vocab_size,
-                              c.additional_vocab_size, d);
+    m->lm_head_ = concat_linear(w, "lm_head.weight", "lm_head.additional_fc.weight", c.vocab_size,
+                                c.additional_vocab_size, d);
   }
   m->vision_ = std::make_unique<ClipVision>(c.vision, w, "model.vision_model");
   if (c.use_resampler) {
@@ -216,7 +311,7 @@ at::Tensor FlamingoModel::forward(const FlatBatch& b, KvCache& cache,
   at::Tensor sel = h.index_select(0, at::tensor(logit_rows, at::kLong));
   at::Tensor normed = final_norm_(sel);
   if (hook) hook("final_norm", final_norm_(h));
-  return project(normed, lm_head_).to(at::kFloat);
+  return linear(normed, lm_head_).to(at::kFloat);
 }
 
 }  // namespace flamingo

@@ -24,8 +24,9 @@
 namespace flamingo {
 
 struct ModelOptions {
-  std::string dtype = "auto";  // auto | float32 | bfloat16
-  int64_t context_length = 0;  // 0: max_position_embeddings from config.json, else 2048
+  std::string dtype = "auto";    // auto | float32 | bfloat16: activations and compute
+  std::string weights = "auto";  // auto | float32 | bfloat16 | int8: how linear weights are held
+  int64_t context_length = 0;    // 0: max_position_embeddings from config.json, else 2048
   // Called while weights load: bytes done, bytes total.
   std::function<void(int64_t, int64_t)> progress;
 };
@@ -47,6 +48,7 @@ class FlamingoModel {
 
   const ModelConfig& config() const { return config_; }
   at::ScalarType dtype() const { return dtype_; }
+  kernels::WeightType weight_type() const { return weight_type_; }
   int64_t context_length() const { return context_length_; }
   const std::string& dir() const { return dir_; }
   int64_t weight_bytes() const { return weight_bytes_; }
@@ -65,9 +67,17 @@ class FlamingoModel {
   at::Tensor forward(const FlatBatch& batch, KvCache& cache,
                      const std::vector<const ImageKV*>& images, const DebugHook& hook = {}) const;
 
+  // Sets the threads of LibTorch's ops and of the kernel pool (threads <= 0: one per core).
+  static void set_threads(int threads);
+
   // Chooses the compute dtype: bfloat16 when the CPU has avx512_bf16 or AMX, else float32.
   static at::ScalarType auto_dtype();
   static at::ScalarType parse_dtype(const std::string& name);  // throws Error
+  // --weights: auto holds linear weights in bfloat16 when the compute dtype is bfloat16 or the
+  // checkpoint stores its linear weights in 16 bits (used as stored, no copy), else float32
+  // (a float32 checkpoint computed in float32 keeps its exact weights). Throws Error.
+  static kernels::WeightType resolve_weights(const std::string& name, at::ScalarType compute,
+                                             bool stored_16bit);
 
  private:
   FlamingoModel() = default;
@@ -75,14 +85,15 @@ class FlamingoModel {
   std::string dir_;
   ModelConfig config_;
   at::ScalarType dtype_ = at::kFloat;
+  kernels::WeightType weight_type_ = kernels::WeightType::kFloat32;
   int64_t context_length_ = 0;
   int64_t weight_bytes_ = 0;
   std::unique_ptr<ClipVision> vision_;
   std::unique_ptr<PerceiverResampler> perceiver_;
   std::vector<GatedCrossAttention> gated_;  // gated_[j] runs before layer j * interval
   std::vector<LlamaDecoderLayer> layers_;
-  at::Tensor embed_;    // [total_vocab, hidden] (embed_tokens ++ additional_embedding)
-  at::Tensor lm_head_;  // [total_vocab, hidden] (lm_head ++ additional_fc)
+  at::Tensor embed_;               // [total_vocab, hidden] (embed_tokens ++ additional_embedding)
+  kernels::PackedWeight lm_head_;  // [total_vocab, hidden] (lm_head ++ additional_fc)
   RmsNorm final_norm_;
   RotaryTables rope_;
 };

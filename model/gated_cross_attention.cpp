@@ -6,7 +6,10 @@ namespace flamingo {
 
 GatedCrossAttention::GatedCrossAttention(const ModelConfig& c, WeightLoader& w,
                                          const std::string& prefix)
-    : heads_(c.num_attention_heads), head_dim_(c.head_dim()), qk_norms_(c.qk_layer_norms) {
+    : heads_(c.num_attention_heads),
+      head_dim_(c.head_dim()),
+      qk_norms_(c.qk_layer_norms),
+      dtype_(w.dtype()) {
   const int64_t d = c.hidden_size;
   const int64_t kv_in = c.vision.embed_dim;
   input_norm_ = RmsNorm(w, prefix + ".input_layernorm", d, c.rms_norm_eps);
@@ -32,7 +35,7 @@ GatedCrossAttention::GatedCrossAttention(const ModelConfig& c, WeightLoader& w,
 
 std::pair<at::Tensor, at::Tensor> GatedCrossAttention::image_kv(const at::Tensor& latents) const {
   const int64_t l = latents.size(0);
-  at::Tensor x = latents.to(k_.weight.scalar_type());
+  at::Tensor x = latents.to(dtype_);
   at::Tensor k = k_(x).view({l, heads_, head_dim_}).transpose(0, 1);  // [H, L, hd]
   at::Tensor v = v_(x).view({l, heads_, head_dim_}).transpose(0, 1);
   if (qk_norms_) k = k_norm_(k);

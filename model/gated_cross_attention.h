@@ -42,6 +42,7 @@ class GatedCrossAttention {
 
   int64_t heads_, head_dim_;
   bool qk_norms_;
+  at::ScalarType dtype_;  // the compute dtype
   RmsNorm input_norm_, post_norm_, q_norm_, k_norm_;
   Linear q_, k_, v_, o_;
   SwiGluMlp mlp_;

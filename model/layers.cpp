@@ -39,18 +39,16 @@ at::Tensor dense_attention(const at::Tensor& q, const at::Tensor& k, const at::T
   return at::matmul(probs, v);
 }
 
-at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  if (x.dim() != 2 || x.size(0) < 1 || x.size(0) > kernels::kMaxSkinnyRows ||
-      x.scalar_type() != at::kFloat || weight.scalar_type() != at::kFloat || !x.device().is_cpu() ||
-      x.requires_grad() || weight.requires_grad()) {
-    return at::linear(x, weight, bias);
-  }
-  at::Tensor y = kernels::skinny_gemm(x, weight);
-  return bias.defined() ? y.add_(bias) : y;
+at::Tensor linear(const at::Tensor& x, const kernels::PackedWeight& weight,
+                  const at::Tensor& bias) {
+  if (x.dim() == 2) return kernels::weight_product(x, weight, bias);
+  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+  out_shape.back() = weight.rows();
+  return kernels::weight_product(x.reshape({-1, x.size(-1)}), weight, bias).view(out_shape);
 }
 
 Linear::Linear(WeightLoader& w, const std::string& prefix, int64_t in, int64_t out, bool has_bias)
-    : weight(w.get(prefix + ".weight", {out, in})) {
+    : weight(w.get_linear(prefix + ".weight", {out, in})) {
   if (has_bias) bias = w.get(prefix + ".bias", {out});
 }
 

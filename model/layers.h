@@ -6,7 +6,6 @@
 
 #include <string>
 
-#include "kernels/skinny_gemm.h"
 #include "model/weights.h"
 
 namespace flamingo {
@@ -26,20 +25,21 @@ at::Tensor activation(const at::Tensor& x, const std::string& name);
 at::Tensor dense_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            double scale);
 
-// x [rows, in] -> x W^T + b. Float32 2-D inputs of 1 to kernels::kMaxSkinnyRows rows (decode
-// steps) take kernels::skinny_gemm, which streams the weight once at memory speed whatever the
-// row count (OpenBLAS's sgemm streams it at 5-8 GB/s for few rows) and gives each row the same
-// bits alone or in a batch; other inputs take at::linear.
-at::Tensor project(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias = {});
+// x [..., in] -> x W^T + b [..., out] in x's dtype, through kernels::weight_product (float32
+// sums, bit-identical for a row alone or in any batch; the bias added before a bfloat16 result
+// is rounded).
+at::Tensor linear(const at::Tensor& x, const kernels::PackedWeight& weight,
+                  const at::Tensor& bias = {});
 
-// A weight and an optional bias, loaded as "<prefix>.weight" / "<prefix>.bias".
+// A weight (held as the loader's linear weight type) and an optional bias (compute dtype),
+// loaded as "<prefix>.weight" / "<prefix>.bias".
 struct Linear {
-  at::Tensor weight;  // [out, in]
-  at::Tensor bias;    // [out] or undefined
+  kernels::PackedWeight weight;  // [out, in]
+  at::Tensor bias;               // [out] or undefined
 
   Linear() = default;
   Linear(WeightLoader& w, const std::string& prefix, int64_t in, int64_t out, bool bias);
-  at::Tensor operator()(const at::Tensor& x) const { return project(x, weight, bias); }
+  at::Tensor operator()(const at::Tensor& x) const { return linear(x, weight, bias); }
 };
 
 struct LayerNorm {

@@ -31,12 +31,16 @@ std::string shape_string(at::IntArrayRef shape) {
   return s + "]";
 }
 
-WeightLoader::WeightLoader(const Checkpoint& checkpoint, at::ScalarType dtype, Progress progress)
-    : checkpoint_(checkpoint), dtype_(dtype), progress_(std::move(progress)) {
+WeightLoader::WeightLoader(const Checkpoint& checkpoint, at::ScalarType dtype,
+                           kernels::WeightType linear_type, Progress progress)
+    : checkpoint_(checkpoint),
+      dtype_(dtype),
+      linear_type_(linear_type),
+      progress_(std::move(progress)) {
   for (const auto& name : checkpoint_.names()) bytes_total_ += checkpoint_.find(name)->nbytes;
 }
 
-at::Tensor WeightLoader::get(const std::string& name, std::vector<int64_t> shape) {
+at::Tensor WeightLoader::get_stored(const std::string& name, std::vector<int64_t> shape) {
   const TensorView* view = checkpoint_.find(name);
   if (view == nullptr) {
     throw Error(checkpoint_.dir() + ": missing tensor '" + name + "' (expected shape " +
@@ -59,11 +63,27 @@ at::Tensor WeightLoader::get(const std::string& name, std::vector<int64_t> shape
     out = at::empty(shape, at::TensorOptions(stored));
     std::memcpy(out.data_ptr(), view->data, view->nbytes);
   }
-  if (stored != dtype_) out = out.to(dtype_);
   bytes_done_ += static_cast<int64_t>(view->nbytes);
-  compute_bytes_ += static_cast<int64_t>(out.nbytes());
   if (progress_) progress_(bytes_done_, bytes_total_);
   return out;
+}
+
+at::Tensor WeightLoader::get(const std::string& name, std::vector<int64_t> shape) {
+  at::Tensor out = get_stored(name, std::move(shape));
+  if (out.scalar_type() != dtype_) out = out.to(dtype_);
+  compute_bytes_ += static_cast<int64_t>(out.nbytes());
+  return out;
+}
+
+kernels::PackedWeight WeightLoader::get_linear(const std::string& name,
+                                               std::vector<int64_t> shape) {
+  return pack(get_stored(name, std::move(shape)));
+}
+
+kernels::PackedWeight WeightLoader::pack(const at::Tensor& dense) {
+  kernels::PackedWeight w = kernels::PackedWeight::from_dense(dense, linear_type_);
+  compute_bytes_ += w.bytes();
+  return w;
 }
 
 }  // namespace flamingo

@@ -1,6 +1,8 @@
-// Turns checkpoint tensors into ATen tensors of the compute dtype, checking names and shapes.
-// A tensor whose stored dtype already is the compute dtype (and is suitably aligned) is a
-// zero-copy view of the memory-mapped file; others are converted once at load.
+// Turns checkpoint tensors into ATen tensors of the compute dtype, and linear weights into
+// kernels::PackedWeight of the chosen weight type, checking names and shapes. A tensor whose
+// stored dtype already is the wanted one (and is suitably aligned) is a zero-copy view of the
+// memory-mapped file; others are converted once at load (int8: quantized row by row, never
+// widened to a float32 copy of the whole weight).
 // Not thread-safe: used by one thread while a model is constructed.
 #pragma once
 
@@ -10,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/weight_product.h"
 #include "model/safetensors.h"
 
 namespace flamingo {
@@ -18,11 +21,20 @@ class WeightLoader {
  public:
   using Progress = std::function<void(int64_t bytes_done, int64_t bytes_total)>;
 
-  WeightLoader(const Checkpoint& checkpoint, at::ScalarType dtype, Progress progress = {});
+  WeightLoader(const Checkpoint& checkpoint, at::ScalarType dtype,
+               kernels::WeightType linear_type = kernels::WeightType::kFloat32,
+               Progress progress = {});
 
   // The tensor `name` in the compute dtype. Throws Error naming the key, the expected and the
   // found shape or dtype, and the file.
   at::Tensor get(const std::string& name, std::vector<int64_t> shape);
+  // The tensor `name` as stored (float types only), zero-copy where aligned.
+  at::Tensor get_stored(const std::string& name, std::vector<int64_t> shape);
+  // The linear weight `name` [out, in] held as linear_type().
+  kernels::PackedWeight get_linear(const std::string& name, std::vector<int64_t> shape);
+  // A dense [out, in] weight (e.g. two checkpoint tensors joined) held as linear_type().
+  kernels::PackedWeight pack(const at::Tensor& dense);
+  kernels::WeightType linear_type() const { return linear_type_; }
   bool contains(const std::string& name) const { return checkpoint_.find(name) != nullptr; }
   at::ScalarType dtype() const { return dtype_; }
   int64_t bytes_loaded() const { return bytes_done_; }      // as stored in the files
@@ -31,6 +43,7 @@ class WeightLoader {
  private:
   const Checkpoint& checkpoint_;
   at::ScalarType dtype_;
+  kernels::WeightType linear_type_;
   Progress progress_;
   int64_t bytes_done_ = 0;
   int64_t bytes_total_ = 0;

@@ -488,6 +488,8 @@ grpc::ServerUnaryReactor* FlamingoService::GetModelInfo(grpc::CallbackServerCont
     response->set_image_size(d.image_size);
     response->set_latents_per_image(d.latents_per_image);
     response->set_dtype(d.dtype);
+    response->set_weights(d.weights);
+    response->set_kernel_isa(d.kernel_isa);
     response->set_context_length(d.context_length);
     fill_limits(response->mutable_limits(), ctx.builder->limits(),
                 ctx.builder->max_prompt_tokens());

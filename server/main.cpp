@@ -4,7 +4,6 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <pthread.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -27,6 +26,7 @@
 #include "server/prompt_templates.h"
 #include "server/request_builder.h"
 #include "server/server_args.h"
+#include "server/signal_stop.h"
 
 #ifndef FLAMINGO_DEFAULT_MODEL
 #define FLAMINGO_DEFAULT_MODEL ""
@@ -80,40 +80,40 @@ int run(int argc, char** argv) {
   if (args.model_dir.empty()) args.model_dir = FLAMINGO_DEFAULT_MODEL;
   for (const std::string& line : describe_server_args(args)) spdlog::info("config: {}", line);
 
-  // SIGTERM/SIGINT are taken by a dedicated thread (sigwait); every other thread blocks them.
-  // A no-op handler first: a shell starts background jobs with SIGINT ignored, and PID 1 (a
-  // container) drops signals left at their default action; either way sigwait would never
-  // see them. Blocked, they still reach sigwait and the handler never runs.
-  struct sigaction on_signal {};
-  on_signal.sa_handler = [](int) {};
-  sigemptyset(&on_signal.sa_mask);
-  sigaction(SIGINT, &on_signal, nullptr);
-  sigaction(SIGTERM, &on_signal, nullptr);
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGUSR1);  // sent to the signal thread itself when run() returns
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // SIGTERM/SIGINT: SignalStop's handlers write to a pipe that the stop thread reads, so the
+  // drain starts whichever thread runs the handler; a library may start threads before main()
+  // with every signal unblocked (OpenBLAS's pthread variant), and such a thread may take a
+  // process-directed signal. The handlers are installed even where SIGINT was ignored at start
+  // (a shell's background jobs) and for PID 1 (a container), which drops signals left at their
+  // default action. The threads started from here on block the two signals, which keeps the
+  // handler off the engine and gRPC threads (the stop thread unblocks them); nothing depends on
+  // that.
+  SignalStop signal_stop;
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::atomic<bool> stop_requested{false};
   std::mutex stop_mu;
   std::condition_variable stop_cv;
-  std::thread signal_thread([&] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    if (sig == SIGUSR1) return;
+  std::thread stop_thread([&] {
+    pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
+    const int sig = signal_stop.wait();
+    if (sig == SignalStop::kCancelled) return;  // run() is returning
     spdlog::info("received {}: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     std::lock_guard lock(stop_mu);
     stop_requested = true;
     stop_cv.notify_all();
   });
-  struct SignalThreadJoin {
+  struct StopThreadJoin {
+    SignalStop& stop;
     std::thread& t;
-    ~SignalThreadJoin() {
-      pthread_kill(t.native_handle(), SIGUSR1);  // no-op for the thread if it already returned
+    ~StopThreadJoin() {
+      stop.cancel();  // no-op for the thread if it already returned
       t.join();
     }
-  } join_signal_thread{signal_thread};
+  } join_stop_thread{signal_stop, stop_thread};
 
   ServerMetrics metrics;
   FlamingoService service(metrics);
@@ -154,6 +154,7 @@ int run(int argc, char** argv) {
     EngineConfig ec;
     ec.model_dir = args.model_dir;
     ec.dtype = args.dtype;
+    ec.weights = args.weights;
     ec.threads = args.threads;
     ec.context_length = args.context_length;
     ec.block_size = args.block_size;
@@ -201,10 +202,10 @@ int run(int argc, char** argv) {
   {
     const ModelDescription& d = engine->description();
     spdlog::info(
-        "ready: model {} ({}, {} layers, hidden {}, {} cross layers, dtype {}, context {}), "
-        "{} KV blocks x {}: serving on {}:{}",
-        d.model_dir, d.family, d.num_layers, d.hidden_size, d.num_cross_layers, d.dtype,
-        d.context_length, d.kv_blocks_total, d.kv_block_size, args.host, bound_port);
+        "ready: model {} ({}, {} layers, hidden {}, {} cross layers, dtype {}, weights {}, "
+        "kernels {}, context {}), {} KV blocks x {}: serving on {}:{}",
+        d.model_dir, d.family, d.num_layers, d.hidden_size, d.num_cross_layers, d.dtype, d.weights,
+        d.kernel_isa, d.context_length, d.kv_blocks_total, d.kv_block_size, args.host, bound_port);
   }
 
   {

@@ -33,6 +33,13 @@ const std::vector<Flag>& flags() {
       {"--host", "address to listen on", &ServerArgs::host},
       {"--port", "gRPC port; 0 picks a free one (logged)", &ServerArgs::port, 0, 65535},
       {"--dtype", "compute dtype", &ServerArgs::dtype, 0, 0, {"auto", "float32", "bfloat16"}},
+      {"--weights",
+       "how linear weights are held (auto: bfloat16 when the compute dtype or the checkpoint "
+       "is 16-bit, else float32)",
+       &ServerArgs::weights,
+       0,
+       0,
+       {"auto", "float32", "bfloat16", "int8"}},
       {"--threads", "CPU threads for the model; 0 = one per core", &ServerArgs::threads, 0, 1024},
       {"--log-level",
        "log level",

@@ -150,11 +150,10 @@ class EngineImpl final : public Engine {
 };
 
 EngineImpl::EngineImpl(const EngineConfig& config) : config_(config) {
-  at::set_num_threads(config.threads > 0
-                          ? config.threads
-                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
+  FlamingoModel::set_threads(config.threads);
   PipelineOptions po;
   po.model.dtype = config.dtype;
+  po.model.weights = config.weights;
   po.model.context_length = config.context_length;
   po.model.progress = config.progress;
   po.image_limits.max_bytes = config.limits.max_image_bytes;
@@ -208,6 +207,8 @@ EngineImpl::EngineImpl(const EngineConfig& config) : config_(config) {
   desc_.latents_per_image = mc.image_tokens();
   desc_.context_length = model.context_length();
   desc_.dtype = model.dtype() == at::kBFloat16 ? "bfloat16" : "float32";
+  desc_.weights = kernels::weight_type_name(model.weight_type());
+  desc_.kernel_isa = kernels::isa_name(kernels::active_isa());
   desc_.kv_blocks_total = blocks;
   desc_.kv_block_size = config.block_size;
   desc_.image_bytes = image_bytes_;

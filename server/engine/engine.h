@@ -26,6 +26,7 @@ struct ImagePreprocessConfig;
 struct EngineConfig {
   std::string model_dir;
   std::string dtype = "auto";     // auto | float32 | bfloat16
+  std::string weights = "auto";   // auto | float32 | bfloat16 | int8 (linear weights)
   int64_t context_length = 0;     // 0: from the checkpoint
   int32_t threads = 0;            // CPU threads for the model; 0: one per core
   int32_t block_size = 16;        // tokens per KV block
@@ -44,6 +45,8 @@ struct ModelDescription {
   int64_t hidden_size = 0, num_layers = 0, num_cross_layers = 0, vocab_size = 0;
   int64_t image_size = 0, latents_per_image = 0, context_length = 0;
   std::string dtype;
+  std::string weights;     // linear weights: float32 | bfloat16 | int8
+  std::string kernel_isa;  // avx512 | avx2 | scalar
   int64_t kv_blocks_total = 0, kv_block_size = 0;
   int64_t image_bytes = 0;  // encoded (cross-attention K/V) bytes per image
 };

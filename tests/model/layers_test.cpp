@@ -74,14 +74,22 @@ TEST(Layers, RotaryTablesFollowRotateHalfLayout) {
   }
 }
 
-TEST(Layers, ProjectEqualsLinearForEveryRowCount) {
+TEST(Layers, LinearEqualsAtLinearForEveryRowCountAndLeadingShape) {
   at::manual_seed(3);
   at::Tensor w = at::randn({37, 19}), b = at::randn({37});
-  for (int64_t rows = 1; rows <= kernels::kMaxSkinnyRows + 2; ++rows) {
+  const kernels::PackedWeight pw =
+      kernels::PackedWeight::from_dense(w, kernels::WeightType::kFloat32);
+  for (int64_t rows = 1; rows <= 70; ++rows) {
     at::Tensor x = at::randn({rows, 19});
-    EXPECT_LE((project(x, w, b) - at::linear(x, w, b)).abs().max().item<double>(), 1e-5) << rows;
-    EXPECT_LE((project(x, w) - at::linear(x, w)).abs().max().item<double>(), 1e-5) << rows;
+    EXPECT_LE((linear(x, pw, b) - at::linear(x, w, b)).abs().max().item<double>(), 1e-5) << rows;
+    EXPECT_LE((linear(x, pw) - at::linear(x, w)).abs().max().item<double>(), 1e-5) << rows;
   }
+  const at::Tensor x3 = at::randn({2, 5, 19});
+  const at::Tensor y3 = linear(x3, pw, b);
+  EXPECT_EQ(y3.sizes(), (at::IntArrayRef{2, 5, 37}));
+  EXPECT_LE((y3 - at::linear(x3, w, b)).abs().max().item<double>(), 1e-5);
+  const at::Tensor xb = x3.to(at::kBFloat16);
+  EXPECT_EQ(linear(xb, pw, b.to(at::kBFloat16)).scalar_type(), at::kBFloat16);
 }
 
 TEST(Layers, KvCacheShapesAndBytes) {

@@ -1,0 +1,558 @@
+#include "kernels/weight_product.h"
+
+// GCC 12 warns about the undefined upper lanes that its own AVX-512 widening intrinsics start
+// from (_mm512_undefined_*): a false positive.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <utility>
+
+#include "kernels/thread_pool.h"
+
+namespace flamingo::kernels {
+namespace {
+
+constexpr int64_t kLanes = 16;   // lane sums per output element, on every path
+constexpr int64_t kKTile = 512;  // K per tile: a block's tile rows stay in L1
+constexpr int64_t kMGroup = 48;  // x rows per pass over the weights (they stay in L2)
+constexpr int64_t kMaxXBlock = 3;
+static_assert(kKTile % kInt8Group == 0 && kInt8Group % kLanes == 0);
+
+inline float bf16_to_float(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+// The exact float32 value the product uses for w[n][k].
+inline float weight_value(const WeightView& w, int64_t n, int64_t k) {
+  switch (w.type) {
+    case WeightType::kFloat32:
+      return static_cast<const float*>(w.data)[n * w.k + k];
+    case WeightType::kBFloat16:
+      return bf16_to_float(static_cast<const uint16_t*>(w.data)[n * w.k + k]);
+    case WeightType::kInt8:
+      return static_cast<float>(static_cast<const int8_t*>(w.data)[n * w.k + k]) *
+             w.scales[n * w.groups() + k / w.group];
+  }
+  return 0.f;
+}
+
+// The fixed reduction of 16 lane sums: (l + l+8), then (+4), then ((0+2) + (1+3)). The vector
+// paths take the same order (high half onto low half, three times, then lane 1 onto lane 0).
+inline float reduce16(const float* l) {
+  float s[8], t[4];
+  for (int i = 0; i < 8; ++i) s[i] = l[i] + l[i + 8];
+  for (int i = 0; i < 4; ++i) t[i] = s[i] + s[i + 4];
+  return (t[0] + t[2]) + (t[1] + t[3]);
+}
+
+struct Args {
+  const float* x;
+  int64_t m;
+  WeightView w;
+  float* y;
+};
+
+// --- portable path ----------------------------------------------------------------------------
+
+void rows_scalar(const Args& a, int64_t n0, int64_t n1) {
+  const int64_t kp = (a.w.k + kLanes - 1) / kLanes * kLanes;
+  for (int64_t n = n0; n < n1; ++n) {
+    for (int64_t m = 0; m < a.m; ++m) {
+      const float* x = a.x + m * a.w.k;
+      float lane[kLanes] = {};
+      for (int64_t k = 0; k < kp; ++k) {
+        const bool in = k < a.w.k;
+        lane[k % kLanes] =
+            std::fma(in ? x[k] : 0.f, in ? weight_value(a.w, n, k) : 0.f, lane[k % kLanes]);
+      }
+      a.y[m * a.w.n + n] = reduce16(lane);
+    }
+  }
+}
+
+// --- blocked vector paths -----------------------------------------------------------------------
+//
+// For each group of up to kMGroup x rows, each block of kNB weight rows and each K tile, every
+// register block of up to 3 x rows meets the block's weights. The lane sums live in acc between
+// tiles. With one x block the weights are converted in registers as they stream (decode: bound
+// by memory); with more, each tile of bfloat16 / int8 weights is first widened into a float32
+// scratch tile that all x blocks then read (prefill: bound by arithmetic). Either way each
+// multiply-add sees the same float32 weight value, so the bits do not depend on the route.
+// The K % 16 tail runs as one more vector over zero-padded copies.
+
+#define FLAMINGO_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
+#define FLAMINGO_AVX2 __attribute__((target("avx2,fma")))
+
+// Block shapes: kNB weight rows per block; a micro kernel for mb x rows covers width[mb] of them.
+struct Avx512Shape {
+  static constexpr int64_t kNB = 8;
+  static constexpr int64_t kWidth[kMaxXBlock + 1] = {0, 8, 8, 8};  // 3 x 8 sums + 4 = 28 zmm
+};
+struct Avx2Shape {
+  static constexpr int64_t kNB = 4;
+  // Each sum is two ymm (lanes 0-7, 8-15): 1 x 4 -> 8 ymm; 3 x 2 -> 12 ymm + 3 x + 1 w.
+  static constexpr int64_t kWidth[kMaxXBlock + 1] = {0, 4, 2, 2};
+};
+
+// Micro kernel arguments: x rows at x (stride ldx), weight rows at w (stride ldw elements of the
+// weight type), int8 scales at s (stride lds; s[j * lds + (k >> gshift)]), `vecs` vectors of 16
+// along K, lane sums at acc (row i, column j at acc[i * acc_ld + j * 16]).
+struct Micro {
+  const float* x;
+  int64_t ldx;
+  const void* w;
+  int64_t ldw;
+  const float* s;
+  int64_t lds;
+  int gshift;
+  int64_t vecs;
+  float* acc;
+  int64_t acc_ld;
+  int64_t pf = 0;  // bytes ahead of the weight rows to prefetch (0: none)
+};
+
+template <WeightType WT>
+constexpr int64_t kWSize = WT == WeightType::kFloat32    ? 4
+                           : WT == WeightType::kBFloat16 ? 2
+                                                         : 1;
+
+template <WeightType WT>
+FLAMINGO_AVX512 inline __m512 load_w512(const void* w, int64_t off, const float* scale) {
+  if constexpr (WT == WeightType::kFloat32) {
+    return _mm512_loadu_ps(static_cast<const float*>(w) + off);
+  } else if constexpr (WT == WeightType::kBFloat16) {
+    const __m256i h =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + off));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  } else {
+    const __m128i b =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(w) + off));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)), _mm512_set1_ps(*scale));
+  }
+}
+
+template <int MB, int NB, WeightType WT>
+FLAMINGO_AVX512 void micro512(const Micro& p) {
+  __m512 c[MB][NB];
+#pragma GCC unroll 8
+  for (int i = 0; i < MB; ++i) {
+#pragma GCC unroll 8
+    for (int j = 0; j < NB; ++j) c[i][j] = _mm512_load_ps(p.acc + i * p.acc_ld + j * kLanes);
+  }
+  for (int64_t v = 0; v < p.vecs; ++v) {
+    const int64_t k = v * kLanes;
+    __m512 xa[MB];
+#pragma GCC unroll 8
+    for (int i = 0; i < MB; ++i) xa[i] = _mm512_loadu_ps(p.x + i * p.ldx + k);
+#pragma GCC unroll 8
+    for (int j = 0; j < NB; ++j) {
+      const float* scale = WT == WeightType::kInt8 ? p.s + j * p.lds + (k >> p.gshift) : nullptr;
+      if (p.pf != 0) {
+        _mm_prefetch(static_cast<const char*>(p.w) + (j * p.ldw + k) * kWSize<WT> + p.pf,
+                     _MM_HINT_T0);
+      }
+      const __m512 wv = load_w512<WT>(p.w, j * p.ldw + k, scale);
+#pragma GCC unroll 8
+      for (int i = 0; i < MB; ++i) c[i][j] = _mm512_fmadd_ps(xa[i], wv, c[i][j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MB; ++i) {
+#pragma GCC unroll 8
+    for (int j = 0; j < NB; ++j) _mm512_store_ps(p.acc + i * p.acc_ld + j * kLanes, c[i][j]);
+  }
+}
+
+template <WeightType WT>
+FLAMINGO_AVX2 inline __m256 load_w256(const void* w, int64_t off, const float* scale) {
+  if constexpr (WT == WeightType::kFloat32) {
+    return _mm256_loadu_ps(static_cast<const float*>(w) + off);
+  } else if constexpr (WT == WeightType::kBFloat16) {
+    const __m128i h =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + off));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  } else {
+    const __m128i b =
+        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(w) + off));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), _mm256_set1_ps(*scale));
+  }
+}
+
+template <int MB, int NB, WeightType WT>
+FLAMINGO_AVX2 void micro256(const Micro& p) {
+  __m256 c[2][MB][NB];  // [lanes 0-7 | 8-15]
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+#pragma GCC unroll 8
+    for (int i = 0; i < MB; ++i) {
+#pragma GCC unroll 8
+      for (int j = 0; j < NB; ++j) {
+        c[h][i][j] = _mm256_load_ps(p.acc + i * p.acc_ld + j * kLanes + h * 8);
+      }
+    }
+  }
+  for (int64_t v = 0; v < p.vecs; ++v) {
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const int64_t k = v * kLanes + h * 8;
+      __m256 xa[MB];
+#pragma GCC unroll 8
+      for (int i = 0; i < MB; ++i) xa[i] = _mm256_loadu_ps(p.x + i * p.ldx + k);
+#pragma GCC unroll 8
+      for (int j = 0; j < NB; ++j) {
+        const float* scale = WT == WeightType::kInt8 ? p.s + j * p.lds + (k >> p.gshift) : nullptr;
+        const __m256 wv = load_w256<WT>(p.w, j * p.ldw + k, scale);
+#pragma GCC unroll 8
+        for (int i = 0; i < MB; ++i) c[h][i][j] = _mm256_fmadd_ps(xa[i], wv, c[h][i][j]);
+      }
+    }
+  }
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+#pragma GCC unroll 8
+    for (int i = 0; i < MB; ++i) {
+#pragma GCC unroll 8
+      for (int j = 0; j < NB; ++j) {
+        _mm256_store_ps(p.acc + i * p.acc_ld + j * kLanes + h * 8, c[h][i][j]);
+      }
+    }
+  }
+}
+
+using MicroFn = void (*)(const Micro&);
+
+// Widens rows [0, rows) x vecs vectors of a weight tile into float32 scratch (stride kKTile).
+template <WeightType WT>
+FLAMINGO_AVX512 void widen512(const Micro& p, int64_t rows, float* out) {
+  for (int64_t j = 0; j < rows; ++j) {
+    for (int64_t v = 0; v < p.vecs; ++v) {
+      const int64_t k = v * kLanes;
+      const float* scale = WT == WeightType::kInt8 ? p.s + j * p.lds + (k >> p.gshift) : nullptr;
+      _mm512_store_ps(out + j * kKTile + k, load_w512<WT>(p.w, j * p.ldw + k, scale));
+    }
+  }
+}
+
+template <WeightType WT>
+FLAMINGO_AVX2 void widen256(const Micro& p, int64_t rows, float* out) {
+  for (int64_t j = 0; j < rows; ++j) {
+    for (int64_t k = 0; k < p.vecs * kLanes; k += 8) {
+      const float* scale = WT == WeightType::kInt8 ? p.s + j * p.lds + (k >> p.gshift) : nullptr;
+      _mm256_store_ps(out + j * kKTile + k, load_w256<WT>(p.w, j * p.ldw + k, scale));
+    }
+  }
+}
+
+using WidenFn = void (*)(const Micro&, int64_t, float*);
+
+// kMicro[weight type][mb][width - 1]
+template <int MB, WeightType WT, size_t... J>
+constexpr std::array<MicroFn, 8> micro512_row(std::index_sequence<J...>) {
+  return {micro512<MB, static_cast<int>(J) + 1, WT>...};
+}
+template <int MB, WeightType WT, size_t... J>
+constexpr std::array<MicroFn, 8> micro256_row(std::index_sequence<J...>) {
+  return {micro256<MB, static_cast<int>(J) + 1, WT>...};
+}
+
+struct IsaKernels {
+  int64_t nb;
+  const int64_t* width;
+  std::array<std::array<std::array<MicroFn, 8>, kMaxXBlock + 1>, 3> micro;
+  std::array<WidenFn, 3> widen;
+};
+
+template <WeightType WT>
+constexpr std::array<std::array<MicroFn, 8>, kMaxXBlock + 1> micro512_table() {
+  return {std::array<MicroFn, 8>{}, micro512_row<1, WT>(std::make_index_sequence<8>()),
+          micro512_row<2, WT>(std::make_index_sequence<8>()),
+          micro512_row<3, WT>(std::make_index_sequence<8>())};
+}
+template <WeightType WT>
+constexpr std::array<std::array<MicroFn, 8>, kMaxXBlock + 1> micro256_table() {
+  return {std::array<MicroFn, 8>{}, micro256_row<1, WT>(std::make_index_sequence<4>()),
+          micro256_row<2, WT>(std::make_index_sequence<2>()),
+          micro256_row<3, WT>(std::make_index_sequence<2>())};
+}
+
+const IsaKernels kAvx512Kernels{
+    Avx512Shape::kNB,
+    Avx512Shape::kWidth,
+    {micro512_table<WeightType::kFloat32>(), micro512_table<WeightType::kBFloat16>(),
+     micro512_table<WeightType::kInt8>()},
+    {nullptr, widen512<WeightType::kBFloat16>, widen512<WeightType::kInt8>}};
+const IsaKernels kAvx2Kernels{
+    Avx2Shape::kNB,
+    Avx2Shape::kWidth,
+    {micro256_table<WeightType::kFloat32>(), micro256_table<WeightType::kBFloat16>(),
+     micro256_table<WeightType::kInt8>()},
+    {nullptr, widen256<WeightType::kBFloat16>, widen256<WeightType::kInt8>}};
+
+int64_t prefetch_bytes() {
+  static const int64_t b = [] {
+    const char* e = std::getenv("FLAMINGO_PF_BYTES");
+    return e ? std::atoll(e) : int64_t{0};
+  }();
+  return b;
+}
+
+// Weight rows [n0, n1) of the product on one thread (n0 a multiple of the block height).
+void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1) {
+  const WeightView& w = a.w;
+  const int64_t nbo = kern.nb;
+  const int wt = static_cast<int>(w.type);
+  const int64_t esize = weight_type_size(w.type);
+  const int gshift = w.type == WeightType::kInt8 ? __builtin_ctzll(w.group) : 0;
+  const int64_t lds = w.type == WeightType::kInt8 ? w.groups() : 0;
+  const int64_t kv = w.k / kLanes * kLanes, tail = w.k - kv;
+  const int64_t acc_ld = nbo * kLanes;
+  alignas(64) float acc[kMGroup * 8 * kLanes];
+  alignas(64) float scratch[8 * kKTile];
+  alignas(64) float xtail[kMGroup * kLanes];
+  alignas(64) float wtail[8 * kLanes];
+  const auto* wbytes = static_cast<const std::byte*>(w.data);
+  for (int64_t m0 = 0; m0 < a.m; m0 += kMGroup) {
+    const int64_t mc = std::min(kMGroup, a.m - m0);
+    const float* xg = a.x + m0 * w.k;
+    const int64_t xblocks = (mc + kMaxXBlock - 1) / kMaxXBlock;  // sizes differ by at most one
+    const bool widen = w.type != WeightType::kFloat32 && xblocks > 1;
+    if (tail > 0) {
+      for (int64_t i = 0; i < mc; ++i) {
+        for (int64_t l = 0; l < kLanes; ++l)
+          xtail[i * kLanes + l] = l < tail ? xg[i * w.k + kv + l] : 0.f;
+      }
+    }
+    for (int64_t n = n0; n < n1; n += nbo) {
+      const int64_t nb = std::min(nbo, n1 - n);
+      std::memset(acc, 0, sizeof(float) * mc * acc_ld);
+      // Runs every x block against the block's weights: fn(width kernel table, x, ldx, w...).
+      auto sweep = [&](int table_wt, const float* x, int64_t ldx, const void* wp, int64_t ldw,
+                       const float* s, int64_t vecs) {
+        for (int64_t b = 0, m = 0; b < xblocks; ++b) {
+          const int64_t mb = mc / xblocks + (b < mc % xblocks ? 1 : 0);
+          for (int64_t j = 0; j < nb; j += kern.width[mb]) {
+            const int64_t width = std::min(kern.width[mb], nb - j);
+            const Micro p{
+                x + m * ldx,
+                ldx,
+                static_cast<const std::byte*>(wp) + j * ldw * (table_wt == wt ? esize : int64_t{4}),
+                ldw,
+                s == nullptr ? nullptr : s + j * lds,
+                lds,
+                gshift,
+                vecs,
+                acc + m * acc_ld + j * kLanes,
+                acc_ld,
+                xblocks == 1 && table_wt == wt ? prefetch_bytes() : 0};
+            kern.micro[table_wt][mb][width - 1](p);
+          }
+          m += mb;
+        }
+      };
+      for (int64_t k0 = 0; k0 < kv; k0 += kKTile) {
+        const int64_t vecs = std::min(kKTile, kv - k0) / kLanes;
+        const void* wt_ptr = wbytes + (n * w.k + k0) * esize;
+        const float* s = w.type == WeightType::kInt8 ? w.scales + n * lds + k0 / w.group : nullptr;
+        if (widen) {
+          const Micro src{nullptr, 0, wt_ptr, w.k, s, lds, gshift, vecs, nullptr, 0};
+          kern.widen[wt](src, nb, scratch);
+          sweep(0, xg + k0, w.k, scratch, kKTile, nullptr, vecs);
+        } else {
+          sweep(wt, xg + k0, w.k, wt_ptr, w.k, s, vecs);
+        }
+      }
+      if (tail > 0) {
+        for (int64_t j = 0; j < nb; ++j) {
+          for (int64_t l = 0; l < kLanes; ++l) {
+            wtail[j * kLanes + l] = l < tail ? weight_value(w, n + j, kv + l) : 0.f;
+          }
+        }
+        sweep(0, xtail, kLanes, wtail, kLanes, nullptr, 1);
+      }
+      for (int64_t i = 0; i < mc; ++i) {
+        float* yrow = a.y + (m0 + i) * w.n + n;
+        for (int64_t j = 0; j < nb; ++j) yrow[j] = reduce16(acc + i * acc_ld + j * kLanes);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+const char* weight_type_name(WeightType type) {
+  switch (type) {
+    case WeightType::kFloat32:
+      return "float32";
+    case WeightType::kBFloat16:
+      return "bfloat16";
+    case WeightType::kInt8:
+      return "int8";
+  }
+  return "?";
+}
+
+WeightType parse_weight_type(const std::string& name) {
+  if (name == "float32" || name == "fp32") return WeightType::kFloat32;
+  if (name == "bfloat16" || name == "bf16") return WeightType::kBFloat16;
+  if (name == "int8") return WeightType::kInt8;
+  throw std::invalid_argument("expected float32, bfloat16 or int8, found '" + name + "'");
+}
+
+int64_t weight_type_size(WeightType type) {
+  return type == WeightType::kFloat32 ? 4 : type == WeightType::kBFloat16 ? 2 : 1;
+}
+
+int64_t packed_bytes(int64_t n, int64_t k, WeightType type, int64_t group) {
+  const int64_t scales = type == WeightType::kInt8 ? n * ((k + group - 1) / group) * 4 : 0;
+  return n * k * weight_type_size(type) + scales;
+}
+
+void weight_product_raw(const float* x, int64_t m, const WeightView& w, float* y, Isa isa) {
+  if (m <= 0 || w.n <= 0) return;
+  if (w.k == 0) {
+    std::fill(y, y + m * w.n, 0.f);
+    return;
+  }
+  isa = std::min(isa, cpu_isa());
+  const Args a{x, m, w, y};
+  const IsaKernels* kern = isa == Isa::kAvx512 ? &kAvx512Kernels
+                           : isa == Isa::kAvx2 ? &kAvx2Kernels
+                                               : nullptr;
+  const int64_t unit = kern != nullptr ? kern->nb : 8;  // columns per indivisible block
+  const int64_t blocks = (w.n + unit - 1) / unit;
+  ThreadPool& pool = kernel_pool();
+  // Tasks: contiguous ranges of blocks, several per thread so that a thread slowed by another
+  // process costs its share only; one task when the product is too small to pay for a wake-up.
+  const int64_t work = m * w.n * w.k;
+  int64_t tasks = work < (int64_t{1} << 18) ? 1 : std::min<int64_t>(blocks, pool.threads() * 8);
+  tasks = std::max<int64_t>(tasks, 1);
+  auto run_range = [&](int64_t t) {
+    const int64_t b0 = blocks * t / tasks, b1 = blocks * (t + 1) / tasks;
+    const int64_t n0 = b0 * unit, n1 = std::min(w.n, b1 * unit);
+    if (n0 >= n1) return;
+    if (kern != nullptr) {
+      rows_blocked(a, *kern, n0, n1);
+    } else {
+      rows_scalar(a, n0, n1);
+    }
+  };
+  if (tasks == 1) {
+    run_range(0);
+  } else {
+    pool.run(tasks, run_range);
+  }
+}
+
+void quantize_int8_row(const float* w, int64_t k, int64_t group, int8_t* q, float* scales) {
+  for (int64_t g0 = 0, gi = 0; g0 < k; g0 += group, ++gi) {
+    const int64_t g1 = std::min(k, g0 + group);
+    float amax = 0.f;
+    for (int64_t i = g0; i < g1; ++i) amax = std::max(amax, std::fabs(w[i]));
+    const float scale = amax / 127.f;
+    scales[gi] = scale;
+    for (int64_t i = g0; i < g1; ++i) {
+      const float r = scale > 0.f ? std::nearbyint(w[i] / scale) : 0.f;
+      q[i] = static_cast<int8_t>(std::clamp(r, -127.f, 127.f));
+    }
+  }
+}
+
+PackedWeight PackedWeight::from_dense(const at::Tensor& w, WeightType type, int64_t group) {
+  TORCH_CHECK(w.dim() == 2, "PackedWeight: weight must be [out, in], got ", w.sizes());
+  TORCH_CHECK(w.device().is_cpu(), "PackedWeight: CPU weights only, got ", w.device());
+  PackedWeight p;
+  const int64_t n = w.size(0), k = w.size(1);
+  switch (type) {
+    case WeightType::kFloat32:
+      p.data_ = w.to(at::kFloat).contiguous();
+      break;
+    case WeightType::kBFloat16:
+      p.data_ = w.to(at::kBFloat16).contiguous();
+      break;
+    case WeightType::kInt8: {
+      TORCH_CHECK(group >= kLanes && (group & (group - 1)) == 0,
+                  "PackedWeight: int8 group must be a power of two >= 16, got ", group);
+      const int64_t groups = (k + group - 1) / group;
+      p.data_ = at::empty({n, k}, at::kChar);
+      p.scales_ = at::empty({n, groups}, at::kFloat);
+      const at::Tensor wc = w.contiguous();
+      std::vector<float> row(k);
+      for (int64_t r = 0; r < n; ++r) {
+        const at::Tensor src = wc[r];
+        if (src.scalar_type() == at::kFloat) {
+          std::memcpy(row.data(), src.data_ptr<float>(), k * sizeof(float));
+        } else {
+          const at::Tensor f = src.to(at::kFloat);
+          std::memcpy(row.data(), f.data_ptr<float>(), k * sizeof(float));
+        }
+        quantize_int8_row(row.data(), k, group, p.data_.data_ptr<int8_t>() + r * k,
+                          p.scales_.data_ptr<float>() + r * groups);
+      }
+      break;
+    }
+  }
+  p.view_ = WeightView{
+      type, n, k, p.data_.data_ptr(), p.scales_.defined() ? p.scales_.data_ptr<float>() : nullptr,
+      group};
+  return p;
+}
+
+PackedWeight PackedWeight::from_int8(const at::Tensor& q, const at::Tensor& scales, int64_t group) {
+  TORCH_CHECK(q.dim() == 2 && q.scalar_type() == at::kChar,
+              "PackedWeight: int8 weight must be int8 [out, in], got ", q.scalar_type(), " ",
+              q.sizes());
+  TORCH_CHECK(group >= kLanes && (group & (group - 1)) == 0,
+              "PackedWeight: int8 group must be a power of two >= 16, got ", group);
+  const int64_t groups = (q.size(1) + group - 1) / group;
+  TORCH_CHECK(scales.dim() == 2 && scales.size(0) == q.size(0) && scales.size(1) == groups &&
+                  scales.scalar_type() == at::kFloat,
+              "PackedWeight: scales must be float32 [", q.size(0), ", ", groups, "], got ",
+              scales.scalar_type(), " ", scales.sizes());
+  PackedWeight p;
+  p.data_ = q.contiguous();
+  p.scales_ = scales.contiguous();
+  p.view_ = WeightView{WeightType::kInt8,           q.size(0), q.size(1), p.data_.data_ptr(),
+                       p.scales_.data_ptr<float>(), group};
+  return p;
+}
+
+int64_t PackedWeight::bytes() const {
+  return (data_.defined() ? data_.nbytes() : 0) + (scales_.defined() ? scales_.nbytes() : 0);
+}
+
+at::Tensor PackedWeight::dequantize() const {
+  if (view_.type != WeightType::kInt8) return data_.to(at::kFloat);
+  const at::Tensor s = scales_.repeat_interleave(view_.group, 1).narrow(1, 0, view_.k);
+  return data_.to(at::kFloat) * s;
+}
+
+at::Tensor weight_product(const at::Tensor& x, const PackedWeight& w, const at::Tensor& bias,
+                          Isa isa) {
+  TORCH_CHECK(w.defined(), "weight_product: undefined weight");
+  TORCH_CHECK(x.dim() == 2, "weight_product: x must be [M, K], got ", x.sizes());
+  TORCH_CHECK(x.size(1) == w.cols(), "weight_product: x has K = ", x.size(1),
+              " but the weight has K = ", w.cols());
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
+              "weight_product: x must be float32 or bfloat16, got ", x.scalar_type());
+  TORCH_CHECK(x.device().is_cpu(), "weight_product: CPU kernel got a ", x.device(), " tensor");
+  const at::Tensor xf = x.to(at::kFloat).contiguous();
+  at::Tensor y = at::empty({x.size(0), w.rows()}, xf.options());
+  weight_product_raw(xf.data_ptr<float>(), xf.size(0), w.view(), y.data_ptr<float>(), isa);
+  if (bias.defined()) {
+    TORCH_CHECK(bias.dim() == 1 && bias.size(0) == w.rows(), "weight_product: bias must be [",
+                w.rows(), "], got ", bias.sizes());
+    y.add_(bias.to(at::kFloat));
+  }
+  return x.scalar_type() == at::kFloat ? y : y.to(x.scalar_type());
+}
+
+}  // namespace flamingo::kernels

@@ -1,0 +1,228 @@
+// weight_product against a float64 product with the weights the kernel sees (dequantized) over
+// a grid of shapes, for every weight type and every ISA path this CPU can run (the lower ones
+// forced); bit-identical results across paths, row counts 1..70, every other row, and 1, 2
+// and 3 threads; int8 quantization error bounds; bfloat16 activations; argument errors.
+#include "kernels/weight_product.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu_isa.h"
+#include "kernels/thread_pool.h"
+
+namespace flamingo::kernels {
+namespace {
+
+const WeightType kTypes[] = {WeightType::kFloat32, WeightType::kBFloat16, WeightType::kInt8};
+
+std::vector<Isa> isas() {
+  std::vector<Isa> v;
+  for (Isa i : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+    if (i <= cpu_isa()) v.push_back(i);
+  }
+  return v;
+}
+
+// Restores the kernel pool's size.
+class PoolGuard {
+ public:
+  PoolGuard() : saved_(kernel_threads()) {}
+  ~PoolGuard() { set_kernel_threads(saved_); }
+
+ private:
+  int saved_;
+};
+
+bool bit_equal(const at::Tensor& a, const at::Tensor& b) {
+  const at::Tensor ac = a.contiguous(), bc = b.contiguous();
+  return ac.sizes() == bc.sizes() && ac.scalar_type() == bc.scalar_type() &&
+         std::memcmp(ac.data_ptr(), bc.data_ptr(), ac.nbytes()) == 0;
+}
+
+// Float32 sums of K products in 16 lanes and a 4-level tree: rounding errors stay near
+// sqrt(K / 16) * 2^-24 of sum |x||w| (under 1e-6 at K = 4096), inside 1e-5 * sum |x||w| +
+// 1e-6; a dropped or repeated product (about 1/K of the sum) is outside it.
+void expect_matches_reference(const at::Tensor& y, const at::Tensor& x, const PackedWeight& w,
+                              const std::string& what) {
+  const at::Tensor xd = x.to(at::kDouble), wd = w.dequantize().to(at::kDouble);
+  const at::Tensor ref = at::matmul(xd, wd.t());
+  ASSERT_EQ(y.sizes(), ref.sizes()) << what;
+  const at::Tensor bound = at::matmul(xd.abs(), wd.abs().t()) * 1e-5 + 1e-6;
+  const at::Tensor excess = (y.to(at::kDouble) - ref).abs() - bound;
+  EXPECT_LE(excess.max().item<double>(), 0.0) << what;
+}
+
+std::string label(WeightType t, Isa isa, int64_t m, int64_t n, int64_t k) {
+  return std::string(weight_type_name(t)) + "/" + isa_name(isa) + " m=" + std::to_string(m) +
+         " n=" + std::to_string(n) + " k=" + std::to_string(k);
+}
+
+TEST(WeightProduct, MatchesFloat64ReferenceOverShapeGrid) {
+  at::manual_seed(11);
+  for (WeightType t : kTypes) {
+    for (int64_t k : {1, 15, 16, 17, 64, 100, 513, 1031}) {
+      for (int64_t n : {1, 7, 9, 33}) {
+        const PackedWeight w = PackedWeight::from_dense(at::randn({n, k}), t);
+        for (int64_t m : {1, 2, 3, 4, 5, 7, 49, 70}) {
+          const at::Tensor x = at::randn({m, k});
+          for (Isa isa : isas()) {
+            expect_matches_reference(weight_product(x, w, {}, isa), x, w, label(t, isa, m, n, k));
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(WeightProduct, EveryIsaPathGivesTheSameBits) {
+  at::manual_seed(12);
+  for (WeightType t : kTypes) {
+    for (int64_t k : {16, 33, 520, 1100}) {
+      const PackedWeight w = PackedWeight::from_dense(at::randn({37, k}), t);
+      const at::Tensor x = at::randn({11, k});
+      const at::Tensor scalar = weight_product(x, w, {}, Isa::kScalar);
+      for (Isa isa : isas()) {
+        EXPECT_TRUE(bit_equal(weight_product(x, w, {}, isa), scalar)) << label(t, isa, 11, 37, k);
+      }
+    }
+  }
+}
+
+TEST(WeightProduct, EnvironmentForcedPathIsClampedToTheCpu) {
+  set_forced_isa(Isa::kScalar);
+  EXPECT_EQ(active_isa(), Isa::kScalar);
+  set_forced_isa(Isa::kAvx512);
+  EXPECT_EQ(active_isa(), std::min(Isa::kAvx512, cpu_isa()));
+  reset_forced_isa();
+  EXPECT_EQ(parse_isa("avx2"), Isa::kAvx2);
+  EXPECT_THROW(parse_isa("sse9"), std::invalid_argument);
+}
+
+// Row r of any batch equals row r alone, bit for bit: batches of 1..70 rows (one pass and
+// several kMGroup passes, fused and widened weight routes), under 1, 2 and 3 threads.
+TEST(WeightProduct, RowsAreBitIdenticalAloneOrInAnyBatchAndThreadCount) {
+  PoolGuard guard;
+  at::manual_seed(13);
+  const int64_t k = 1000, n = 150;  // K % 16 != 0: the tail takes part
+  const at::Tensor x = at::randn({70, k});
+  for (WeightType t : kTypes) {
+    const PackedWeight w = PackedWeight::from_dense(at::randn({n, k}), t);
+    for (Isa isa : isas()) {
+      set_kernel_threads(1);
+      std::vector<at::Tensor> alone;
+      for (int64_t r = 0; r < 70; ++r)
+        alone.push_back(weight_product(x.narrow(0, r, 1), w, {}, isa));
+      for (int threads : {1, 2, 3}) {
+        set_kernel_threads(threads);
+        for (int64_t m = 1; m <= 70; ++m) {
+          const at::Tensor y = weight_product(x.narrow(0, 0, m), w, {}, isa);
+          for (int64_t r = 0; r < m; ++r) {
+            ASSERT_TRUE(bit_equal(y.narrow(0, r, 1), alone[r]))
+                << label(t, isa, m, n, k) << " row " << r << " threads " << threads;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(WeightProduct, RowDoesNotDependOnTheOtherRows) {
+  at::manual_seed(14);
+  const int64_t k = 256, n = 40;
+  for (WeightType t : kTypes) {
+    const PackedWeight w = PackedWeight::from_dense(at::randn({n, k}), t);
+    at::Tensor x = at::randn({9, k});
+    const at::Tensor before = weight_product(x, w);
+    x.narrow(0, 0, 4).mul_(1000.f);
+    x.narrow(0, 5, 4).zero_();
+    const at::Tensor after = weight_product(x, w);
+    EXPECT_TRUE(bit_equal(before[4], after[4])) << weight_type_name(t);
+  }
+}
+
+TEST(WeightProduct, Int8QuantizationErrorIsHalfAStepPerGroup) {
+  at::manual_seed(15);
+  const int64_t k = 200;  // 3 full groups and a partial one
+  at::Tensor w = at::randn({5, k});
+  w[2].zero_();                        // an all-zero row: scale 0, q 0
+  w[3].narrow(0, 64, 64).mul_(100.f);  // an outlier group spoils only its own group
+  const PackedWeight p = PackedWeight::from_dense(w, WeightType::kInt8);
+  ASSERT_EQ(p.scales().sizes(), (at::IntArrayRef{5, 4}));
+  const at::Tensor s = p.scales().repeat_interleave(kInt8Group, 1).narrow(1, 0, k);
+  const at::Tensor err = (p.dequantize() - w).abs();
+  EXPECT_TRUE((err <= s * 0.5f * (1 + 1e-6f) + 1e-30f).all().item<bool>());
+  EXPECT_EQ(p.scales()[2].abs().sum().item<float>(), 0.f);
+  EXPECT_EQ(p.data().abs().max().item<int8_t>(), 127);
+  EXPECT_LT(p.scales()[3][0].item<float>() * 10, p.scales()[3][1].item<float>());
+  EXPECT_EQ(p.bytes(), 5 * k + 5 * 4 * 4);
+}
+
+TEST(WeightProduct, FromInt8EqualsQuantizedFromDense) {
+  at::manual_seed(16);
+  const at::Tensor w = at::randn({6, 130});
+  const PackedWeight a = PackedWeight::from_dense(w, WeightType::kInt8);
+  const PackedWeight b = PackedWeight::from_int8(a.data().clone(), a.scales().clone(), kInt8Group);
+  const at::Tensor x = at::randn({3, 130});
+  EXPECT_TRUE(bit_equal(weight_product(x, a), weight_product(x, b)));
+  EXPECT_THROW(PackedWeight::from_int8(a.data(), a.scales().narrow(1, 0, 2), kInt8Group),
+               c10::Error);
+  EXPECT_THROW(PackedWeight::from_int8(a.data().to(at::kFloat), a.scales(), kInt8Group),
+               c10::Error);
+  EXPECT_THROW(PackedWeight::from_int8(a.data(), a.scales(), 48), c10::Error);
+}
+
+TEST(WeightProduct, BFloat16WeightsAreUsedAsStored) {
+  const at::Tensor w = at::randn({8, 32}).to(at::kBFloat16);
+  const PackedWeight p = PackedWeight::from_dense(w, WeightType::kBFloat16);
+  EXPECT_EQ(p.data().data_ptr(), w.data_ptr());  // no copy
+  EXPECT_EQ(p.bytes(), 8 * 32 * 2);
+}
+
+TEST(WeightProduct, BFloat16ActivationsGiveTheRoundedFloat32Result) {
+  at::manual_seed(17);
+  const PackedWeight w = PackedWeight::from_dense(at::randn({20, 48}), WeightType::kBFloat16);
+  const at::Tensor x = at::randn({3, 48}).to(at::kBFloat16);
+  const at::Tensor y = weight_product(x, w);
+  EXPECT_EQ(y.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(bit_equal(y, weight_product(x.to(at::kFloat), w).to(at::kBFloat16)));
+}
+
+TEST(WeightProduct, BiasIsAddedInFloat32BeforeRounding) {
+  at::manual_seed(18);
+  const PackedWeight w = PackedWeight::from_dense(at::randn({12, 40}), WeightType::kFloat32);
+  const at::Tensor x = at::randn({2, 40}), b = at::randn({12});
+  EXPECT_TRUE(bit_equal(weight_product(x, w, b), weight_product(x, w).add(b)));
+  const at::Tensor xb = x.to(at::kBFloat16);
+  EXPECT_TRUE(bit_equal(weight_product(xb, w, b.to(at::kBFloat16)),
+                        weight_product(xb.to(at::kFloat), w)
+                            .add(b.to(at::kBFloat16).to(at::kFloat))
+                            .to(at::kBFloat16)));
+  EXPECT_THROW(weight_product(x, w, at::randn({11})), c10::Error);
+}
+
+TEST(WeightProduct, EmptyShapesAndNonContiguousInputs) {
+  const PackedWeight w = PackedWeight::from_dense(at::randn({4, 16}), WeightType::kFloat32);
+  EXPECT_EQ(weight_product(at::randn({0, 16}), w).sizes(), (at::IntArrayRef{0, 4}));
+  const PackedWeight k0 = PackedWeight::from_dense(at::randn({4, 0}), WeightType::kInt8);
+  EXPECT_EQ(weight_product(at::randn({2, 0}), k0).abs().sum().item<float>(), 0.f);
+  const at::Tensor xt = at::randn({16, 3}).t();
+  EXPECT_TRUE(bit_equal(weight_product(xt, w), weight_product(xt.contiguous(), w)));
+}
+
+TEST(WeightProduct, ArgumentErrors) {
+  const PackedWeight w = PackedWeight::from_dense(at::randn({4, 16}), WeightType::kFloat32);
+  EXPECT_THROW(weight_product(at::randn({2, 15}), w), c10::Error);
+  EXPECT_THROW(weight_product(at::randn({2, 2, 16}), w), c10::Error);
+  EXPECT_THROW(weight_product(at::ones({2, 16}, at::kInt), w), c10::Error);
+  EXPECT_THROW(weight_product(at::randn({2, 16}), PackedWeight()), c10::Error);
+  EXPECT_THROW(PackedWeight::from_dense(at::randn({16}), WeightType::kFloat32), c10::Error);
+  EXPECT_EQ(parse_weight_type("bf16"), WeightType::kBFloat16);
+  EXPECT_THROW(parse_weight_type("int4"), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace flamingo::kernels
