@@ -51,7 +51,7 @@ common options:
   --image PATH             PNG or JPEG, once per <image> marker, in order
   --dtype auto|float32|bfloat16   compute dtype (auto: bfloat16 if the CPU has avx512_bf16/AMX)
   --weights auto|float32|bfloat16|int8   how linear weights are held (auto: bfloat16 when
-                           the compute dtype or the checkpoint is 16-bit, else float32)
+                           the compute dtype or the checkpoint is bfloat16, else float32)
   --context-length N       override max_position_embeddings (default: config.json, else 2048)
   --threads N              intra-op threads (default: all cores)
   --max-image-bytes N      reject larger image files (default 20971520)

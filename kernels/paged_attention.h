@@ -4,9 +4,9 @@
 // by the sequence's block table. Prefill chunks and decode tokens of many sequences go
 // through one call. Three layers, as every kernel here: the CPU kernel (templated on the
 // element type), a launcher on raw pointers, and the checked entry point on tensors.
-// Runs of >= 8 tokens of one sequence at consecutive positions (prefill chunks) gather the
-// sequence's K/V once and use matrix products; other tokens take the per-token kernel.
-// Thread-safe (no state); parallel over tokens x heads with at::parallel_for.
+// Every (token, head) is computed on its own (kernels/attention_row.h), so a token's result is
+// the same however its prompt is chunked and whatever else shares the step.
+// Thread-safe (no state); parallel over tokens x heads on the kernel pool.
 #pragma once
 
 #include <ATen/ATen.h>

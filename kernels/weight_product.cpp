@@ -12,6 +12,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <utility>
+#include <vector>
 
 #include "kernels/thread_pool.h"
 
@@ -140,27 +141,39 @@ FLAMINGO_AVX512 inline __m512 load_w512(const void* w, int64_t off, const float*
   }
 }
 
-template <int MB, int NB, WeightType WT>
-FLAMINGO_AVX512 void micro512(const Micro& p) {
+// The register block: lane sums c[i][j] of x row i and weight row j over p.vecs vectors, the
+// row pointers held in registers; PF: prefetch each weight row p.pf bytes ahead.
+template <int MB, int NB, WeightType WT, bool PF>
+FLAMINGO_AVX512 inline void block512(const Micro& p) {
+  float* const acc = p.acc;
+  const int64_t acc_ld = p.acc_ld, vecs = p.vecs, pf = p.pf;
+  const int gshift = p.gshift;
+  const float* xr[MB];
+  const char* wr[NB];
+  const float* sr[NB];
+#pragma GCC unroll 8
+  for (int i = 0; i < MB; ++i) xr[i] = p.x + i * p.ldx;
+#pragma GCC unroll 8
+  for (int j = 0; j < NB; ++j) {
+    wr[j] = static_cast<const char*>(p.w) + j * p.ldw * kWSize<WT>;
+    sr[j] = WT == WeightType::kInt8 ? p.s + j * p.lds : nullptr;
+  }
   __m512 c[MB][NB];
 #pragma GCC unroll 8
   for (int i = 0; i < MB; ++i) {
 #pragma GCC unroll 8
-    for (int j = 0; j < NB; ++j) c[i][j] = _mm512_load_ps(p.acc + i * p.acc_ld + j * kLanes);
+    for (int j = 0; j < NB; ++j) c[i][j] = _mm512_load_ps(acc + i * acc_ld + j * kLanes);
   }
-  for (int64_t v = 0; v < p.vecs; ++v) {
+  for (int64_t v = 0; v < vecs; ++v) {
     const int64_t k = v * kLanes;
     __m512 xa[MB];
 #pragma GCC unroll 8
-    for (int i = 0; i < MB; ++i) xa[i] = _mm512_loadu_ps(p.x + i * p.ldx + k);
+    for (int i = 0; i < MB; ++i) xa[i] = _mm512_loadu_ps(xr[i] + k);
 #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) {
-      const float* scale = WT == WeightType::kInt8 ? p.s + j * p.lds + (k >> p.gshift) : nullptr;
-      if (p.pf != 0) {
-        _mm_prefetch(static_cast<const char*>(p.w) + (j * p.ldw + k) * kWSize<WT> + p.pf,
-                     _MM_HINT_T0);
-      }
-      const __m512 wv = load_w512<WT>(p.w, j * p.ldw + k, scale);
+      if constexpr (PF) _mm_prefetch(wr[j] + k * kWSize<WT> + pf, _MM_HINT_T0);
+      const __m512 wv =
+          load_w512<WT>(wr[j], k, WT == WeightType::kInt8 ? sr[j] + (k >> gshift) : nullptr);
 #pragma GCC unroll 8
       for (int i = 0; i < MB; ++i) c[i][j] = _mm512_fmadd_ps(xa[i], wv, c[i][j]);
     }
@@ -168,7 +181,16 @@ FLAMINGO_AVX512 void micro512(const Micro& p) {
 #pragma GCC unroll 8
   for (int i = 0; i < MB; ++i) {
 #pragma GCC unroll 8
-    for (int j = 0; j < NB; ++j) _mm512_store_ps(p.acc + i * p.acc_ld + j * kLanes, c[i][j]);
+    for (int j = 0; j < NB; ++j) _mm512_store_ps(acc + i * acc_ld + j * kLanes, c[i][j]);
+  }
+}
+
+template <int MB, int NB, WeightType WT>
+FLAMINGO_AVX512 void micro512(const Micro& p) {
+  if (p.pf != 0) {
+    block512<MB, NB, WT, true>(p);
+  } else {
+    block512<MB, NB, WT, false>(p);
   }
 }
 
@@ -189,6 +211,19 @@ FLAMINGO_AVX2 inline __m256 load_w256(const void* w, int64_t off, const float* s
 
 template <int MB, int NB, WeightType WT>
 FLAMINGO_AVX2 void micro256(const Micro& p) {
+  float* const acc = p.acc;
+  const int64_t acc_ld = p.acc_ld, vecs = p.vecs;
+  const int gshift = p.gshift;
+  const float* xr[MB];
+  const char* wr[NB];
+  const float* sr[NB];
+#pragma GCC unroll 8
+  for (int i = 0; i < MB; ++i) xr[i] = p.x + i * p.ldx;
+#pragma GCC unroll 8
+  for (int j = 0; j < NB; ++j) {
+    wr[j] = static_cast<const char*>(p.w) + j * p.ldw * kWSize<WT>;
+    sr[j] = WT == WeightType::kInt8 ? p.s + j * p.lds : nullptr;
+  }
   __m256 c[2][MB][NB];  // [lanes 0-7 | 8-15]
 #pragma GCC unroll 2
   for (int h = 0; h < 2; ++h) {
@@ -196,21 +231,21 @@ FLAMINGO_AVX2 void micro256(const Micro& p) {
     for (int i = 0; i < MB; ++i) {
 #pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) {
-        c[h][i][j] = _mm256_load_ps(p.acc + i * p.acc_ld + j * kLanes + h * 8);
+        c[h][i][j] = _mm256_load_ps(acc + i * acc_ld + j * kLanes + h * 8);
       }
     }
   }
-  for (int64_t v = 0; v < p.vecs; ++v) {
+  for (int64_t v = 0; v < vecs; ++v) {
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
       const int64_t k = v * kLanes + h * 8;
       __m256 xa[MB];
 #pragma GCC unroll 8
-      for (int i = 0; i < MB; ++i) xa[i] = _mm256_loadu_ps(p.x + i * p.ldx + k);
+      for (int i = 0; i < MB; ++i) xa[i] = _mm256_loadu_ps(xr[i] + k);
 #pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) {
-        const float* scale = WT == WeightType::kInt8 ? p.s + j * p.lds + (k >> p.gshift) : nullptr;
-        const __m256 wv = load_w256<WT>(p.w, j * p.ldw + k, scale);
+        const __m256 wv =
+            load_w256<WT>(wr[j], k, WT == WeightType::kInt8 ? sr[j] + (k >> gshift) : nullptr);
 #pragma GCC unroll 8
         for (int i = 0; i < MB; ++i) c[h][i][j] = _mm256_fmadd_ps(xa[i], wv, c[h][i][j]);
       }
@@ -222,7 +257,7 @@ FLAMINGO_AVX2 void micro256(const Micro& p) {
     for (int i = 0; i < MB; ++i) {
 #pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) {
-        _mm256_store_ps(p.acc + i * p.acc_ld + j * kLanes + h * 8, c[h][i][j]);
+        _mm256_store_ps(acc + i * acc_ld + j * kLanes + h * 8, c[h][i][j]);
       }
     }
   }
@@ -297,10 +332,12 @@ const IsaKernels kAvx2Kernels{
      micro256_table<WeightType::kInt8>()},
     {nullptr, widen256<WeightType::kBFloat16>, widen256<WeightType::kInt8>}};
 
+// How far ahead of the weight rows the streaming (one x block) route prefetches; 0 turns it
+// off. FLAMINGO_KERNEL_PREFETCH overrides it (for tuning on a new machine).
 int64_t prefetch_bytes() {
   static const int64_t b = [] {
-    const char* e = std::getenv("FLAMINGO_PF_BYTES");
-    return e ? std::atoll(e) : int64_t{0};
+    const char* e = std::getenv("FLAMINGO_KERNEL_PREFETCH");
+    return e != nullptr ? std::atoll(e) : int64_t{2048};
   }();
   return b;
 }
@@ -481,22 +518,40 @@ PackedWeight PackedWeight::from_dense(const at::Tensor& w, WeightType type, int6
     case WeightType::kInt8: {
       TORCH_CHECK(group >= kLanes && (group & (group - 1)) == 0,
                   "PackedWeight: int8 group must be a power of two >= 16, got ", group);
+      TORCH_CHECK(w.scalar_type() == at::kFloat || w.scalar_type() == at::kBFloat16 ||
+                      w.scalar_type() == at::kHalf,
+                  "PackedWeight: cannot quantize a ", w.scalar_type(), " weight");
       const int64_t groups = (k + group - 1) / group;
       p.data_ = at::empty({n, k}, at::kChar);
       p.scales_ = at::empty({n, groups}, at::kFloat);
       const at::Tensor wc = w.contiguous();
-      std::vector<float> row(k);
-      for (int64_t r = 0; r < n; ++r) {
-        const at::Tensor src = wc[r];
-        if (src.scalar_type() == at::kFloat) {
-          std::memcpy(row.data(), src.data_ptr<float>(), k * sizeof(float));
-        } else {
-          const at::Tensor f = src.to(at::kFloat);
-          std::memcpy(row.data(), f.data_ptr<float>(), k * sizeof(float));
+      const at::ScalarType st = wc.scalar_type();
+      const auto* src = static_cast<const std::byte*>(wc.data_ptr());
+      const int64_t esize = static_cast<int64_t>(wc.element_size());
+      int8_t* q = p.data_.data_ptr<int8_t>();
+      float* scales = p.scales_.data_ptr<float>();
+      // Rows in parallel on the kernel pool, each widened into a float32 row of its own.
+      constexpr int64_t kRowsPerTask = 64;
+      kernel_pool().run((n + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t t) {
+        std::vector<float> row(k);
+        for (int64_t r = t * kRowsPerTask; r < std::min(n, (t + 1) * kRowsPerTask); ++r) {
+          const std::byte* in = src + r * k * esize;
+          for (int64_t i = 0; i < k; ++i) {
+            if (st == at::kFloat) {
+              std::memcpy(&row[i], in + i * 4, 4);
+            } else if (st == at::kBFloat16) {
+              uint16_t b;
+              std::memcpy(&b, in + i * 2, 2);
+              row[i] = bf16_to_float(b);
+            } else {
+              c10::Half h;
+              std::memcpy(&h, in + i * 2, 2);
+              row[i] = static_cast<float>(h);
+            }
+          }
+          quantize_int8_row(row.data(), k, group, q + r * k, scales + r * groups);
         }
-        quantize_int8_row(row.data(), k, group, p.data_.data_ptr<int8_t>() + r * k,
-                          p.scales_.data_ptr<float>() + r * groups);
-      }
+      });
       break;
     }
   }

@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -42,7 +43,8 @@ bool is_linear_weight(const std::string& name, const TensorView& v) {
          name.find("embed") == std::string::npos;
 }
 
-bool is_16bit(StoredDtype d) { return d == StoredDtype::kBF16 || d == StoredDtype::kF16; }
+// Only bfloat16 is used as stored; float16 weights would lose mantissa bits as bfloat16.
+bool is_bf16(StoredDtype d) { return d == StoredDtype::kBF16; }
 
 // Bytes the load allocates beyond the mapped files: converted tensors and packed weights.
 int64_t allocation_bytes(const Checkpoint& ckpt, at::ScalarType compute, kernels::WeightType lt) {
@@ -75,9 +77,11 @@ int64_t memory_available() {
   return -1;
 }
 
+// "1.23 GB (1234567890 bytes)": the exact count too, so small needs do not read "0.00 GB".
 std::string gigabytes(int64_t bytes) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f GB", static_cast<double>(bytes) / 1e9);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2f GB (%lld bytes)", static_cast<double>(bytes) / 1e9,
+                static_cast<long long>(bytes));
   return buf;
 }
 
@@ -112,15 +116,20 @@ at::ScalarType FlamingoModel::auto_dtype() {
 void FlamingoModel::set_threads(int threads) {
   const int n =
       threads > 0 ? threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  at::set_num_threads(n);
+  // One pool does the parallel work: LibTorch's own ops run on the calling thread, since its
+  // OpenMP team and the kernel pool fought for the cores (a decode step spent 1.5-1.9x its
+  // products' time with 2 ATen threads on 2 cores, 1.0-1.2x with 1). FLAMINGO_ATEN_THREADS
+  // overrides it.
+  const char* aten = std::getenv("FLAMINGO_ATEN_THREADS");
+  at::set_num_threads(aten != nullptr ? std::max(1, std::atoi(aten)) : 1);
   kernels::set_kernel_threads(n);
 }
 
 kernels::WeightType FlamingoModel::resolve_weights(const std::string& name, at::ScalarType compute,
-                                                   bool stored_16bit) {
+                                                   bool stored_bf16) {
   if (name == "auto") {
-    return compute == at::kBFloat16 || stored_16bit ? kernels::WeightType::kBFloat16
-                                                    : kernels::WeightType::kFloat32;
+    return compute == at::kBFloat16 || stored_bf16 ? kernels::WeightType::kBFloat16
+                                                   : kernels::WeightType::kFloat32;
   }
   try {
     return kernels::parse_weight_type(name);
@@ -156,9 +165,10 @@ std::unique_ptr<FlamingoModel> FlamingoModel::load(const std::string& dir,
   }
   const TensorView* probe = ckpt.find("model.layers.0.self_attn.q_proj.weight");
   m->weight_type_ =
-      resolve_weights(options.weights, m->dtype_, probe != nullptr && is_16bit(probe->dtype));
+      resolve_weights(options.weights, m->dtype_, probe != nullptr && is_bf16(probe->dtype));
   const int64_t need = allocation_bytes(ckpt, m->dtype_, m->weight_type_);
-  const int64_t available = memory_available();
+  const int64_t available =
+      options.memory_limit_bytes > 0 ? options.memory_limit_bytes : memory_available();
   if (available >= 0 && need > available) {
     throw Error(std::string("--weights ") + kernels::weight_type_name(m->weight_type_) +
                 " --dtype " + (m->dtype_ == at::kBFloat16 ? "bfloat16" : "float32") + ": " + dir +
@@ -216,9 +226,13 @@ ImageKV FlamingoModel::image_kv(const at::Tensor& latents) const {
 std::vector<ImageKV> FlamingoModel::encode_images(const at::Tensor& pixel_values) const {
   c10::InferenceMode guard;
   std::vector<ImageKV> out;
-  if (pixel_values.size(0) == 0) return out;
-  at::Tensor latents = resample(encode_vision(pixel_values));
-  for (int64_t i = 0; i < latents.size(0); ++i) out.push_back(image_kv(latents[i]));
+  // One image at a time: LibTorch's batched matrix products (attention in the vision tower and
+  // the perceiver) take other paths for other batch sizes, and an image's K/V must be the same
+  // whichever images it is encoded with. The linear layers would be batch-invariant anyway.
+  for (int64_t i = 0; i < pixel_values.size(0); ++i) {
+    at::Tensor latents = resample(encode_vision(pixel_values.narrow(0, i, 1)));
+    out.push_back(image_kv(latents[0]));
+  }
   return out;
 }
 

@@ -24,9 +24,10 @@
 namespace flamingo {
 
 struct ModelOptions {
-  std::string dtype = "auto";    // auto | float32 | bfloat16: activations and compute
-  std::string weights = "auto";  // auto | float32 | bfloat16 | int8: how linear weights are held
-  int64_t context_length = 0;    // 0: max_position_embeddings from config.json, else 2048
+  std::string dtype = "auto";      // auto | float32 | bfloat16: activations and compute
+  std::string weights = "auto";    // auto | float32 | bfloat16 | int8: how linear weights are held
+  int64_t context_length = 0;      // 0: max_position_embeddings from config.json, else 2048
+  int64_t memory_limit_bytes = 0;  // 0: MemAvailable from /proc/meminfo; tests set it
   // Called while weights load: bytes done, bytes total.
   std::function<void(int64_t, int64_t)> progress;
 };
@@ -74,10 +75,10 @@ class FlamingoModel {
   static at::ScalarType auto_dtype();
   static at::ScalarType parse_dtype(const std::string& name);  // throws Error
   // --weights: auto holds linear weights in bfloat16 when the compute dtype is bfloat16 or the
-  // checkpoint stores its linear weights in 16 bits (used as stored, no copy), else float32
-  // (a float32 checkpoint computed in float32 keeps its exact weights). Throws Error.
+  // checkpoint stores its linear weights in bfloat16 (used as stored, no copy), else float32
+  // (float32 and float16 checkpoints computed in float32 keep their exact weights). Throws Error.
   static kernels::WeightType resolve_weights(const std::string& name, at::ScalarType compute,
-                                             bool stored_16bit);
+                                             bool stored_bf16);
 
  private:
   FlamingoModel() = default;

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "kernels/row_attention.h"
+
 namespace flamingo {
 
 GatedCrossAttention::GatedCrossAttention(const ModelConfig& c, WeightLoader& w,
@@ -53,10 +55,11 @@ at::Tensor GatedCrossAttention::forward(
     for (size_t g = 0; g < groups.image.size(); ++g) {
       const int64_t begin = groups.begin[g], len = groups.begin[g + 1] - begin;
       const auto& [k, v] = *kv[groups.image[g]];
-      at::Tensor q = q_all.narrow(0, begin, len).view({len, heads_, head_dim_}).transpose(0, 1);
-      if (qk_norms_) q = q_norm_(q);  // [H, len, hd]
+      at::Tensor q = q_all.narrow(0, begin, len).view({len, heads_, head_dim_});
+      if (qk_norms_) q = q_norm_(q);  // [len, H, hd]
+      // Row by row (kernels/row_attention): a row's bits do not depend on the other rows.
       attn_rows.narrow(0, begin, len)
-          .copy_(dense_attention(q, k, v, scale).transpose(0, 1).reshape({len, -1}));
+          .copy_(kernels::row_attention(q, k, v, scale).reshape({len, -1}));
     }
     // Rows that see no image keep a zero attention output (the gate of the reference).
     at::Tensor attn = at::zeros_like(h).index_copy_(0, groups.rows, attn_rows);

@@ -81,7 +81,9 @@ kernels::PackedWeight WeightLoader::get_linear(const std::string& name,
 }
 
 kernels::PackedWeight WeightLoader::pack(const at::Tensor& dense) {
-  kernels::PackedWeight w = kernels::PackedWeight::from_dense(dense, linear_type_);
+  // float64 (read like any float checkpoint dtype) has no int8 quantizer: narrowed first.
+  const at::Tensor w32 = dense.scalar_type() == at::kDouble ? dense.to(at::kFloat) : dense;
+  kernels::PackedWeight w = kernels::PackedWeight::from_dense(w32, linear_type_);
   compute_bytes_ += w.bytes();
   return w;
 }

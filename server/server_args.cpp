@@ -35,7 +35,7 @@ const std::vector<Flag>& flags() {
       {"--dtype", "compute dtype", &ServerArgs::dtype, 0, 0, {"auto", "float32", "bfloat16"}},
       {"--weights",
        "how linear weights are held (auto: bfloat16 when the compute dtype or the checkpoint "
-       "is 16-bit, else float32)",
+       "is bfloat16, else float32)",
        &ServerArgs::weights,
        0,
        0,

@@ -83,6 +83,15 @@ PRESETS = {
                   perceiver_latents=64, perceiver_depth=6, perceiver_heads=8,
                   perceiver_head_dim=64, shards=4,
                   vision_model_name="flamingo-serve-random-small"),
+    # IDEFICS-9b's hub sizes (LLaMA-7B + ViT-H/14, ~8.93e9 parameters, ~17.9 GB in bfloat16):
+    # for benchmarks only (minutes to write, streamed tensor by tensor), never for CI.
+    "idefics-9b": dict(vocab_size=32000, hidden_size=4096, num_hidden_layers=32,
+                       num_attention_heads=32, intermediate_size=11008, cross_layer_interval=4,
+                       rms_norm_eps=1e-6, vision_embed_dim=1280, vision_layers=32,
+                       vision_heads=16, vision_intermediate_size=5120, image_size=224,
+                       patch_size=14, perceiver_latents=64, perceiver_depth=6,
+                       perceiver_heads=16, perceiver_head_dim=96, shards=8,
+                       vision_model_name="flamingo-serve-random-idefics-9b"),
     "golden": dict(vocab_size=400, hidden_size=48, num_hidden_layers=3, num_attention_heads=4,
                    intermediate_size=96, cross_layer_interval=1, rms_norm_eps=1e-6,
                    vision_embed_dim=24, vision_layers=2, vision_heads=2,

@@ -148,6 +148,50 @@ TEST(Cli, Bf16ComputeRuns) {
   EXPECT_EQ(json::parse(r.out)["dtype"], "bfloat16");
 }
 
+// --weights (issue 8): int8 and bfloat16 linear weights generate and say so in the JSON; the
+// bf16-stored checkpoint held as bfloat16 gives the same tokens and logprobs as widened to
+// float32 (exactly representable weights, same summation order).
+TEST(Cli, WeightsFlagChoosesHowLinearWeightsAreHeld) {
+  for (const std::string w : {"int8", "bfloat16", "float32"}) {
+    CliRun r =
+        run_cli("generate " + case_args("case7_image_first") +
+                " --max-new-tokens 4 --ignore-eos --dtype float32 --weights " + w + " --json");
+    ASSERT_EQ(r.exit_code, 0) << w << ": " << r.err;
+    const json out = json::parse(r.out);
+    EXPECT_EQ(out["weights"], w);
+    EXPECT_EQ(out["dtype"], "float32");
+    EXPECT_EQ(out["token_ids"].size(), 4u) << w;
+    EXPECT_EQ(out["logprobs"].size(), 4u) << w;
+  }
+  CliRun a = run_cli("generate " + case_args("case7_image_first") +
+                     " --max-new-tokens 4 --ignore-eos --dtype float32 --json");
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(json::parse(a.out)["weights"], "float32");  // auto: fp32 checkpoint, fp32 compute
+
+  std::string bf16_args = case_args("case7_image_first");
+  bf16_args.replace(bf16_args.find(quote(golden_path("model"))), quote(golden_path("model")).size(),
+                    quote(golden_path("model_bf16")));
+  CliRun held =
+      run_cli("generate " + bf16_args +
+              " --max-new-tokens 6 --ignore-eos --dtype float32 --weights bfloat16 --json");
+  CliRun wide =
+      run_cli("generate " + bf16_args +
+              " --max-new-tokens 6 --ignore-eos --dtype float32 --weights float32 --json");
+  CliRun autow =
+      run_cli("generate " + bf16_args + " --max-new-tokens 6 --ignore-eos --dtype float32 --json");
+  ASSERT_EQ(held.exit_code, 0) << held.err;
+  ASSERT_EQ(wide.exit_code, 0) << wide.err;
+  ASSERT_EQ(autow.exit_code, 0) << autow.err;
+  EXPECT_EQ(json::parse(autow.out)["weights"], "bfloat16");  // auto: bf16 checkpoint as stored
+  EXPECT_EQ(json::parse(held.out)["token_ids"], json::parse(wide.out)["token_ids"]);
+  EXPECT_EQ(json::parse(held.out)["logprobs"], json::parse(wide.out)["logprobs"]);
+
+  CliRun s = run_cli("score " + case_args("case7_image_first") +
+                     " --candidate ' cat' --dtype float32 --weights int8 --json");
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  EXPECT_EQ(json::parse(s.out)["candidate_logprobs"].size(), 1u);
+}
+
 TEST(Cli, SeededSamplingIsReproducible) {
   const std::string args = "generate " + case_args("case7_image_first") +
                            " --max-new-tokens 8 --temperature 0.9 --top-k 20 --top-p 0.9 "
@@ -264,6 +308,20 @@ TEST(CliBadInput, UsageAndSamplingErrors) {
   expect_error("frobnicate", "unknown command", 2);
   expect_error("generate " + m + " --prompt hi --top-p 1.5", "top_p");
   expect_error("generate " + m + " --prompt hi --max-new-tokens 5000", "context length 2048");
+}
+
+TEST(CliBadInput, WeightsFlagErrors) {
+  const std::string m = "--model " + quote(golden_path("model"));
+  // A value outside the choices: usage error (exit 2) naming the flag, the value and the choices.
+  expect_error("generate " + m + " --prompt hi --weights int4",
+               "--weights: expected auto, float32, bfloat16 or int8, got 'int4'", 2);
+  expect_error("generate " + m + " --prompt hi --weights", "--weights", 2);
+  // The server holds its own weights: refused with --server, like --dtype.
+  for (const std::string flag : {"--weights", "--dtype"}) {
+    const std::string value = flag == "--weights" ? "int8" : "float32";
+    expect_error("generate --server 127.0.0.1:1 --prompt hi " + flag + " " + value,
+                 flag + ": not used with --server", 2);
+  }
 }
 
 }  // namespace

@@ -531,6 +531,8 @@ TEST(RemoteArgs, LocalOnlyFlagsAreRejectedWithTheServer) {
     EXPECT_EQ(usage_error({"generate", "--server", "h:1", "--prompt", "x", flag, value}),
               flag + ": not used with --server (the server's model and flags decide)");
   }
+  EXPECT_EQ(usage_error({"generate", "--server", "h:1", "--prompt", "x", "--weights", "int8"}),
+            "--weights: not used with --server (the server's model and flags decide)");
 }
 
 TEST(RemoteArgs, CommandSpecificChecks) {

@@ -94,6 +94,49 @@ INSTANTIATE_TEST_SUITE_P(
                           Case{4, 32, 4, {30, 12, 50}, {12, 1, 20}}),  // runs + decode
         ::testing::Values(at::kFloat, at::kBFloat16)));
 
+// A token's output is the same bits whether its prompt is computed in one call, in chunks of
+// any size, or one token at a time, and whatever other sequences share the call.
+TEST(PagedAttention, TokenBitsDoNotDependOnChunkingOrNeighbours) {
+  at::manual_seed(9);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    const int64_t heads = 4, dim = 32, bs = 4, len = 40;
+    const at::Tensor kc = at::randn({2 * len / bs, bs, heads, dim}).to(dtype);
+    const at::Tensor vc = at::randn({2 * len / bs, bs, heads, dim}).to(dtype);
+    const at::Tensor q = at::randn({len, heads, dim}).to(dtype);
+    at::Tensor bt = at::empty({2, len / bs}, at::kInt);
+    for (int64_t b = 0; b < len / bs; ++b) {
+      bt[0][b] = static_cast<int32_t>(b);
+      bt[1][b] = static_cast<int32_t>(len / bs + b);
+    }
+    auto run = [&](int64_t first, int64_t count, bool with_other) {
+      std::vector<int32_t> seq, ctx;
+      std::vector<at::Tensor> qs;
+      for (int64_t p = first; p < first + count; ++p) {
+        seq.push_back(0);
+        ctx.push_back(static_cast<int32_t>(p + 1));
+        qs.push_back(q[p]);
+      }
+      if (with_other) {  // a decode token of another sequence in the same call
+        seq.push_back(1);
+        ctx.push_back(static_cast<int32_t>(len));
+        qs.push_back(q[0]);
+      }
+      return paged_attention(at::stack(qs), kc, vc, bt, at::tensor(seq, at::kInt),
+                             at::tensor(ctx, at::kInt), 0.2)
+          .narrow(0, 0, count);
+    };
+    const at::Tensor whole = run(0, len, false);
+    for (int64_t chunk : {1, 3, 8, 16}) {
+      for (int64_t first = 0; first < len; first += chunk) {
+        const int64_t n = std::min(chunk, len - first);
+        const at::Tensor part = run(first, n, chunk % 2 == 1);
+        EXPECT_TRUE(at::equal(part, whole.narrow(0, first, n)))
+            << dtype << " chunk " << chunk << " first " << first;
+      }
+    }
+  }
+}
+
 TEST(PagedAttention, RejectsOutOfRangeBlock) {
   at::Tensor kc = at::zeros({2, 4, 1, 8});
   at::Tensor q = at::zeros({1, 1, 8});

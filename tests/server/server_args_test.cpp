@@ -24,6 +24,7 @@ TEST(ServerArgsTest, DefaultsMatchTheIssue) {
   EXPECT_EQ(a.port, 50051);
   EXPECT_EQ(a.metrics_port, 9090);
   EXPECT_EQ(a.dtype, "auto");
+  EXPECT_EQ(a.weights, "auto");
   EXPECT_TRUE(a.model_dir.empty());
   EXPECT_EQ(a.limits.max_images_per_request, 32);
   EXPECT_EQ(a.limits.max_image_bytes, 20 << 20);
@@ -88,6 +89,20 @@ TEST(ServerArgsTest, ErrorsNameTheFlagAndValue) {
   expect_usage_error({"--default-max-new-tokens", "100", "--max-new-tokens", "50"},
                      "--default-max-new-tokens 100");
   expect_usage_error({"--max-running", "64", "--token-budget", "32"}, "--token-budget 32");
+}
+
+TEST(ServerArgsTest, WeightsFlag) {
+  for (const std::string w : {"auto", "float32", "bfloat16", "int8"}) {
+    EXPECT_EQ(parse({"--weights", w}).weights, w);
+  }
+  EXPECT_EQ(parse({"--weights=int8", "--dtype", "float32"}).weights, "int8");
+  expect_usage_error({"--weights", "int4"}, "--weights");
+  expect_usage_error({"--weights", "int4"}, "'int4'");
+  expect_usage_error({"--weights", "int4"}, "auto|float32|bfloat16|int8");
+  expect_usage_error({"--weights"}, "needs a value");
+  EXPECT_NE(server_usage().find("--weights"), std::string::npos);
+  const std::vector<std::string> lines = describe_server_args(parse({"--weights", "int8"}));
+  EXPECT_NE(std::find(lines.begin(), lines.end(), "weights = int8"), lines.end());
 }
 
 TEST(ServerArgsTest, HelpListsEveryLimitFlag) {

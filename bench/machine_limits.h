@@ -1,0 +1,18 @@
+// The machine's limits that flamingo-bench sets its figures against, measured on the kernel
+// thread pool (kernels/thread_pool.h), i.e. with the threads the model's products use.
+#pragma once
+
+#include <cstdint>
+
+namespace flamingo::bench {
+
+// Best of `reps` passes that read a `bytes` buffer (summing it with vector loads, every pool
+// thread its own contiguous part): GB/s of pure reading.
+double pool_read_gbps(int64_t bytes, int reps);
+
+// float32 multiply-add peak of the active kernel path (kernels::active_isa(): 16-wide FMAs on
+// AVX-512, 8-wide on AVX2, scalar std::fma otherwise) in GFLOP/s, from independent register
+// FMA chains on every pool thread: what a compute-bound product can at most reach.
+double pool_fma_peak_gflops();
+
+}  // namespace flamingo::bench
