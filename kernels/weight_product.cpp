@@ -84,8 +84,8 @@ void rows_scalar(const Args& a, int64_t n0, int64_t n1) {
 //
 // For each group of up to kMGroup x rows, each block of kNB weight rows and each K tile, every
 // register block of up to 3 x rows meets the block's weights. The lane sums live in acc between
-// tiles. With one x block the weights are converted in registers as they stream (decode: bound
-// by memory); with more, each tile of bfloat16 / int8 weights is first widened into a float32
+// tiles. With few x blocks the weights are converted in registers as they stream (decode: bound
+// by memory); with many, each tile of bfloat16 / int8 weights is first widened into a float32
 // scratch tile that all x blocks then read (prefill: bound by arithmetic). Either way each
 // multiply-add sees the same float32 weight value, so the bits do not depend on the route.
 // The K % 16 tail runs as one more vector over zero-padded copies.
@@ -269,8 +269,10 @@ using MicroFn = void (*)(const Micro&);
 template <WeightType WT>
 FLAMINGO_AVX512 void widen512(const Micro& p, int64_t rows, float* out) {
   for (int64_t j = 0; j < rows; ++j) {
+    const char* row = static_cast<const char*>(p.w) + j * p.ldw * kWSize<WT>;
     for (int64_t v = 0; v < p.vecs; ++v) {
       const int64_t k = v * kLanes;
+      if (p.pf != 0) _mm_prefetch(row + k * kWSize<WT> + p.pf, _MM_HINT_T0);
       const float* scale = WT == WeightType::kInt8 ? p.s + j * p.lds + (k >> p.gshift) : nullptr;
       _mm512_store_ps(out + j * kKTile + k, load_w512<WT>(p.w, j * p.ldw + k, scale));
     }
@@ -280,7 +282,9 @@ FLAMINGO_AVX512 void widen512(const Micro& p, int64_t rows, float* out) {
 template <WeightType WT>
 FLAMINGO_AVX2 void widen256(const Micro& p, int64_t rows, float* out) {
   for (int64_t j = 0; j < rows; ++j) {
+    const char* row = static_cast<const char*>(p.w) + j * p.ldw * kWSize<WT>;
     for (int64_t k = 0; k < p.vecs * kLanes; k += 8) {
+      if (p.pf != 0 && k % 16 == 0) _mm_prefetch(row + k * kWSize<WT> + p.pf, _MM_HINT_T0);
       const float* scale = WT == WeightType::kInt8 ? p.s + j * p.lds + (k >> p.gshift) : nullptr;
       _mm256_store_ps(out + j * kKTile + k, load_w256<WT>(p.w, j * p.ldw + k, scale));
     }
@@ -361,7 +365,12 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
     const int64_t mc = std::min(kMGroup, a.m - m0);
     const float* xg = a.x + m0 * w.k;
     const int64_t xblocks = (mc + kMaxXBlock - 1) / kMaxXBlock;  // sizes differ by at most one
-    const bool widen = w.type != WeightType::kFloat32 && xblocks > 1;
+    // Widening a tile once pays off only for many x blocks: converting in registers costs two
+    // (bfloat16) or three (int8) vector ops per weight vector and x block, the widened route a
+    // store and a reload. Measured on AVX-512 (4096 x 4096): in registers is as fast or faster
+    // up to 16 rows for bfloat16 and up to 8 rows for int8 (docs/PERFORMANCE.md).
+    const int64_t max_fused_blocks = w.type == WeightType::kBFloat16 ? 8 : 3;
+    const bool widen = w.type != WeightType::kFloat32 && xblocks > max_fused_blocks;
     if (tail > 0) {
       for (int64_t i = 0; i < mc; ++i) {
         for (int64_t l = 0; l < kLanes; ++l)
@@ -389,7 +398,7 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
                 vecs,
                 acc + m * acc_ld + j * kLanes,
                 acc_ld,
-                xblocks == 1 && table_wt == wt ? prefetch_bytes() : 0};
+                b == 0 && table_wt == wt ? prefetch_bytes() : 0};  // the block that streams
             kern.micro[table_wt][mb][width - 1](p);
           }
           m += mb;
@@ -400,7 +409,8 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
         const void* wt_ptr = wbytes + (n * w.k + k0) * esize;
         const float* s = w.type == WeightType::kInt8 ? w.scales + n * lds + k0 / w.group : nullptr;
         if (widen) {
-          const Micro src{nullptr, 0, wt_ptr, w.k, s, lds, gshift, vecs, nullptr, 0};
+          const Micro src{nullptr, 0, wt_ptr,          w.k, s, lds, gshift, vecs,
+                          nullptr, 0, prefetch_bytes()};
           kern.widen[wt](src, nb, scratch);
           sweep(0, xg + k0, w.k, scratch, kKTile, nullptr, vecs);
         } else {
