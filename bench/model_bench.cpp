@@ -282,6 +282,24 @@ int64_t step_weight_bytes(const ModelConfig& c, kernels::WeightType type) {
   return n;
 }
 
+// Flops of the linear products of one image's encoding: vision tower over its positions,
+// perceiver (latents attend to positions + latents), each gated layer's K and V of the latents.
+double encode_linear_flops(const ModelConfig& c) {
+  const double e = c.vision.embed_dim, i = c.vision.intermediate_size;
+  const double pos = c.vision.num_positions();
+  double macs = c.vision.num_hidden_layers * (4 * e * e + 2 * e * i) * pos;
+  double latents = pos;
+  if (c.use_resampler) {
+    const PerceiverConfig& p = c.perceiver;
+    const double inner = p.resampler_n_heads * p.resampler_head_dim, l = p.resampler_n_latents;
+    macs += p.resampler_depth *
+            (e * inner * l + 2 * e * inner * (pos + l) + inner * e * l + 2 * e * 4 * e * l);
+    latents = l;
+  }
+  macs += c.num_cross_layers() * 2 * e * c.hidden_size * latents;
+  return 2 * macs;
+}
+
 // Multiply-adds of the step's linears per token (2 flops each).
 int64_t step_weight_elements(const ModelConfig& c) {
   int64_t n = 0;
@@ -394,27 +412,40 @@ double decode_step_seconds(const FlamingoModel& model, const ImageKV& image, int
 }
 
 // Image encoding (vision + perceiver + cross-attention K/V of every gated layer).
-void report_encode(const FlamingoModel& model, bool quick, nlohmann::json& out) {
-  std::printf("\n  encode_images  images  total ms  ms/image\n");
+void report_encode(const FlamingoModel& model, bool quick, const Machine& m, nlohmann::json& out) {
+  const double flops = encode_linear_flops(model.config());
+  std::printf(
+      "\n  encode_images (linear products: %.1f GFLOP per image)\n"
+      "  images  total ms  ms/image  GFLOP/s  %% of FMA peak\n",
+      flops / 1e9);
   for (int64_t n : quick ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 8}) {
     const double t = encode_seconds(model, n, n == 1 ? kReps : 2);
-    std::printf("                 %6lld  %8.1f  %8.1f\n", static_cast<long long>(n), t * 1e3,
-                t * 1e3 / n);
-    out["encode_images"].push_back({{"images", n}, {"ms", t * 1e3}, {"ms_per_image", t * 1e3 / n}});
+    const double gflops = flops * n / t / 1e9;
+    std::printf("  %6lld  %8.1f  %8.1f  %7.1f  %12.0f%%\n", static_cast<long long>(n), t * 1e3,
+                t * 1e3 / n, gflops, 100 * gflops / m.fma_peak_gflops);
+    out["encode_images"].push_back(
+        {{"images", n}, {"ms", t * 1e3}, {"ms_per_image", t * 1e3 / n}, {"gflops", gflops}});
   }
 }
 
-void report_prefill(const FlamingoModel& model, const ImageKV& image, bool quick, std::mt19937& rng,
-                    nlohmann::json& out) {
+void report_prefill(const FlamingoModel& model, const ImageKV& image, bool quick, const Machine& m,
+                    std::mt19937& rng, nlohmann::json& out) {
+  const ModelConfig& c = model.config();
+  const double head = static_cast<double>(c.total_vocab()) * c.hidden_size;
   std::printf(
       "\n  prefill (one sequence, positions >= %lld see an image, logits of the last "
-      "token; median of %d)\n  tokens  ms        tokens/s\n",
+      "token; median of %d; GFLOP/s of the linear products)\n"
+      "  tokens  ms        tokens/s  GFLOP/s  %% of FMA peak\n",
       static_cast<long long>(kImageFrom), kReps);
   for (int64_t tokens : kPrefillTokens) {
     if (quick && tokens != kPrefillTokens.front()) continue;
     const double t = prefill_seconds(model, image, tokens, rng);
-    std::printf("  %6lld  %8.1f  %9.1f\n", static_cast<long long>(tokens), t * 1e3, tokens / t);
-    out["prefill"].push_back({{"tokens", tokens}, {"ms", t * 1e3}, {"tokens_per_s", tokens / t}});
+    const double flops = 2 * ((step_weight_elements(c) - head) * tokens + head);
+    const double gflops = flops / t / 1e9;
+    std::printf("  %6lld  %8.1f  %9.1f  %7.1f  %12.0f%%\n", static_cast<long long>(tokens), t * 1e3,
+                tokens / t, gflops, 100 * gflops / m.fma_peak_gflops);
+    out["prefill"].push_back(
+        {{"tokens", tokens}, {"ms", t * 1e3}, {"tokens_per_s", tokens / t}, {"gflops", gflops}});
   }
 }
 
@@ -560,9 +591,9 @@ nlohmann::json run_dtype(const Args& a, at::ScalarType dtype, const std::string&
               static_cast<long long>(c.num_cross_layers()),
               static_cast<long long>(c.total_vocab()));
   std::mt19937 rng(1234);
-  report_encode(*model, a.quick, out);
+  report_encode(*model, a.quick, m, out);
   const ImageKV image = std::move(model->encode_images(random_pixels(c, 1)).front());
-  report_prefill(*model, image, a.quick, rng, out);
+  report_prefill(*model, image, a.quick, m, rng, out);
   report_decode(*model, image, a, m, rng, out);
   out["peak_rss_bytes"] = peak_rss_bytes();
   std::printf("  peak RSS of the process so far: %.2f GB\n", peak_rss_bytes() / kGB);

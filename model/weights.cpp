@@ -1,5 +1,8 @@
 #include "model/weights.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstring>
 
 #include "model/error.h"
@@ -70,14 +73,29 @@ at::Tensor WeightLoader::get_stored(const std::string& name, std::vector<int64_t
 
 at::Tensor WeightLoader::get(const std::string& name, std::vector<int64_t> shape) {
   at::Tensor out = get_stored(name, std::move(shape));
-  if (out.scalar_type() != dtype_) out = out.to(dtype_);
+  if (out.scalar_type() != dtype_) {
+    out = out.to(dtype_);
+    release_pages(*checkpoint_.find(name));
+  }
   compute_bytes_ += static_cast<int64_t>(out.nbytes());
   return out;
 }
 
 kernels::PackedWeight WeightLoader::get_linear(const std::string& name,
                                                std::vector<int64_t> shape) {
-  return pack(get_stored(name, std::move(shape)));
+  const at::Tensor stored = get_stored(name, std::move(shape));
+  kernels::PackedWeight w = pack(stored);
+  if (w.data().data_ptr() != stored.data_ptr()) release_pages(*checkpoint_.find(name));
+  return w;
+}
+
+void WeightLoader::release_pages(const TensorView& view) {
+  // The pages wholly inside the tensor: its neighbours may still be zero-copy views.
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(view.data);
+  const uintptr_t first = (begin + page - 1) / page * page;
+  const uintptr_t last = (begin + view.nbytes) / page * page;
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
 kernels::PackedWeight WeightLoader::pack(const at::Tensor& dense) {

@@ -41,6 +41,11 @@ class WeightLoader {
   int64_t compute_bytes() const { return compute_bytes_; }  // as held in the compute dtype
 
  private:
+  // A tensor copied or converted at load no longer needs its pages of the mapped file: they
+  // leave this process's resident set (the file stays in the page cache), so an int8 load of a
+  // bf16 checkpoint does not hold both.
+  static void release_pages(const TensorView& view);
+
   const Checkpoint& checkpoint_;
   at::ScalarType dtype_;
   kernels::WeightType linear_type_;

@@ -11,40 +11,20 @@
 #include <nlohmann/json.hpp>
 
 #include "model/error.h"
-#include "tests/common/golden.h"
+#include "tests/common/golden_model.h"
 
 namespace flamingo {
 namespace {
 
 using testing::golden_cases;
+using testing::golden_model;
 using testing::golden_path;
-using testing::image_of_token_from_mask;
+using testing::golden_prompt;
 using testing::load_tensor;
 
 constexpr double kLogprobTol = 2e-4;     // fp32: from the 1e-4 logit bar
 constexpr double kBf16LogprobTol = 0.3;  // issue: bf16 prompt logprobs within 0.3 of fp32
 constexpr double kBf16MarginBar = 0.5;   // issue: greedy equal where fp32 margin > 0.5
-
-const FlamingoModel& model(const std::string& folder, const std::string& dtype) {
-  static std::map<std::string, std::unique_ptr<FlamingoModel>> cache;
-  auto& m = cache[folder + "/" + dtype];
-  if (!m) {
-    ModelOptions o;
-    o.dtype = dtype;
-    m = FlamingoModel::load(golden_path(folder), o);
-  }
-  return *m;
-}
-
-PreparedPrompt golden_prompt(const FlamingoModel& m, const std::string& c) {
-  PreparedPrompt p;
-  at::Tensor ids = load_tensor("cases/" + c + "/input_ids.npy")[0];
-  for (int64_t i = 0; i < ids.size(0); ++i) p.ids.push_back(ids[i].item<int32_t>());
-  p.image_of_token =
-      image_of_token_from_mask(load_tensor("cases/" + c + "/image_attention_mask.npy")[0]);
-  p.images = m.encode_images(load_tensor("cases/" + c + "/pixel_values.npy")[0]);
-  return p;
-}
 
 nlohmann::json golden_generation(const std::string& c, bool bf16_checkpoint) {
   std::ifstream in(
@@ -61,7 +41,7 @@ GenerationOptions greedy(int32_t n) {
 class GoldenGeneration : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GoldenGeneration, GreedyMatchesTransformersFp32Checkpoint) {
-  const FlamingoModel& m = model("model", "float32");
+  const FlamingoModel& m = golden_model("model", "float32");
   nlohmann::json g = golden_generation(GetParam(), false);
   GenerationResult r = generate(m, nullptr, golden_prompt(m, GetParam()), greedy(10));
   EXPECT_EQ(r.token_ids, g["new_token_ids"].get<std::vector<int32_t>>());
@@ -72,7 +52,7 @@ TEST_P(GoldenGeneration, GreedyMatchesTransformersFp32Checkpoint) {
 
 TEST_P(GoldenGeneration, GreedyMatchesTransformersBf16Checkpoint) {
   // bf16-stored weights upcast to fp32 (as transformers loads them with torch_dtype=float32).
-  const FlamingoModel& m = model("model_bf16", "float32");
+  const FlamingoModel& m = golden_model("model_bf16", "float32");
   nlohmann::json g = golden_generation(GetParam(), true);
   GenerationResult r = generate(m, nullptr, golden_prompt(m, GetParam()), greedy(10));
   EXPECT_EQ(r.token_ids, g["new_token_ids"].get<std::vector<int32_t>>());
@@ -88,8 +68,8 @@ TEST_P(GoldenGeneration, GreedyMatchesTransformersBf16Checkpoint) {
 }
 
 TEST_P(GoldenGeneration, Bf16ComputeWithinStatedBars) {
-  const FlamingoModel& m32 = model("model", "float32");
-  const FlamingoModel& m16 = model("model", "bfloat16");
+  const FlamingoModel& m32 = golden_model("model", "float32");
+  const FlamingoModel& m16 = golden_model("model", "bfloat16");
   PreparedPrompt p32 = golden_prompt(m32, GetParam());
   PreparedPrompt p16 = golden_prompt(m16, GetParam());
   std::vector<double> a = prompt_logprobs(m32, p32);
@@ -111,7 +91,7 @@ TEST_P(GoldenGeneration, Bf16ComputeWithinStatedBars) {
 }
 
 TEST_P(GoldenGeneration, CachedDecodingEqualsRecompute) {
-  const FlamingoModel& m = model("model", "float32");
+  const FlamingoModel& m = golden_model("model", "float32");
   PreparedPrompt p = golden_prompt(m, GetParam());
   GenerationResult r = generate(m, nullptr, p, greedy(8));
   PreparedPrompt full = p;
@@ -129,7 +109,7 @@ INSTANTIATE_TEST_SUITE_P(Golden, GoldenGeneration, ::testing::ValuesIn(golden_ca
 // Four sequences (0 to 3 images, 19 to 102 tokens) prefilled together, then decoded together
 // one token each per step: every sequence's tokens and logprobs equal its solo run.
 TEST(BatchInvariance, FlattenedDecodeEqualsSolo) {
-  const FlamingoModel& m = model("model", "float32");
+  const FlamingoModel& m = golden_model("model", "float32");
   const std::vector<std::string> names = {"case4_text_before_first_image", "case3_text_only",
                                           "case5_three_images_few_shot", "case7_image_first"};
   const int32_t steps = 6;
@@ -188,7 +168,7 @@ TEST(BatchInvariance, FlattenedDecodeEqualsSolo) {
 }
 
 TEST(Generation, RejectsPromptBeyondContext) {
-  const FlamingoModel& m = model("model", "float32");
+  const FlamingoModel& m = golden_model("model", "float32");
   PreparedPrompt p = golden_prompt(m, "case3_text_only");
   GenerationOptions o = greedy(static_cast<int32_t>(m.context_length()));
   try {

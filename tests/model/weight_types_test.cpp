@@ -11,7 +11,6 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
-#include <map>
 #include <nlohmann/json.hpp>
 
 #include "kernels/cpu_isa.h"
@@ -19,7 +18,7 @@
 #include "model/flamingo.h"
 #include "model/generation.h"
 #include "model/safetensors.h"
-#include "tests/common/golden.h"
+#include "tests/common/golden_model.h"
 #include "tests/common/process.h"
 
 namespace flamingo {
@@ -30,9 +29,9 @@ using kernels::Isa;
 using kernels::WeightType;
 using nlohmann::json;
 using testing::golden_cases;
+using testing::golden_model;
 using testing::golden_path;
-using testing::image_of_token_from_mask;
-using testing::load_tensor;
+using testing::golden_prompt;
 using testing::TempDir;
 
 // int8 against float32 on the golden checkpoint. Its linear weights are N(0, 1/fan_in)
@@ -54,29 +53,6 @@ constexpr double kInt8LogprobTol = 0.6;
 // Greedy ids must agree wherever float32's top-1/top-2 margin exceeds twice the logit bar
 // (then no perturbation within the bar can swap the two).
 constexpr double kInt8MarginBar = 2 * kInt8LogitTol;
-
-const FlamingoModel& model(const std::string& folder, const std::string& dtype,
-                           const std::string& weights) {
-  static std::map<std::string, std::unique_ptr<FlamingoModel>> cache;
-  auto& m = cache[folder + "/" + dtype + "/" + weights];
-  if (!m) {
-    ModelOptions o;
-    o.dtype = dtype;
-    o.weights = weights;
-    m = FlamingoModel::load(golden_path(folder), o);
-  }
-  return *m;
-}
-
-PreparedPrompt golden_prompt(const FlamingoModel& m, const std::string& c) {
-  PreparedPrompt p;
-  at::Tensor ids = load_tensor("cases/" + c + "/input_ids.npy")[0];
-  for (int64_t i = 0; i < ids.size(0); ++i) p.ids.push_back(ids[i].item<int32_t>());
-  p.image_of_token =
-      image_of_token_from_mask(load_tensor("cases/" + c + "/image_attention_mask.npy")[0]);
-  p.images = m.encode_images(load_tensor("cases/" + c + "/pixel_values.npy")[0]);
-  return p;
-}
 
 // float32 logits [T, V] of every prompt position, one forward in fresh blocks.
 at::Tensor prompt_logits(const FlamingoModel& m, const PreparedPrompt& p) {
@@ -126,8 +102,8 @@ std::string error_of(const std::function<void()>& f) {
 // ---- (a) int8 against float32 ----
 
 TEST(Int8Weights, LogitsCloseToFloat32AndGreedyEqualWhereMarginIsLarge) {
-  const FlamingoModel& m32 = model("model", "float32", "float32");
-  const FlamingoModel& m8 = model("model", "float32", "int8");
+  const FlamingoModel& m32 = golden_model("model", "float32", "float32");
+  const FlamingoModel& m8 = golden_model("model", "float32", "int8");
   ASSERT_EQ(m8.weight_type(), WeightType::kInt8);
   EXPECT_LT(m8.weight_bytes(), m32.weight_bytes());
   int compared = 0;
@@ -220,7 +196,7 @@ TEST(Int8Weights, Int8MatchesDequantizedCheckpointExactly) {
   o.dtype = "float32";
   o.weights = "float32";
   const std::unique_ptr<FlamingoModel> deq = FlamingoModel::load(path, o);
-  const FlamingoModel& m8 = model("model", "float32", "int8");
+  const FlamingoModel& m8 = golden_model("model", "float32", "int8");
   for (const std::string& c : golden_cases()) {
     SCOPED_TRACE(c);
     const at::Tensor want = prompt_logits(*deq, golden_prompt(*deq, c));
@@ -236,8 +212,8 @@ TEST(Int8Weights, Int8MatchesDequantizedCheckpointExactly) {
 // widen it exactly and sum in the same fixed order for both types (kernels/weight_product.h),
 // so the logits are the same bits - stricter than "float32 summation noise".
 TEST(Bf16Weights, Bf16CheckpointGivesTheFloat32WeightsLogitsExactly) {
-  const FlamingoModel& wide = model("model_bf16", "float32", "float32");
-  const FlamingoModel& held = model("model_bf16", "float32", "bfloat16");
+  const FlamingoModel& wide = golden_model("model_bf16", "float32", "float32");
+  const FlamingoModel& held = golden_model("model_bf16", "float32", "bfloat16");
   EXPECT_EQ(wide.weight_type(), WeightType::kFloat32);
   EXPECT_EQ(held.weight_type(), WeightType::kBFloat16);
   EXPECT_LT(held.weight_bytes(), wide.weight_bytes());
@@ -265,12 +241,12 @@ TEST(Bf16Weights, Bf16CheckpointGivesTheFloat32WeightsLogitsExactly) {
 // ---- (c) --weights resolution ----
 
 TEST(WeightsResolution, AutoFollowsDtypeAndCheckpoint) {
-  EXPECT_EQ(model("model", "float32", "auto").weight_type(), WeightType::kFloat32);
-  EXPECT_EQ(model("model", "bfloat16", "auto").weight_type(), WeightType::kBFloat16);
-  EXPECT_EQ(model("model_bf16", "float32", "auto").weight_type(), WeightType::kBFloat16);
-  EXPECT_EQ(model("model_bf16", "bfloat16", "auto").weight_type(), WeightType::kBFloat16);
-  EXPECT_EQ(model("model", "float32", "int8").weight_type(), WeightType::kInt8);
-  EXPECT_EQ(model("model", "bfloat16", "float32").weight_type(), WeightType::kFloat32);
+  EXPECT_EQ(golden_model("model", "float32", "auto").weight_type(), WeightType::kFloat32);
+  EXPECT_EQ(golden_model("model", "bfloat16", "auto").weight_type(), WeightType::kBFloat16);
+  EXPECT_EQ(golden_model("model_bf16", "float32", "auto").weight_type(), WeightType::kBFloat16);
+  EXPECT_EQ(golden_model("model_bf16", "bfloat16", "auto").weight_type(), WeightType::kBFloat16);
+  EXPECT_EQ(golden_model("model", "float32", "int8").weight_type(), WeightType::kInt8);
+  EXPECT_EQ(golden_model("model", "bfloat16", "float32").weight_type(), WeightType::kFloat32);
 
   EXPECT_EQ(FlamingoModel::resolve_weights("auto", at::kFloat, false), WeightType::kFloat32);
   EXPECT_EQ(FlamingoModel::resolve_weights("auto", at::kFloat, true), WeightType::kBFloat16);
@@ -499,7 +475,7 @@ class ForcedIsaModel : public ::testing::TestWithParam<std::tuple<std::string, s
 
 TEST_P(ForcedIsaModel, LowerPathsGiveIdenticalBits) {
   const auto& [dtype, weights] = GetParam();
-  const FlamingoModel& m = model("model", dtype, weights);
+  const FlamingoModel& m = golden_model("model", dtype, weights);
   const std::string c = "case5_three_images_few_shot";
   const IsaRun base = run_on(m, c);
   RecordProperty("default_isa", kernels::isa_name(kernels::active_isa()));

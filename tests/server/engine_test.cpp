@@ -7,8 +7,6 @@
 #include <gtest/gtest.h>
 
 #include <condition_variable>
-#include <fstream>
-#include <iterator>
 #include <mutex>
 #include <thread>
 
@@ -17,64 +15,25 @@
 #include "model/pipeline.h"
 #include "model/prompt.h"
 #include "server/engine/media_cache.h"
+#include "tests/common/engine_jobs.h"
 
 namespace flamingo {
 namespace {
 
-const std::string kModel = std::string(FLAMINGO_GOLDEN_DIR) + "/model";
-const std::string kImages = std::string(FLAMINGO_GOLDEN_DIR) + "/images/";
-
-std::vector<uint8_t> file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-// Collects one job's output; wait() blocks until on_finish.
-class Collector : public JobSink {
- public:
-  void on_delta(JobDelta d) override {
-    std::lock_guard lock(mu_);
-    streamed_text += d.text;
-    tokens.insert(tokens.end(), d.token_ids.begin(), d.token_ids.end());
-    logprobs.insert(logprobs.end(), d.logprobs.begin(), d.logprobs.end());
-    ++deltas;
-  }
-  void on_finish(JobDelta last, JobOutcome o) override {
-    std::lock_guard lock(mu_);
-    streamed_text += last.text;
-    tokens.insert(tokens.end(), last.token_ids.begin(), last.token_ids.end());
-    outcome = std::move(o);
-    done = true;
-    cv_.notify_all();
-  }
-  void wait() {
-    std::unique_lock lock(mu_);
-    ASSERT_TRUE(cv_.wait_for(lock, std::chrono::seconds(120), [this] { return done; }));
-  }
-  std::string streamed_text;
-  std::vector<int32_t> tokens;
-  std::vector<float> logprobs;
-  int deltas = 0;
-  JobOutcome outcome;
-  bool done = false;
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-};
-
-struct Case {
-  std::string text;
-  std::vector<std::string> images;
-  int32_t max_new_tokens;
-  SamplingParams sampling;
-};
+using testing::EngineCase;
+using testing::file_bytes;
+using testing::golden_job;
+using testing::JobCollector;
+using testing::kGoldenImages;
+using testing::kGoldenModel;
+using testing::pipeline_input;
+using testing::PipelineInput;
 
 class EngineTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     EngineConfig c;
-    c.model_dir = kModel;
+    c.model_dir = kGoldenModel;
     c.dtype = "float32";
     c.limits.max_running_requests = 8;
     c.limits.max_queued_requests = 64;
@@ -83,46 +42,21 @@ class EngineTest : public ::testing::Test {
     engine_ = Engine::start(c).release();
     PipelineOptions po;
     po.model.dtype = "float32";
-    pipeline_ = Pipeline::load(kModel, po).release();
+    pipeline_ = Pipeline::load(kGoldenModel, po).release();
   }
   static void TearDownTestSuite() {
     delete engine_;
     delete pipeline_;
   }
 
-  GenerateJob make_job(const Case& k) const {
-    std::vector<PromptItem> items;
-    std::vector<RgbImage> decoded;
-    GenerateJob job;
-    for (const std::string& name : k.images) {
-      items.push_back(PromptItem::make_image());
-      const std::vector<uint8_t> bytes = file_bytes(kImages + name);
-      RgbImage img = decode_image(bytes.data(), bytes.size(), ImageLimits{}, name);
-      const ImagePreprocessConfig& ic = engine_->image_config();
-      job.images.push_back(
-          {media_key(bytes, ic.image_size, ic.mean, ic.std), preprocess_image(img, ic)});
-    }
-    items.push_back(PromptItem::make_text(k.text));
-    TokenizedPrompt t = build_idefics_prompt(engine_->tokenizer(), items);
-    job.prompt = t.token_ids;
-    job.image_of_token = t.image_of_token;
-    job.max_new_tokens = k.max_new_tokens;
-    job.sampling = k.sampling;
-    return job;
-  }
+  GenerateJob make_job(const EngineCase& k) const { return golden_job(*engine_, k); }
 
-  GenerationResult solo(const Case& k) const {
-    std::vector<PromptItem> items;
-    std::vector<RgbImage> images;
-    for (const std::string& name : k.images) {
-      items.push_back(PromptItem::make_image());
-      images.push_back(read_image_file(kImages + name, ImageLimits{}));
-    }
-    items.push_back(PromptItem::make_text(k.text));
+  GenerationResult solo(const EngineCase& k) const {
+    const PipelineInput in = pipeline_input(k);
     GenerationOptions o = pipeline_->generation_defaults();
     o.max_new_tokens = k.max_new_tokens;
     o.sampling = k.sampling;
-    return pipeline_->generate(pipeline_->prepare(items, images), o);
+    return pipeline_->generate(pipeline_->prepare(in.items, in.images), o);
   }
 
   static Engine* engine_;
@@ -131,8 +65,8 @@ class EngineTest : public ::testing::Test {
 Engine* EngineTest::engine_ = nullptr;
 Pipeline* EngineTest::pipeline_ = nullptr;
 
-std::vector<Case> mixed_cases() {
-  std::vector<Case> cases;
+std::vector<EngineCase> mixed_cases() {
+  std::vector<EngineCase> cases;
   const std::vector<std::vector<std::string>> image_sets = {
       {},
       {"cat_face_28x28.png"},
@@ -141,7 +75,7 @@ std::vector<Case> mixed_cases() {
   const std::vector<std::string> texts = {"A photo of", "Question: what is this? Answer:",
                                           "In this picture we can see a long and winding"};
   for (int i = 0; i < 12; ++i) {
-    Case k;
+    EngineCase k;
     k.text = texts[i % texts.size()] + std::string(i % 4, '!');
     k.images = image_sets[i % image_sets.size()];
     k.max_new_tokens = 3 + (i * 5) % 11;
@@ -152,10 +86,10 @@ std::vector<Case> mixed_cases() {
 }
 
 TEST_F(EngineTest, ConcurrentJobsMatchSoloGeneration) {
-  const std::vector<Case> cases = mixed_cases();
-  std::vector<std::shared_ptr<Collector>> sinks;
-  for (const Case& k : cases) {
-    auto sink = std::make_shared<Collector>();
+  const std::vector<EngineCase> cases = mixed_cases();
+  std::vector<std::shared_ptr<JobCollector>> sinks;
+  for (const EngineCase& k : cases) {
+    auto sink = std::make_shared<JobCollector>();
     AdmissionResult r = engine_->submit(make_job(k), sink);
     ASSERT_EQ(r.code, Admission::kAccepted) << r.message;
     sinks.push_back(sink);
@@ -181,12 +115,12 @@ TEST_F(EngineTest, ConcurrentJobsMatchSoloGeneration) {
 }
 
 TEST_F(EngineTest, CancelEndsJobAndFreesBlocks) {
-  Case k{"A long story:", {"cat_face_28x28.png"}, 200, {}};
+  EngineCase k{"A long story:", {"cat_face_28x28.png"}, 200, {}};
   GenerateJob job = make_job(k);
   job.sampling.temperature = 1.0f;  // keeps going; no early stop on greedy EOS
   job.sampling.seed = 7;
   job.ignore_eos = true;
-  auto sink = std::make_shared<Collector>();
+  auto sink = std::make_shared<JobCollector>();
   AdmissionResult r = engine_->submit(std::move(job), sink);
   ASSERT_EQ(r.code, Admission::kAccepted);
   while (engine_->stats().running == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -202,23 +136,23 @@ TEST_F(EngineTest, CancelEndsJobAndFreesBlocks) {
 }
 
 TEST_F(EngineTest, DeadlineEndsJob) {
-  Case k{"Once upon a time", {}, 200, {}};
+  EngineCase k{"Once upon a time", {}, 200, {}};
   GenerateJob job = make_job(k);
   job.ignore_eos = true;
   job.deadline = Clock::now() + std::chrono::milliseconds(30);
-  auto sink = std::make_shared<Collector>();
+  auto sink = std::make_shared<JobCollector>();
   ASSERT_EQ(engine_->submit(std::move(job), sink).code, Admission::kAccepted);
   sink->wait();
   EXPECT_EQ(sink->outcome.status, JobStatus::kDeadline);
 }
 
 TEST_F(EngineTest, RejectsJobLargerThanTheCache) {
-  Case k{"hi", {}, 1, {}};
+  EngineCase k{"hi", {}, 1, {}};
   GenerateJob job = make_job(k);
   const int64_t slots =
       engine_->description().kv_blocks_total * engine_->description().kv_block_size;
   job.max_new_tokens = static_cast<int32_t>(slots) + 1;
-  AdmissionResult r = engine_->submit(std::move(job), std::make_shared<Collector>());
+  AdmissionResult r = engine_->submit(std::move(job), std::make_shared<JobCollector>());
   EXPECT_EQ(r.code, Admission::kTooLarge);
   EXPECT_NE(r.message.find(std::to_string(slots)), std::string::npos) << r.message;
 }
@@ -226,11 +160,11 @@ TEST_F(EngineTest, RejectsJobLargerThanTheCache) {
 TEST_F(EngineTest, ScoreMatchesPipelineScore) {
   const std::vector<std::string> candidates = {" a cat", " a dog", " chair"};
   std::vector<PromptItem> items = {PromptItem::make_image(), PromptItem::make_text("This is")};
-  const std::vector<RgbImage> images = {read_image_file(kImages + "cat_face_28x28.png", {})};
+  const std::vector<RgbImage> images = {read_image_file(kGoldenImages + "cat_face_28x28.png", {})};
   const ScoreResult want = pipeline_->score(items, images, candidates);
 
   ScoreJob job;
-  const std::vector<uint8_t> bytes = file_bytes(kImages + "cat_face_28x28.png");
+  const std::vector<uint8_t> bytes = file_bytes(kGoldenImages + "cat_face_28x28.png");
   const ImagePreprocessConfig& ic = engine_->image_config();
   job.images.push_back(
       {media_key(bytes, ic.image_size, ic.mean, ic.std), preprocess_image(images[0], ic)});
@@ -268,10 +202,10 @@ TEST_F(EngineTest, ScoreMatchesPipelineScore) {
 
 TEST(EngineDrainTest, DrainFinishesAcceptedJobsAndRefusesNewOnes) {
   EngineConfig c;
-  c.model_dir = kModel;
+  c.model_dir = kGoldenModel;
   c.dtype = "float32";
   std::unique_ptr<Engine> engine = Engine::start(c);
-  std::vector<std::shared_ptr<Collector>> sinks;
+  std::vector<std::shared_ptr<JobCollector>> sinks;
   for (int i = 0; i < 4; ++i) {
     GenerateJob job;
     TokenizedPrompt t = build_idefics_prompt(engine->tokenizer(), {PromptItem::make_text("Hello")});
@@ -279,7 +213,7 @@ TEST(EngineDrainTest, DrainFinishesAcceptedJobsAndRefusesNewOnes) {
     job.image_of_token = t.image_of_token;
     job.max_new_tokens = 5;
     job.ignore_eos = true;
-    auto sink = std::make_shared<Collector>();
+    auto sink = std::make_shared<JobCollector>();
     ASSERT_EQ(engine->submit(std::move(job), sink).code, Admission::kAccepted);
     sinks.push_back(sink);
   }
@@ -294,7 +228,7 @@ TEST(EngineDrainTest, DrainFinishesAcceptedJobsAndRefusesNewOnes) {
   late.prompt = {1, 2};
   late.image_of_token = {-1, -1};
   late.max_new_tokens = 1;
-  EXPECT_EQ(engine->submit(std::move(late), std::make_shared<Collector>()).code,
+  EXPECT_EQ(engine->submit(std::move(late), std::make_shared<JobCollector>()).code,
             Admission::kShuttingDown);
 }
 
@@ -303,7 +237,7 @@ TEST(EngineDrainTest, DrainFinishesAcceptedJobsAndRefusesNewOnes) {
 // margin is smaller or where solo bf16 itself leaves the fp32 path.
 TEST(EngineBf16Test, BatchedMatchesSoloWhereFp32MarginIsLarge) {
   EngineConfig c;
-  c.model_dir = kModel;
+  c.model_dir = kGoldenModel;
   c.dtype = "bfloat16";
   c.token_budget = 64;
   c.block_size = 4;
@@ -311,49 +245,29 @@ TEST(EngineBf16Test, BatchedMatchesSoloWhereFp32MarginIsLarge) {
   PipelineOptions p32, p16;
   p32.model.dtype = "float32";
   p16.model.dtype = "bfloat16";
-  const std::unique_ptr<Pipeline> fp32 = Pipeline::load(kModel, p32);
-  const std::unique_ptr<Pipeline> bf16 = Pipeline::load(kModel, p16);
+  const std::unique_ptr<Pipeline> fp32 = Pipeline::load(kGoldenModel, p32);
+  const std::unique_ptr<Pipeline> bf16 = Pipeline::load(kGoldenModel, p16);
 
-  std::vector<Case> cases;
-  for (const Case& k : mixed_cases()) {
+  std::vector<EngineCase> cases;
+  for (const EngineCase& k : mixed_cases()) {
     if (k.sampling.temperature == 0) cases.push_back(k);
   }
-  std::vector<std::shared_ptr<Collector>> sinks;
-  for (const Case& k : cases) {
-    std::vector<PromptItem> items;
-    GenerateJob job;
-    for (const std::string& name : k.images) {
-      items.push_back(PromptItem::make_image());
-      const std::vector<uint8_t> bytes = file_bytes(kImages + name);
-      const ImagePreprocessConfig& ic = engine->image_config();
-      job.images.push_back(
-          {media_key(bytes, ic.image_size, ic.mean, ic.std),
-           preprocess_image(decode_image(bytes.data(), bytes.size(), {}, name), ic)});
-    }
-    items.push_back(PromptItem::make_text(k.text));
-    TokenizedPrompt t = build_idefics_prompt(engine->tokenizer(), items);
-    job.prompt = t.token_ids;
-    job.image_of_token = t.image_of_token;
-    job.max_new_tokens = k.max_new_tokens;
-    auto sink = std::make_shared<Collector>();
+  std::vector<std::shared_ptr<JobCollector>> sinks;
+  for (const EngineCase& k : cases) {
+    GenerateJob job = golden_job(*engine, k);
+    auto sink = std::make_shared<JobCollector>();
     ASSERT_EQ(engine->submit(std::move(job), sink).code, Admission::kAccepted);
     sinks.push_back(sink);
   }
   int compared = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
     sinks[i]->wait();
-    std::vector<PromptItem> items;
-    std::vector<RgbImage> images;
-    for (const std::string& name : cases[i].images) {
-      items.push_back(PromptItem::make_image());
-      images.push_back(read_image_file(kImages + name, ImageLimits{}));
-    }
-    items.push_back(PromptItem::make_text(cases[i].text));
+    const PipelineInput in = pipeline_input(cases[i]);
     GenerationOptions o = fp32->generation_defaults();
     o.max_new_tokens = cases[i].max_new_tokens;
     o.top_logprobs = 2;
-    const GenerationResult ref = fp32->generate(fp32->prepare(items, images), o);
-    const GenerationResult solo = bf16->generate(bf16->prepare(items, images), o);
+    const GenerationResult ref = fp32->generate(fp32->prepare(in.items, in.images), o);
+    const GenerationResult solo = bf16->generate(bf16->prepare(in.items, in.images), o);
     for (size_t t = 0; t < solo.token_ids.size() && t < ref.token_ids.size(); ++t) {
       const double margin = ref.top_logprobs[t][0].second - ref.top_logprobs[t][1].second;
       if (margin <= 0.5 || solo.token_ids[t] != ref.token_ids[t]) break;

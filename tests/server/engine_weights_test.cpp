@@ -7,79 +7,36 @@
 #include <gtest/gtest.h>
 
 #include <bit>
-#include <condition_variable>
-#include <fstream>
 #include <iomanip>
-#include <iterator>
-#include <mutex>
 #include <thread>
 
-#include "model/image_decode.h"
-#include "model/image_preprocess.h"
 #include "model/pipeline.h"
 #include "model/prompt.h"
 #include "model/tokenizer.h"
 #include "server/engine/engine.h"
-#include "server/engine/media_cache.h"
+#include "tests/common/engine_jobs.h"
 
 namespace flamingo {
 namespace {
 
-const std::string kModel = std::string(FLAMINGO_GOLDEN_DIR) + "/model";
-const std::string kImages = std::string(FLAMINGO_GOLDEN_DIR) + "/images/";
-
-std::vector<uint8_t> file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-// Collects one job's output; wait() blocks until on_finish.
-class Collector : public JobSink {
- public:
-  void on_delta(JobDelta d) override {
-    std::lock_guard lock(mu_);
-    tokens.insert(tokens.end(), d.token_ids.begin(), d.token_ids.end());
-    logprobs.insert(logprobs.end(), d.logprobs.begin(), d.logprobs.end());
-  }
-  void on_finish(JobDelta last, JobOutcome o) override {
-    std::lock_guard lock(mu_);
-    tokens.insert(tokens.end(), last.token_ids.begin(), last.token_ids.end());
-    logprobs.insert(logprobs.end(), last.logprobs.begin(), last.logprobs.end());
-    outcome = std::move(o);
-    done = true;
-    cv_.notify_all();
-  }
-  void wait() {
-    std::unique_lock lock(mu_);
-    ASSERT_TRUE(cv_.wait_for(lock, std::chrono::seconds(120), [this] { return done; }));
-  }
-  std::vector<int32_t> tokens;
-  std::vector<float> logprobs;
-  JobOutcome outcome;
-  bool done = false;
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-};
-
-struct Case {
-  std::string text;
-  std::vector<std::string> images;
-  int32_t max_new_tokens;
-};
+using testing::EngineCase;
+using testing::golden_job;
+using testing::JobCollector;
+using testing::kGoldenModel;
+using testing::pipeline_input;
+using testing::PipelineInput;
 
 // 16 greedy requests, 0-2 images, 5-8 new tokens each; words are added to each prompt until
 // it holds its target of 20-56 tokens (20 + 11 i mod 37), so prompts are 20-60 tokens long.
-std::vector<Case> cases(const Tokenizer& tokenizer) {
+std::vector<EngineCase> cases(const Tokenizer& tokenizer) {
   const std::vector<std::string> words = {"a",    "photo", "of",   "the",  "cat",   "sitting",
                                           "on",   "green", "leaf", "near", "chair", "and",
                                           "blue", "mug",   "what", "is",   "this?", "Answer:"};
   const std::vector<std::vector<std::string>> image_sets = {
       {}, {"cat_face_28x28.png"}, {"chair_baseline_100x80.jpg", "leaf_42x42.png"}};
-  std::vector<Case> out;
+  std::vector<EngineCase> out;
   for (int i = 0; i < 16; ++i) {
-    Case k;
+    EngineCase k;
     k.images = image_sets[i % image_sets.size()];
     k.max_new_tokens = 5 + i % 4;
     const size_t target = 20 + (i * 11) % 37;
@@ -123,7 +80,7 @@ class EngineWeightsTest : public ::testing::TestWithParam<Param> {
 
   void SetUp() override {
     EngineConfig c;
-    c.model_dir = kModel;
+    c.model_dir = kGoldenModel;
     c.dtype = GetParam().dtype;
     c.weights = GetParam().weights;
     c.limits.max_running_requests = 16;
@@ -135,24 +92,10 @@ class EngineWeightsTest : public ::testing::TestWithParam<Param> {
     engine_ = Engine::start(c);
   }
 
-  GenerateJob make_job(const Case& k, int32_t* prompt_tokens = nullptr) const {
-    std::vector<PromptItem> items;
-    GenerateJob job;
-    for (const std::string& name : k.images) {
-      items.push_back(PromptItem::make_image());
-      const std::vector<uint8_t> bytes = file_bytes(kImages + name);
-      const ImagePreprocessConfig& ic = engine_->image_config();
-      job.images.push_back(
-          {media_key(bytes, ic.image_size, ic.mean, ic.std),
-           preprocess_image(decode_image(bytes.data(), bytes.size(), ImageLimits{}, name), ic)});
-    }
-    items.push_back(PromptItem::make_text(k.text));
-    TokenizedPrompt t = build_idefics_prompt(engine_->tokenizer(), items);
-    job.prompt = t.token_ids;
-    job.image_of_token = t.image_of_token;
-    job.max_new_tokens = k.max_new_tokens;
+  GenerateJob make_job(const EngineCase& k, int32_t* prompt_tokens = nullptr) const {
+    GenerateJob job = golden_job(*engine_, k);
     job.ignore_eos = true;  // exactly max_new_tokens each: the row count below is exact
-    if (prompt_tokens != nullptr) *prompt_tokens = static_cast<int32_t>(t.token_ids.size());
+    if (prompt_tokens != nullptr) *prompt_tokens = static_cast<int32_t>(job.prompt.size());
     return job;
   }
 
@@ -175,12 +118,12 @@ class EngineWeightsTest : public ::testing::TestWithParam<Param> {
 TEST_P(EngineWeightsTest, ConcurrentGreedyEqualsSoloBitForBit) {
   EXPECT_EQ(engine_->description().weights, GetParam().weights);
   EXPECT_EQ(engine_->description().dtype, GetParam().dtype);
-  const std::vector<Case> ks = cases(engine_->tokenizer());
+  const std::vector<EngineCase> ks = cases(engine_->tokenizer());
 
   // Each request alone through the same engine.
   std::vector<Solo> alone;
-  for (const Case& k : ks) {
-    auto sink = std::make_shared<Collector>();
+  for (const EngineCase& k : ks) {
+    auto sink = std::make_shared<JobCollector>();
     ASSERT_EQ(engine_->submit(make_job(k), sink).code, Admission::kAccepted);
     sink->wait();
     ASSERT_EQ(sink->outcome.status, JobStatus::kLength);
@@ -191,16 +134,16 @@ TEST_P(EngineWeightsTest, ConcurrentGreedyEqualsSoloBitForBit) {
   // All of them at once. Jobs are built first so that they arrive together.
   std::vector<GenerateJob> jobs;
   int64_t rows = 0;
-  for (const Case& k : ks) {
+  for (const EngineCase& k : ks) {
     int32_t p = 0;
     jobs.push_back(make_job(k, &p));
     EXPECT_GE(p, 20);
     EXPECT_LE(p, 60);
     rows += p + k.max_new_tokens - 1;  // every prompt token, every generated token but the last
   }
-  std::vector<std::shared_ptr<Collector>> sinks;
+  std::vector<std::shared_ptr<JobCollector>> sinks;
   for (GenerateJob& job : jobs) {
-    auto sink = std::make_shared<Collector>();
+    auto sink = std::make_shared<JobCollector>();
     ASSERT_EQ(engine_->submit(std::move(job), sink).code, Admission::kAccepted);
     sinks.push_back(sink);
   }
@@ -234,28 +177,22 @@ TEST_P(EngineWeightsTest, EngineEqualsSingleSequenceGenerator) {
   PipelineOptions po;
   po.model.dtype = GetParam().dtype;
   po.model.weights = GetParam().weights;
-  const std::unique_ptr<Pipeline> pipeline = Pipeline::load(kModel, po);
-  const std::vector<Case> ks = cases(engine_->tokenizer());
-  std::vector<std::shared_ptr<Collector>> sinks;
-  for (const Case& k : ks) {
-    auto sink = std::make_shared<Collector>();
+  const std::unique_ptr<Pipeline> pipeline = Pipeline::load(kGoldenModel, po);
+  const std::vector<EngineCase> ks = cases(engine_->tokenizer());
+  std::vector<std::shared_ptr<JobCollector>> sinks;
+  for (const EngineCase& k : ks) {
+    auto sink = std::make_shared<JobCollector>();
     ASSERT_EQ(engine_->submit(make_job(k), sink).code, Admission::kAccepted);
     sinks.push_back(sink);
   }
   for (size_t i = 0; i < ks.size(); ++i) {
     sinks[i]->wait();
-    std::vector<PromptItem> items;
-    std::vector<RgbImage> images;
-    for (const std::string& name : ks[i].images) {
-      items.push_back(PromptItem::make_image());
-      images.push_back(read_image_file(kImages + name, ImageLimits{}));
-    }
-    items.push_back(PromptItem::make_text(ks[i].text));
+    const PipelineInput in = pipeline_input(ks[i]);
     GenerationOptions o = pipeline->generation_defaults();
     o.max_new_tokens = ks[i].max_new_tokens;
     o.ignore_eos = true;
     o.block_size = kBlockSize;
-    const GenerationResult want = pipeline->generate(pipeline->prepare(items, images), o);
+    const GenerationResult want = pipeline->generate(pipeline->prepare(in.items, in.images), o);
     EXPECT_EQ(sinks[i]->tokens, want.token_ids) << "case " << i;
     std::vector<float> want_lp;
     for (double lp : want.logprobs) want_lp.push_back(static_cast<float>(lp));

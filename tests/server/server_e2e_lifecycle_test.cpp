@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <barrier>
-#include <latch>
 
 #include "tests/server/server_e2e_util.h"
 
@@ -29,15 +28,6 @@ std::optional<int> logged_completion_tokens(const ServerProcess& server, const s
   const size_t at = line->find(key);
   if (at == std::string::npos) return std::nullopt;
   return std::stoi(line->substr(at + key.size()));
-}
-
-v1::GenerateRequest long_request(const std::string& id, int32_t max_new_tokens = 1024) {
-  v1::GenerateRequest req = generate_request(
-      {image_part(image_bytes("cat_face_28x28.png")), text_part("Tell me a very long story:")},
-      max_new_tokens);
-  req.set_ignore_eos(true);
-  req.set_request_id(id);
-  return req;
 }
 
 class LifecycleE2E : public DefaultServerTest {};
@@ -247,45 +237,12 @@ TEST(DrainE2E, SigtermLosesNoAcceptedRequestAndExitsZero) {
   std::unique_ptr<ServerProcess> server = start_server({});
   constexpr int kStreams = 6;
   constexpr int kTokens = 200;
-  struct Outcome {
-    grpc::Status status;
-    int tokens = 0;
-    int chunks = 0;
-    v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
-    int usage_completion = -1;
-  };
-  std::vector<Outcome> outcomes(kStreams);
-  std::latch first_chunks(kStreams);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kStreams; ++i) {
-    threads.emplace_back([&, i] {
-      auto stub = make_stub(server->address());
-      grpc::ClientContext ctx;
-      set_timeout(ctx, Ms(60000));
-      auto reader = stub->GenerateStream(&ctx, long_request("drain-" + std::to_string(i), kTokens));
-      v1::GenerateChunk chunk;
-      bool counted = false;
-      Outcome& o = outcomes[i];
-      while (reader->Read(&chunk)) {
-        o.tokens += chunk.token_ids_size();
-        ++o.chunks;
-        if (chunk.finish_reason() != v1::FINISH_REASON_UNSPECIFIED)
-          o.finish = chunk.finish_reason();
-        if (chunk.has_usage()) o.usage_completion = chunk.usage().completion_tokens();
-        if (!counted) {
-          counted = true;
-          first_chunks.count_down();
-        }
-      }
-      if (!counted) first_chunks.count_down();
-      o.status = reader->Finish();
-    });
-  }
-  // Every stream has its first chunk (bounded wait: a latch has no timeout, so poll).
-  const auto deadline = std::chrono::steady_clock::now() + Ms(30000);
-  while (!first_chunks.try_wait() && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(Ms(2));
-  ASSERT_TRUE(first_chunks.try_wait()) << server->describe();
+  std::vector<v1::GenerateRequest> requests;
+  for (int i = 0; i < kStreams; ++i)
+    requests.push_back(long_request("drain-" + std::to_string(i), kTokens));
+  StreamsInFlight streams(server->address(), requests);
+  // Every stream has its first chunk.
+  ASSERT_TRUE(streams.wait_first_chunks(Ms(30000))) << server->describe();
 
   const size_t log_from = server->log_size();
   ASSERT_TRUE(server->send_signal(SIGTERM));
@@ -308,7 +265,7 @@ TEST(DrainE2E, SigtermLosesNoAcceptedRequestAndExitsZero) {
     EXPECT_EQ(late_stream.status.error_code(), StatusCode::UNAVAILABLE)
         << late_stream.status.error_message();
   }
-  for (std::thread& t : threads) t.join();
+  const std::vector<StreamOutcome>& outcomes = streams.join();
   for (int i = 0; i < kStreams; ++i) {
     SCOPED_TRACE("stream drain-" + std::to_string(i));
     EXPECT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.error_message();

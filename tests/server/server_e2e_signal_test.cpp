@@ -8,8 +8,6 @@
 // thread through SignalStop's self-pipe wherever the handler runs.
 #include <gtest/gtest.h>
 
-#include <latch>
-
 #include "tests/server/server_e2e_util.h"
 
 #ifndef FLAMINGO_STRAY_SIGNAL_THREAD_LIB
@@ -35,53 +33,18 @@ TEST_P(StolenSignalE2E, DrainsFinishesInFlightRequestsAndExitsZero) {
   // Streams in flight when the signal arrives.
   constexpr int kStreams = 2;
   constexpr int kTokens = 200;
-  struct Outcome {
-    grpc::Status status;
-    int tokens = 0;
-    v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
-  };
-  std::vector<Outcome> outcomes(kStreams);
-  std::latch first_chunks(kStreams);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kStreams; ++i) {
-    threads.emplace_back([&, i] {
-      auto stub = make_stub(server->address());
-      grpc::ClientContext ctx;
-      set_timeout(ctx, Ms(60000));
-      v1::GenerateRequest request = generate_request(
-          {image_part(image_bytes("cat_face_28x28.png")), text_part("Tell me a very long story:")},
-          kTokens);
-      request.set_ignore_eos(true);
-      request.set_request_id(name + "-" + std::to_string(i));
-      auto reader = stub->GenerateStream(&ctx, request);
-      v1::GenerateChunk chunk;
-      bool counted = false;
-      Outcome& o = outcomes[i];
-      while (reader->Read(&chunk)) {
-        o.tokens += chunk.token_ids_size();
-        if (chunk.finish_reason() != v1::FINISH_REASON_UNSPECIFIED)
-          o.finish = chunk.finish_reason();
-        if (!counted) {
-          counted = true;
-          first_chunks.count_down();
-        }
-      }
-      if (!counted) first_chunks.count_down();
-      o.status = reader->Finish();
-    });
-  }
-  // Every stream has its first chunk (bounded wait: a latch has no timeout, so poll). EXPECT,
-  // not ASSERT, from here until the threads are joined.
-  const auto deadline = std::chrono::steady_clock::now() + Ms(30000);
-  while (!first_chunks.try_wait() && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(Ms(2));
-  EXPECT_TRUE(first_chunks.try_wait()) << server->describe();
+  std::vector<v1::GenerateRequest> requests;
+  for (int i = 0; i < kStreams; ++i)
+    requests.push_back(long_request(name + "-" + std::to_string(i), kTokens));
+  StreamsInFlight streams(server->address(), requests);
+  // Every stream has its first chunk.
+  EXPECT_TRUE(streams.wait_first_chunks(Ms(30000))) << server->describe();
 
   const size_t log_from = server->log_size();
   EXPECT_TRUE(server->send_signal(sig));
   EXPECT_TRUE(server->wait_for_log("received " + name + ": draining", Ms(10000), log_from))
       << "the signal did not start the drain: " << server->describe();
-  for (std::thread& t : threads) t.join();
+  const std::vector<StreamOutcome>& outcomes = streams.join();
   for (int i = 0; i < kStreams; ++i) {
     SCOPED_TRACE("stream " + name + "-" + std::to_string(i));
     EXPECT_TRUE(outcomes[i].status.ok()) << outcomes[i].status.error_message();

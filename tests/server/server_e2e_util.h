@@ -1,10 +1,11 @@
 // Shared helpers of the server end-to-end tests (tests/server/server_e2e_*_test.cpp): starting
 // flamingo-server processes (one lazily started default server per test binary, stopped with
-// SIGTERM at the end), gRPC channels and stubs, request builders, a generic (stub-less) unary
-// call used for grpc.health.v1.Health, a minimal protobuf wire reader, a raw HTTP GET and an
-// independent UTF-8 validator. Torch-free.
+// SIGTERM at the end), gRPC channels and stubs, request builders, streams kept in flight on
+// their own threads, a generic (stub-less) unary call used for grpc.health.v1.Health, a minimal
+// protobuf wire reader, a raw HTTP GET and an independent UTF-8 validator. Torch-free.
 // Thread-safety: the request helpers are reentrant; default_server() must be first called from
-// the test's main thread (the server process dies with the thread that forked it).
+// the test's main thread (the server process dies with the thread that forked it); a
+// StreamsInFlight is used from the thread that made it.
 #pragma once
 
 #include <arpa/inet.h>
@@ -16,11 +17,13 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <latch>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -248,6 +251,86 @@ inline v1::ModelInfo wait_kv_idle(v1::Flamingo::Stub& stub, Ms timeout = Ms(1000
   }
   return info;
 }
+
+// A request that keeps the server busy: an image and "Tell me a very long story:" with
+// ignore_eos, so it runs for exactly max_new_tokens tokens, under request id `id`.
+inline v1::GenerateRequest long_request(const std::string& id, int32_t max_new_tokens = 1024) {
+  v1::GenerateRequest req = generate_request(
+      {image_part(image_bytes("cat_face_28x28.png")), text_part("Tell me a very long story:")},
+      max_new_tokens);
+  req.set_ignore_eos(true);
+  req.set_request_id(id);
+  return req;
+}
+
+// What one stream of StreamsInFlight got.
+struct StreamOutcome {
+  grpc::Status status;
+  int tokens = 0;
+  int chunks = 0;
+  v1::FinishReason finish = v1::FINISH_REASON_UNSPECIFIED;
+  int usage_completion = -1;  // usage.completion_tokens, when a chunk carried usage
+};
+
+// GenerateStream calls in flight at once: one thread and stub (60 s deadline) per request,
+// each reading every chunk. wait_first_chunks() waits until every stream has had its first
+// chunk (or ended); join() waits for all of them to end, after which the outcomes are final.
+// The destructor joins, so a failed ASSERT before join() leaves no thread running.
+class StreamsInFlight {
+ public:
+  StreamsInFlight(const std::string& address, const std::vector<v1::GenerateRequest>& requests)
+      : outcomes_(requests.size()), first_chunks_(static_cast<std::ptrdiff_t>(requests.size())) {
+    for (size_t i = 0; i < requests.size(); ++i) {
+      threads_.emplace_back([this, address, request = requests[i], i] {
+        auto stub = make_stub(address);
+        grpc::ClientContext ctx;
+        set_timeout(ctx, Ms(60000));
+        auto reader = stub->GenerateStream(&ctx, request);
+        v1::GenerateChunk chunk;
+        bool counted = false;
+        StreamOutcome& o = outcomes_[i];
+        while (reader->Read(&chunk)) {
+          o.tokens += chunk.token_ids_size();
+          ++o.chunks;
+          if (chunk.finish_reason() != v1::FINISH_REASON_UNSPECIFIED)
+            o.finish = chunk.finish_reason();
+          if (chunk.has_usage()) o.usage_completion = chunk.usage().completion_tokens();
+          if (!counted) {
+            counted = true;
+            first_chunks_.count_down();
+          }
+        }
+        if (!counted) first_chunks_.count_down();
+        o.status = reader->Finish();
+      });
+    }
+  }
+  ~StreamsInFlight() { join(); }
+  StreamsInFlight(const StreamsInFlight&) = delete;
+  StreamsInFlight& operator=(const StreamsInFlight&) = delete;
+
+  // True once every stream has had its first chunk or ended; false after `timeout` (a latch
+  // has no timed wait, so this polls).
+  bool wait_first_chunks(Ms timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!first_chunks_.try_wait() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(Ms(2));
+    return first_chunks_.try_wait();
+  }
+
+  // Waits for every stream to end; returns the outcomes, in the order of the requests.
+  const std::vector<StreamOutcome>& join() {
+    for (std::thread& t : threads_) {
+      if (t.joinable()) t.join();
+    }
+    return outcomes_;
+  }
+
+ private:
+  std::vector<StreamOutcome> outcomes_;
+  std::latch first_chunks_;
+  std::vector<std::thread> threads_;
+};
 
 // ---- raw protobuf wire format (for services without generated stubs) ----
 
