@@ -7,6 +7,7 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 #include "kernels/thread_pool.h"
@@ -151,6 +152,11 @@ std::unique_ptr<FlamingoModel> FlamingoModel::load(const std::string& dir,
   m->dir_ = dir;
   m->config_ = load_model_config(dir);
   m->dtype_ = parse_dtype(options.dtype);
+  try {
+    kernels::active_isa();  // a bad FLAMINGO_KERNEL_ISA is a load error, not a failure mid-step
+  } catch (const std::invalid_argument& e) {
+    throw Error(e.what());
+  }
   const ModelConfig& c = m->config_;
   m->context_length_ =
       options.context_length > 0 ? options.context_length : c.max_position_embeddings;
