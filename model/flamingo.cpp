@@ -115,15 +115,13 @@ at::ScalarType FlamingoModel::auto_dtype() {
 }
 
 void FlamingoModel::set_threads(int threads) {
-  const int n =
-      threads > 0 ? threads : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   // One pool does the parallel work: LibTorch's own ops run on the calling thread, since its
   // OpenMP team and the kernel pool fought for the cores (a decode step spent 1.5-1.9x its
   // products' time with 2 ATen threads on 2 cores, 1.0-1.2x with 1). FLAMINGO_ATEN_THREADS
   // overrides it.
   const char* aten = std::getenv("FLAMINGO_ATEN_THREADS");
   at::set_num_threads(aten != nullptr ? std::max(1, std::atoi(aten)) : 1);
-  kernels::set_kernel_threads(n);
+  kernels::set_kernel_threads(threads);  // <= 0: the cores this process may run on
 }
 
 kernels::WeightType FlamingoModel::resolve_weights(const std::string& name, at::ScalarType compute,
@@ -180,8 +178,11 @@ std::unique_ptr<FlamingoModel> FlamingoModel::load(const std::string& dir,
                 " --dtype " + (m->dtype_ == at::kBFloat16 ? "bfloat16" : "float32") + ": " + dir +
                 " needs about " + gigabytes(need) +
                 " of memory besides the mapped checkpoint files, but only " + gigabytes(available) +
-                " is available (MemAvailable); --weights bfloat16 uses a bfloat16 checkpoint as "
-                "stored, --weights int8 needs about half of that");
+                " is available (MemAvailable)" +
+                (m->weight_type_ == kernels::WeightType::kInt8
+                     ? std::string("; --weights bfloat16 uses a bfloat16 checkpoint as stored")
+                     : std::string("; --weights int8 holds about 1.06 bytes per weight, "
+                                   "--weights bfloat16 uses a bfloat16 checkpoint as stored")));
   }
   c10::InferenceMode guard;
   WeightLoader w(ckpt, m->dtype_, m->weight_type_, options.progress);
