@@ -8,7 +8,6 @@
 #include <map>
 #include <sstream>
 #include <stdexcept>
-#include <thread>
 
 #include "kernels/thread_pool.h"
 #include "model/error.h"
