@@ -11,7 +11,9 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu_isa.h"
@@ -118,6 +120,15 @@ double pool_read_gbps(int64_t bytes, int reps) {
   volatile float keep = sinks[0];
   (void)keep;
   return static_cast<double>(n * 4) / best / 1e9;
+}
+
+int64_t peak_rss_bytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  return -1;
 }
 
 double pool_fma_peak_gflops() {

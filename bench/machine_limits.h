@@ -15,4 +15,7 @@ double pool_read_gbps(int64_t bytes, int reps);
 // FMA chains on every pool thread: what a compute-bound product can at most reach.
 double pool_fma_peak_gflops();
 
+// The process's peak resident set so far (VmHWM), in bytes (-1 when unknown).
+int64_t peak_rss_bytes();
+
 }  // namespace flamingo::bench

@@ -184,27 +184,6 @@ double best(const std::vector<double>& v) { return *std::min_element(v.begin(), 
 
 // --- machine limits ---------------------------------------------------------------------
 
-// MemAvailable from /proc/meminfo in bytes (-1 when unknown).
-int64_t memory_available_bytes() {
-  std::ifstream in("/proc/meminfo");
-  std::string key, unit;
-  int64_t kb = 0;
-  while (in >> key >> kb >> unit) {
-    if (key == "MemAvailable:") return kb * 1024;
-  }
-  return -1;
-}
-
-// The process's peak resident set so far (VmHWM), in bytes.
-int64_t peak_rss_bytes() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
-  }
-  return -1;
-}
-
 struct Machine {
   int threads = 0;
   double copy_gbps = 0, read_gbps = 0, fma_peak_gflops = 0;

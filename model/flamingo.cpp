@@ -65,18 +65,6 @@ int64_t allocation_bytes(const Checkpoint& ckpt, at::ScalarType compute, kernels
   return total;
 }
 
-// MemAvailable from /proc/meminfo in bytes (-1 when unknown).
-int64_t memory_available() {
-  std::ifstream in("/proc/meminfo");
-  std::string key;
-  int64_t kb = 0;
-  std::string unit;
-  while (in >> key >> kb >> unit) {
-    if (key == "MemAvailable:") return kb * 1024;
-  }
-  return -1;
-}
-
 // "1.23 GB (1234567890 bytes)": the exact count too, so small needs do not read "0.00 GB".
 std::string gigabytes(int64_t bytes) {
   char buf[64];
@@ -91,6 +79,16 @@ at::Tensor int_tensor(const std::vector<int32_t>& v) {
 }
 
 }  // namespace
+
+int64_t memory_available_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key, unit;
+  int64_t kb = 0;
+  while (in >> key >> kb >> unit) {
+    if (key == "MemAvailable:") return kb * 1024;
+  }
+  return -1;
+}
 
 int64_t ImageKV::bytes() const {
   int64_t n = 0;
@@ -171,7 +169,7 @@ std::unique_ptr<FlamingoModel> FlamingoModel::load(const std::string& dir,
       resolve_weights(options.weights, m->dtype_, probe != nullptr && is_bf16(probe->dtype));
   const int64_t need = allocation_bytes(ckpt, m->dtype_, m->weight_type_);
   const int64_t available =
-      options.memory_limit_bytes > 0 ? options.memory_limit_bytes : memory_available();
+      options.memory_limit_bytes > 0 ? options.memory_limit_bytes : memory_available_bytes();
   if (available >= 0 && need > available) {
     throw Error(std::string("--weights ") + kernels::weight_type_name(m->weight_type_) +
                 " --dtype " + (m->dtype_ == at::kBFloat16 ? "bfloat16" : "float32") + ": " + dir +

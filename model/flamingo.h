@@ -32,6 +32,9 @@ struct ModelOptions {
   std::function<void(int64_t, int64_t)> progress;
 };
 
+// MemAvailable from /proc/meminfo in bytes (-1 when unknown): what a load may still allocate.
+int64_t memory_available_bytes();
+
 // Cross-attention K/V of one image for every gated layer: kv[j] = {K, V}, each [H, L, hd].
 struct ImageKV {
   std::vector<std::pair<at::Tensor, at::Tensor>> kv;
