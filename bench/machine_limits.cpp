@@ -135,7 +135,7 @@ double pool_fma_peak_gflops() {
   kernels::ThreadPool& pool = kernels::kernel_pool();
   const int64_t tasks = pool.threads();
   const Isa isa = kernels::active_isa();
-  const int64_t lanes = isa == Isa::kAvx512 ? 16 : isa == Isa::kAvx2 ? 8 : 1;
+  const int64_t lanes = isa >= Isa::kAvx512 ? 16 : isa == Isa::kAvx2 ? 8 : 1;
   const int64_t iters = isa == Isa::kScalar ? kIters / 8 : kIters;
   std::vector<float> sinks(tasks);
   double best = 1e30;
@@ -143,7 +143,7 @@ double pool_fma_peak_gflops() {
     const double t0 = now_s();
     pool.run(tasks, [&](int64_t t) {
       const float seed = 1.0f + t * 1e-4f;
-      sinks[t] = isa == Isa::kAvx512 ? fma_chains_512(seed)
+      sinks[t] = isa >= Isa::kAvx512 ? fma_chains_512(seed)
                  : isa == Isa::kAvx2 ? fma_chains_256(seed)
                                      : fma_chains_scalar(seed, iters);
     });

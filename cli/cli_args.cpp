@@ -43,6 +43,9 @@ std::string cli_usage() {
   flamingo-cli ask      --server HOST:PORT --image PATH --question TEXT
                         [--example IMAGE=QUESTION=ANSWER]... [options]
   flamingo-cli info     --server HOST:PORT [--timeout SECONDS]   (GetModelInfo, as JSON)
+  flamingo-cli quantize --model DIR --out DIR [--threads N]
+                        write an int8 copy of the checkpoint (docs/QUANTIZATION.md): load it
+                        with --weights int8 (or auto) without quantizing at every start
 
 In TEXT each "<image>" marks where the next --image goes; nothing else is special.
 
@@ -123,7 +126,8 @@ CliArgs parse_cli_args(const std::vector<std::string>& argv, const std::string& 
   CliArgs a;
   a.model_dir = default_model;
   if (argv.empty()) {
-    throw UsageError("missing command (generate, score, caption or ask); see --help");
+    throw UsageError(
+        "missing command (generate, score, caption, ask, info or quantize); see --help");
   }
   size_t i = 0;
   if (argv[0] == "-h" || argv[0] == "--help" || argv[0] == "help") {
@@ -132,9 +136,34 @@ CliArgs parse_cli_args(const std::vector<std::string>& argv, const std::string& 
   }
   a.command = argv[i++];
   if (a.command != "generate" && a.command != "score" && a.command != "caption" &&
-      a.command != "ask" && a.command != "info") {
+      a.command != "ask" && a.command != "info" && a.command != "quantize") {
     throw UsageError("unknown command '" + a.command +
-                     "' (expected generate, score, caption, ask or info)");
+                     "' (expected generate, score, caption, ask, info or quantize)");
+  }
+  if (a.command == "quantize") {  // local only: --model, --out, --threads
+    bool model_given = false;
+    while (i < argv.size()) {
+      const std::string flag = argv[i++];
+      if (flag == "-h" || flag == "--help") {
+        a.help = true;
+      } else if ((flag == "--model" || flag == "--out" || flag == "--threads") && i < argv.size()) {
+        const std::string v = argv[i++];
+        if (flag == "--model") {
+          a.model_dir = v;
+          model_given = true;
+        } else if (flag == "--out") {
+          a.out_dir = v;
+        } else {
+          a.threads = parse_number<int32_t>(flag, v);
+        }
+      } else {
+        throw UsageError("quantize: unknown or incomplete flag '" + flag +
+                         "' (quantize takes --model DIR, --out DIR and --threads N)");
+      }
+    }
+    if (!a.help && !model_given) throw UsageError("quantize: --model DIR is required");
+    if (!a.help && a.out_dir.empty()) throw UsageError("quantize: --out DIR is required");
+    return a;
   }
   if (a.command == "info") {  // GetModelInfo: only --server, --timeout and --json
     while (i < argv.size()) {

@@ -13,6 +13,7 @@
 //   flamingo-cli ask --server HOST:PORT --image PATH --question TEXT
 //       [--example IMAGE=QUESTION=ANSWER]... [--max-new-tokens N] [sampling flags] [--json]
 //   flamingo-cli info --server HOST:PORT [--timeout SECONDS]   (GetModelInfo as JSON)
+//   flamingo-cli quantize --model DIR --out DIR [--threads N]   (local only: an int8 copy)
 //   plus, for generate: [--stream] [--request-id ID] [--timeout SECONDS].
 // Torch-free and gRPC-free so that it is unit-testable without a model or a server.
 #pragma once
@@ -34,8 +35,9 @@ struct CliExample {
 };
 
 struct CliArgs {
-  std::string command;  // generate | score | caption | ask | info
+  std::string command;  // generate | score | caption | ask | info | quantize
   std::string model_dir;
+  std::string out_dir;  // quantize
   std::string prompt;
   bool prompt_given = false;
   std::vector<std::string> images;

@@ -5,6 +5,7 @@
 // checkpoint, image, prompt), 2 usage, 3 gRPC error (--server only).
 #include <ATen/Parallel.h>
 
+#include <chrono>
 #include <cmath>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -16,6 +17,7 @@
 #include "cli/remote.h"
 #endif
 #include "model/error.h"
+#include "model/int8_checkpoint.h"
 #include "model/pipeline.h"
 
 #ifndef FLAMINGO_DEFAULT_MODEL
@@ -40,7 +42,28 @@ void report_progress(int64_t done, int64_t total) {
   }
 }
 
+int run_quantize(const CliArgs& a) {
+  FlamingoModel::set_threads(a.threads);
+  const auto t0 = std::chrono::steady_clock::now();
+  const QuantizeSummary s = write_int8_checkpoint(a.model_dir, a.out_dir, [](int64_t d, int64_t t) {
+    static int last = -1;
+    if (t < (256 << 20)) return;  // small checkpoints take well under a second
+    const int pct = static_cast<int>(100 * d / std::max<int64_t>(t, 1));
+    if (pct / 10 != last / 10) {
+      std::cerr << "quantizing: " << pct << "% (" << (d >> 20) << " / " << (t >> 20) << " MiB)\n";
+      last = pct;
+    }
+  });
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  nlohmann::json out = {{"out", a.out_dir},         {"weights_quantized", s.weights_quantized},
+                        {"shards", s.shards},       {"bytes_in", s.bytes_in},
+                        {"bytes_out", s.bytes_out}, {"seconds", secs}};
+  std::cout << out.dump() << "\n";
+  return 0;
+}
+
 int run(const CliArgs& a) {
+  if (a.command == "quantize") return run_quantize(a);
   FlamingoModel::set_threads(a.threads);
   PipelineOptions po;
   po.model.dtype = a.dtype;

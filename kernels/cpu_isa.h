@@ -1,7 +1,8 @@
 // Which vector instruction set the CPU kernels run: probed once from the CPU's flags, and
-// lowered (never raised) by the environment variable FLAMINGO_KERNEL_ISA=scalar|avx2|avx512 so
-// that every path can be tested on a CPU that has a higher one. Torch-free; thread-safe (the
-// probe runs once; set_forced_isa is for tests and must not race with running kernels).
+// lowered (never raised) by the environment variable
+// FLAMINGO_KERNEL_ISA=scalar|avx2|avx512|avx512_vnni so that every path can be tested on a CPU that
+// has a higher one. Torch-free; thread-safe (the probe runs once; set_forced_isa is for tests and
+// must not race with running kernels).
 #pragma once
 
 #include <string>
@@ -12,10 +13,13 @@ enum class Isa {
   kScalar = 0,  // portable C++ (std::fma, so its bits equal the vector paths')
   kAvx2 = 1,    // AVX2 + FMA
   kAvx512 = 2,  // AVX-512 F + BW + VL (+ FMA)
+  // The same + AVX-512 VNNI (vpdpbusd: int8 dot products); float32 / bfloat16 weights run the
+  // kAvx512 code, int8 weights their own.
+  kAvx512Vnni = 3,
 };
 
 const char* isa_name(Isa isa);
-// Parses "scalar", "avx2", "avx512"; throws std::invalid_argument naming the value.
+// Parses "scalar", "avx2", "avx512", "avx512_vnni"; throws std::invalid_argument naming the value.
 Isa parse_isa(const std::string& name);
 
 // The best path this CPU supports.

@@ -9,12 +9,6 @@
 #include "kernels/thread_pool.h"
 
 namespace flamingo::kernels {
-namespace {
-
-constexpr int64_t kLanes = 16;  // int8 groups are whole vectors of the kernels
-
-}  // namespace
-
 const char* weight_type_name(WeightType type) {
   switch (type) {
     case WeightType::kFloat32:
@@ -70,8 +64,8 @@ PackedWeight PackedWeight::from_dense(const at::Tensor& w, WeightType type, int6
       p.data_ = w.to(at::kBFloat16).contiguous();
       break;
     case WeightType::kInt8: {
-      TORCH_CHECK(group >= kLanes && (group & (group - 1)) == 0,
-                  "PackedWeight: int8 group must be a power of two >= 16, got ", group);
+      TORCH_CHECK(group == kInt8Group, "PackedWeight: int8 group must be ", kInt8Group, ", got ",
+                  group);
       TORCH_CHECK(w.scalar_type() == at::kFloat || w.scalar_type() == at::kBFloat16 ||
                       w.scalar_type() == at::kHalf,
                   "PackedWeight: cannot quantize a ", w.scalar_type(), " weight");
@@ -119,13 +113,16 @@ PackedWeight PackedWeight::from_int8(const at::Tensor& q, const at::Tensor& scal
   TORCH_CHECK(q.dim() == 2 && q.scalar_type() == at::kChar,
               "PackedWeight: int8 weight must be int8 [out, in], got ", q.scalar_type(), " ",
               q.sizes());
-  TORCH_CHECK(group >= kLanes && (group & (group - 1)) == 0,
-              "PackedWeight: int8 group must be a power of two >= 16, got ", group);
+  TORCH_CHECK(group == kInt8Group, "PackedWeight: int8 group must be ", kInt8Group, ", got ",
+              group);
   const int64_t groups = (q.size(1) + group - 1) / group;
   TORCH_CHECK(scales.dim() == 2 && scales.size(0) == q.size(0) && scales.size(1) == groups &&
                   scales.scalar_type() == at::kFloat,
               "PackedWeight: scales must be float32 [", q.size(0), ", ", groups, "], got ",
               scales.scalar_type(), " ", scales.sizes());
+  TORCH_CHECK(q.numel() == 0 || q.min().item<int8_t>() >= -127,
+              "PackedWeight: int8 weights must lie in [-127, 127] (symmetric), found ",
+              static_cast<int>(q.min().item<int8_t>()));
   PackedWeight p;
   p.data_ = q.contiguous();
   p.scales_ = scales.contiguous();

@@ -28,8 +28,8 @@ constexpr int64_t kInt8Group = 64;
 // Bytes a weight [n, k] held as `type` takes (and one product reads): elements and scales.
 int64_t packed_bytes(int64_t n, int64_t k, WeightType type, int64_t group = kInt8Group);
 
-// A raw view of a weight [n, k] (row-major). int8: scales [n, groups()], row n's group g
-// covering k in [g * group, (g + 1) * group); group is a power of two and a multiple of 16.
+// A raw view of a weight [n, k] (row-major). int8: q in [-127, 127], scales [n, groups()], row
+// n's group g covering k in [g * group, (g + 1) * group); group is kInt8Group.
 struct WeightView {
   WeightType type = WeightType::kFloat32;
   int64_t n = 0, k = 0;

@@ -12,16 +12,30 @@
 #include <cstring>
 #include <utility>
 
-#include "kernels/thread_pool.h"
+#include "kernels/int8_product.h"
+#include "kernels/product_common.h"
 
 namespace flamingo::kernels {
+namespace detail {
+
+int64_t prefetch_bytes() {
+  static const int64_t b = [] {
+    const char* e = std::getenv("FLAMINGO_KERNEL_PREFETCH");
+    return e != nullptr ? std::atoll(e) : int64_t{2048};
+  }();
+  return b;
+}
+
+}  // namespace detail
+
 namespace {
 
-constexpr int64_t kLanes = 16;   // lane sums per output element, on every path
-constexpr int64_t kKTile = 512;  // K per tile: a block's tile rows stay in L1
-constexpr int64_t kMGroup = 48;  // x rows per pass over the weights (they stay in L2)
-constexpr int64_t kMaxXBlock = 3;
-static_assert(kKTile % kInt8Group == 0 && kInt8Group % kLanes == 0);
+using detail::kKTile;
+using detail::kLanes;
+using detail::kMaxXBlock;
+using detail::kMGroup;
+using detail::prefetch_bytes;
+using detail::reduce16;
 
 inline float bf16_to_float(uint16_t b) {
   const uint32_t u = static_cast<uint32_t>(b) << 16;
@@ -30,27 +44,11 @@ inline float bf16_to_float(uint16_t b) {
   return f;
 }
 
-// The exact float32 value the product uses for w[n][k].
+// The exact float32 value the product uses for w[n][k] (float32 or bfloat16 weights).
 inline float weight_value(const WeightView& w, int64_t n, int64_t k) {
-  switch (w.type) {
-    case WeightType::kFloat32:
-      return static_cast<const float*>(w.data)[n * w.k + k];
-    case WeightType::kBFloat16:
-      return bf16_to_float(static_cast<const uint16_t*>(w.data)[n * w.k + k]);
-    case WeightType::kInt8:
-      return static_cast<float>(static_cast<const int8_t*>(w.data)[n * w.k + k]) *
-             w.scales[n * w.groups() + k / w.group];
-  }
-  return 0.f;
-}
-
-// The fixed reduction of 16 lane sums: (l + l+8), then (+4), then ((0+2) + (1+3)). The vector
-// paths take the same order (high half onto low half, three times, then lane 1 onto lane 0).
-inline float reduce16(const float* l) {
-  float s[8], t[4];
-  for (int i = 0; i < 8; ++i) s[i] = l[i] + l[i + 8];
-  for (int i = 0; i < 4; ++i) t[i] = s[i] + s[i + 4];
-  return (t[0] + t[2]) + (t[1] + t[3]);
+  return w.type == WeightType::kFloat32
+             ? static_cast<const float*>(w.data)[n * w.k + k]
+             : bf16_to_float(static_cast<const uint16_t*>(w.data)[n * w.k + k]);
 }
 
 struct Args {
@@ -103,16 +101,13 @@ struct Avx2Shape {
 };
 
 // Micro kernel arguments: x rows at x (stride ldx), weight rows at w (stride ldw elements of the
-// weight type), int8 scales at s (stride lds; s[j * lds + (k >> gshift)]), `vecs` vectors of 16
-// along K, lane sums at acc (row i, column j at acc[i * acc_ld + j * 16]).
+// weight type), `vecs` vectors of 16 along K, lane sums at acc (row i, column j at
+// acc[i * acc_ld + j * 16]).
 struct Micro {
   const float* x;
   int64_t ldx;
   const void* w;
   int64_t ldw;
-  const float* s;
-  int64_t lds;
-  int gshift;
   int64_t vecs;
   float* acc;
   int64_t acc_ld;
@@ -125,17 +120,13 @@ constexpr int64_t kWSize = WT == WeightType::kFloat32    ? 4
                                                          : 1;
 
 template <WeightType WT>
-FLAMINGO_AVX512 inline __m512 load_w512(const void* w, int64_t off, const float* scale) {
+FLAMINGO_AVX512 inline __m512 load_w512(const void* w, int64_t off) {
   if constexpr (WT == WeightType::kFloat32) {
     return _mm512_loadu_ps(static_cast<const float*>(w) + off);
-  } else if constexpr (WT == WeightType::kBFloat16) {
+  } else {
     const __m256i h =
         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + off));
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-  } else {
-    const __m128i b =
-        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(w) + off));
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(b)), _mm512_set1_ps(*scale));
   }
 }
 
@@ -145,17 +136,12 @@ template <int MB, int NB, WeightType WT, bool PF>
 FLAMINGO_AVX512 inline void block512(const Micro& p) {
   float* const acc = p.acc;
   const int64_t acc_ld = p.acc_ld, vecs = p.vecs, pf = p.pf;
-  const int gshift = p.gshift;
   const float* xr[MB];
   const char* wr[NB];
-  const float* sr[NB];
 #pragma GCC unroll 8
   for (int i = 0; i < MB; ++i) xr[i] = p.x + i * p.ldx;
 #pragma GCC unroll 8
-  for (int j = 0; j < NB; ++j) {
-    wr[j] = static_cast<const char*>(p.w) + j * p.ldw * kWSize<WT>;
-    sr[j] = WT == WeightType::kInt8 ? p.s + j * p.lds : nullptr;
-  }
+  for (int j = 0; j < NB; ++j) wr[j] = static_cast<const char*>(p.w) + j * p.ldw * kWSize<WT>;
   __m512 c[MB][NB];
 #pragma GCC unroll 8
   for (int i = 0; i < MB; ++i) {
@@ -170,8 +156,7 @@ FLAMINGO_AVX512 inline void block512(const Micro& p) {
 #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) {
       if constexpr (PF) _mm_prefetch(wr[j] + k * kWSize<WT> + pf, _MM_HINT_T0);
-      const __m512 wv =
-          load_w512<WT>(wr[j], k, WT == WeightType::kInt8 ? sr[j] + (k >> gshift) : nullptr);
+      const __m512 wv = load_w512<WT>(wr[j], k);
 #pragma GCC unroll 8
       for (int i = 0; i < MB; ++i) c[i][j] = _mm512_fmadd_ps(xa[i], wv, c[i][j]);
     }
@@ -193,17 +178,13 @@ FLAMINGO_AVX512 void micro512(const Micro& p) {
 }
 
 template <WeightType WT>
-FLAMINGO_AVX2 inline __m256 load_w256(const void* w, int64_t off, const float* scale) {
+FLAMINGO_AVX2 inline __m256 load_w256(const void* w, int64_t off) {
   if constexpr (WT == WeightType::kFloat32) {
     return _mm256_loadu_ps(static_cast<const float*>(w) + off);
-  } else if constexpr (WT == WeightType::kBFloat16) {
+  } else {
     const __m128i h =
         _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + off));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-  } else {
-    const __m128i b =
-        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const int8_t*>(w) + off));
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), _mm256_set1_ps(*scale));
   }
 }
 
@@ -211,17 +192,12 @@ template <int MB, int NB, WeightType WT>
 FLAMINGO_AVX2 void micro256(const Micro& p) {
   float* const acc = p.acc;
   const int64_t acc_ld = p.acc_ld, vecs = p.vecs;
-  const int gshift = p.gshift;
   const float* xr[MB];
   const char* wr[NB];
-  const float* sr[NB];
 #pragma GCC unroll 8
   for (int i = 0; i < MB; ++i) xr[i] = p.x + i * p.ldx;
 #pragma GCC unroll 8
-  for (int j = 0; j < NB; ++j) {
-    wr[j] = static_cast<const char*>(p.w) + j * p.ldw * kWSize<WT>;
-    sr[j] = WT == WeightType::kInt8 ? p.s + j * p.lds : nullptr;
-  }
+  for (int j = 0; j < NB; ++j) wr[j] = static_cast<const char*>(p.w) + j * p.ldw * kWSize<WT>;
   __m256 c[2][MB][NB];  // [lanes 0-7 | 8-15]
 #pragma GCC unroll 2
   for (int h = 0; h < 2; ++h) {
@@ -242,8 +218,7 @@ FLAMINGO_AVX2 void micro256(const Micro& p) {
       for (int i = 0; i < MB; ++i) xa[i] = _mm256_loadu_ps(xr[i] + k);
 #pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) {
-        const __m256 wv =
-            load_w256<WT>(wr[j], k, WT == WeightType::kInt8 ? sr[j] + (k >> gshift) : nullptr);
+        const __m256 wv = load_w256<WT>(wr[j], k);
 #pragma GCC unroll 8
         for (int i = 0; i < MB; ++i) c[h][i][j] = _mm256_fmadd_ps(xa[i], wv, c[h][i][j]);
       }
@@ -271,8 +246,7 @@ FLAMINGO_AVX512 void widen512(const Micro& p, int64_t rows, float* out) {
     for (int64_t v = 0; v < p.vecs; ++v) {
       const int64_t k = v * kLanes;
       if (p.pf != 0) _mm_prefetch(row + k * kWSize<WT> + p.pf, _MM_HINT_T0);
-      const float* scale = WT == WeightType::kInt8 ? p.s + j * p.lds + (k >> p.gshift) : nullptr;
-      _mm512_store_ps(out + j * kKTile + k, load_w512<WT>(p.w, j * p.ldw + k, scale));
+      _mm512_store_ps(out + j * kKTile + k, load_w512<WT>(p.w, j * p.ldw + k));
     }
   }
 }
@@ -283,8 +257,7 @@ FLAMINGO_AVX2 void widen256(const Micro& p, int64_t rows, float* out) {
     const char* row = static_cast<const char*>(p.w) + j * p.ldw * kWSize<WT>;
     for (int64_t k = 0; k < p.vecs * kLanes; k += 8) {
       if (p.pf != 0 && k % 16 == 0) _mm_prefetch(row + k * kWSize<WT> + p.pf, _MM_HINT_T0);
-      const float* scale = WT == WeightType::kInt8 ? p.s + j * p.lds + (k >> p.gshift) : nullptr;
-      _mm256_store_ps(out + j * kKTile + k, load_w256<WT>(p.w, j * p.ldw + k, scale));
+      _mm256_store_ps(out + j * kKTile + k, load_w256<WT>(p.w, j * p.ldw + k));
     }
   }
 }
@@ -304,8 +277,8 @@ constexpr std::array<MicroFn, 8> micro256_row(std::index_sequence<J...>) {
 struct IsaKernels {
   int64_t nb;
   const int64_t* width;
-  std::array<std::array<std::array<MicroFn, 8>, kMaxXBlock + 1>, 3> micro;
-  std::array<WidenFn, 3> widen;
+  std::array<std::array<std::array<MicroFn, 8>, kMaxXBlock + 1>, 2> micro;  // float32, bfloat16
+  WidenFn widen;                                                            // bfloat16 -> float32
 };
 
 template <WeightType WT>
@@ -324,34 +297,21 @@ constexpr std::array<std::array<MicroFn, 8>, kMaxXBlock + 1> micro256_table() {
 const IsaKernels kAvx512Kernels{
     Avx512Shape::kNB,
     Avx512Shape::kWidth,
-    {micro512_table<WeightType::kFloat32>(), micro512_table<WeightType::kBFloat16>(),
-     micro512_table<WeightType::kInt8>()},
-    {nullptr, widen512<WeightType::kBFloat16>, widen512<WeightType::kInt8>}};
+    {micro512_table<WeightType::kFloat32>(), micro512_table<WeightType::kBFloat16>()},
+    widen512<WeightType::kBFloat16>};
 const IsaKernels kAvx2Kernels{
     Avx2Shape::kNB,
     Avx2Shape::kWidth,
-    {micro256_table<WeightType::kFloat32>(), micro256_table<WeightType::kBFloat16>(),
-     micro256_table<WeightType::kInt8>()},
-    {nullptr, widen256<WeightType::kBFloat16>, widen256<WeightType::kInt8>}};
+    {micro256_table<WeightType::kFloat32>(), micro256_table<WeightType::kBFloat16>()},
+    widen256<WeightType::kBFloat16>};
 
-// How far ahead of the weight rows the streaming (one x block) route prefetches; 0 turns it
-// off. FLAMINGO_KERNEL_PREFETCH overrides it (for tuning on a new machine).
-int64_t prefetch_bytes() {
-  static const int64_t b = [] {
-    const char* e = std::getenv("FLAMINGO_KERNEL_PREFETCH");
-    return e != nullptr ? std::atoll(e) : int64_t{2048};
-  }();
-  return b;
-}
-
-// Weight rows [n0, n1) of the product on one thread (n0 a multiple of the block height).
+// Weight rows [n0, n1) of a float32 / bfloat16 product on one thread (n0 a multiple of the
+// block height).
 void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1) {
   const WeightView& w = a.w;
   const int64_t nbo = kern.nb;
   const int wt = static_cast<int>(w.type);
   const int64_t esize = weight_type_size(w.type);
-  const int gshift = w.type == WeightType::kInt8 ? __builtin_ctzll(w.group) : 0;
-  const int64_t lds = w.type == WeightType::kInt8 ? w.groups() : 0;
   const int64_t kv = w.k / kLanes * kLanes, tail = w.k - kv;
   const int64_t acc_ld = nbo * kLanes;
   alignas(64) float acc[kMGroup * 8 * kLanes];
@@ -364,11 +324,10 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
     const float* xg = a.x + m0 * w.k;
     const int64_t xblocks = (mc + kMaxXBlock - 1) / kMaxXBlock;  // sizes differ by at most one
     // Widening a tile once pays off only for many x blocks: converting in registers costs two
-    // (bfloat16) or three (int8) vector ops per weight vector and x block, the widened route a
-    // store and a reload. Measured on AVX-512 (4096 x 4096): in registers is as fast or faster
-    // up to 16 rows for bfloat16 and up to 8 rows for int8 (docs/PERFORMANCE.md).
-    const int64_t max_fused_blocks = w.type == WeightType::kBFloat16 ? 8 : 3;
-    const bool widen = w.type != WeightType::kFloat32 && xblocks > max_fused_blocks;
+    // vector ops per weight vector and x block, the widened route a store and a reload.
+    // Measured on AVX-512 (4096 x 4096): in registers is as fast or faster up to 16 rows.
+    constexpr int64_t kMaxFusedBlocks = 8;
+    const bool widen = w.type == WeightType::kBFloat16 && xblocks > kMaxFusedBlocks;
     if (tail > 0) {
       for (int64_t i = 0; i < mc; ++i) {
         for (int64_t l = 0; l < kLanes; ++l)
@@ -380,7 +339,7 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
       std::memset(acc, 0, sizeof(float) * mc * acc_ld);
       // Runs every x block against the block's weights: fn(width kernel table, x, ldx, w...).
       auto sweep = [&](int table_wt, const float* x, int64_t ldx, const void* wp, int64_t ldw,
-                       const float* s, int64_t vecs) {
+                       int64_t vecs) {
         for (int64_t b = 0, m = 0; b < xblocks; ++b) {
           const int64_t mb = mc / xblocks + (b < mc % xblocks ? 1 : 0);
           for (int64_t j = 0; j < nb; j += kern.width[mb]) {
@@ -390,9 +349,6 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
                 ldx,
                 static_cast<const std::byte*>(wp) + j * ldw * (table_wt == wt ? esize : int64_t{4}),
                 ldw,
-                s == nullptr ? nullptr : s + j * lds,
-                lds,
-                gshift,
                 vecs,
                 acc + m * acc_ld + j * kLanes,
                 acc_ld,
@@ -405,14 +361,12 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
       for (int64_t k0 = 0; k0 < kv; k0 += kKTile) {
         const int64_t vecs = std::min(kKTile, kv - k0) / kLanes;
         const void* wt_ptr = wbytes + (n * w.k + k0) * esize;
-        const float* s = w.type == WeightType::kInt8 ? w.scales + n * lds + k0 / w.group : nullptr;
         if (widen) {
-          const Micro src{nullptr, 0, wt_ptr,          w.k, s, lds, gshift, vecs,
-                          nullptr, 0, prefetch_bytes()};
-          kern.widen[wt](src, nb, scratch);
-          sweep(0, xg + k0, w.k, scratch, kKTile, nullptr, vecs);
+          const Micro src{nullptr, 0, wt_ptr, w.k, vecs, nullptr, 0, prefetch_bytes()};
+          kern.widen(src, nb, scratch);
+          sweep(0, xg + k0, w.k, scratch, kKTile, vecs);
         } else {
-          sweep(wt, xg + k0, w.k, wt_ptr, w.k, s, vecs);
+          sweep(wt, xg + k0, w.k, wt_ptr, w.k, vecs);
         }
       }
       if (tail > 0) {
@@ -421,7 +375,7 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
             wtail[j * kLanes + l] = l < tail ? weight_value(w, n + j, kv + l) : 0.f;
           }
         }
-        sweep(0, xtail, kLanes, wtail, kLanes, nullptr, 1);
+        sweep(0, xtail, kLanes, wtail, kLanes, 1);
       }
       for (int64_t i = 0; i < mc; ++i) {
         float* yrow = a.y + (m0 + i) * w.n + n;
@@ -440,33 +394,22 @@ void weight_product_raw(const float* x, int64_t m, const WeightView& w, float* y
     return;
   }
   isa = std::min(isa, cpu_isa());
+  if (w.type == WeightType::kInt8) {
+    int8_product_raw(x, m, w, y, isa);
+    return;
+  }
   const Args a{x, m, w, y};
-  const IsaKernels* kern = isa == Isa::kAvx512 ? &kAvx512Kernels
+  const IsaKernels* kern = isa >= Isa::kAvx512 ? &kAvx512Kernels
                            : isa == Isa::kAvx2 ? &kAvx2Kernels
                                                : nullptr;
   const int64_t unit = kern != nullptr ? kern->nb : 8;  // columns per indivisible block
-  const int64_t blocks = (w.n + unit - 1) / unit;
-  ThreadPool& pool = kernel_pool();
-  // Tasks: contiguous ranges of blocks, several per thread so that a thread slowed by another
-  // process costs its share only; one task when the product is too small to pay for a wake-up.
-  const int64_t work = m * w.n * w.k;
-  int64_t tasks = work < (int64_t{1} << 18) ? 1 : std::min<int64_t>(blocks, pool.threads() * 8);
-  tasks = std::max<int64_t>(tasks, 1);
-  auto run_range = [&](int64_t t) {
-    const int64_t b0 = blocks * t / tasks, b1 = blocks * (t + 1) / tasks;
-    const int64_t n0 = b0 * unit, n1 = std::min(w.n, b1 * unit);
-    if (n0 >= n1) return;
+  detail::for_column_ranges(m, w.n, w.k, unit, [&](int64_t n0, int64_t n1) {
     if (kern != nullptr) {
       rows_blocked(a, *kern, n0, n1);
     } else {
       rows_scalar(a, n0, n1);
     }
-  };
-  if (tasks == 1) {
-    run_range(0);
-  } else {
-    pool.run(tasks, run_range);
-  }
+  });
 }
 
 at::Tensor weight_product(const at::Tensor& x, const PackedWeight& w, const at::Tensor& bias,

@@ -1,17 +1,19 @@
 // The weight product of every linear layer: y = x W^T for 1..N rows of x, with W held in
 // float32, bfloat16 or int8 (symmetric, one float32 scale per output row and group of
-// kInt8Group consecutive K), x and the sums in float32. CPU kernels for AVX-512 (F+BW+VL),
-// AVX2+FMA and portable C++, chosen at run time (kernels/cpu_isa.h; FLAMINGO_KERNEL_ISA lowers
-// the choice), work split by output columns over the kernel thread pool (kernels/thread_pool.h).
+// kInt8Group consecutive K). CPU kernels for AVX-512 (F+BW+VL, and VNNI for int8), AVX2+FMA and
+// portable C++, chosen at run time (kernels/cpu_isa.h; FLAMINGO_KERNEL_ISA lowers the choice),
+// work split by output columns over the kernel thread pool (kernels/thread_pool.h).
 //
 // Bit-identical results whatever the row count, the other rows, the thread count and the ISA
-// path: y[m][n] is the fixed tree sum (see reduce16 in the .cpp) of 16 lane sums, lane l
-// accumulating fma(x[m][k], w[n][k], lane) for k = l, l + 16, ... in increasing k (K padded
-// with zeros to a multiple of 16). A weight element enters as its exact float32 value
-// (bfloat16 widened; int8 as float(q) * scale, one rounding). The scalar path uses std::fma,
-// so all three paths give the same bits on one machine.
+// path. float32 / bfloat16 weights: x and the sums in float32; y[m][n] is the fixed tree sum
+// (see reduce16 in kernels/product_common.h) of 16 lane sums, lane l accumulating
+// fma(x[m][k], w[n][k], lane) for k = l, l + 16, ... in increasing k (K padded with zeros to a
+// multiple of 16), a bfloat16 weight entering as its exact float32 value; the scalar path uses
+// std::fma, so all paths give the same bits on one machine. int8 weights: x is quantized per
+// group of 64 too and each group's products are summed as integers (the definition is in
+// kernels/int8_product.h).
 //
-// Thread-safe (no state besides the CPU probe and the kernel pool).
+// Thread-safe (no state besides the CPU probe, the kernel pool and per-thread scratch).
 #pragma once
 
 #include <ATen/ATen.h>

@@ -128,6 +128,33 @@ PerceiverConfig parse_perceiver(const json& obj, const std::string& source) {
   return p;
 }
 
+// quantization_config: only the format `flamingo-cli quantize` writes is understood; another
+// method (GPTQ, AWQ, bitsandbytes, ...) is an error rather than weights misread.
+bool parse_quantization(const json& root, const std::string& source) {
+  auto it = root.find("quantization_config");
+  if (it == root.end() || it->is_null()) return false;
+  Reader r(root, source, "");
+  if (!it->is_object()) r.fail("quantization_config", "an object", it->dump());
+  Reader q(*it, source, "quantization_config.");
+  std::string method;
+  int64_t bits = 0, group = 0;
+  bool symmetric = true;
+  q.get("quant_method", method);
+  q.get("bits", bits);
+  q.get("group_size", group);
+  q.get("symmetric", symmetric);
+  if (method != kInt8QuantMethod) {
+    q.fail("quant_method",
+           std::string("\"") + kInt8QuantMethod + "\" (written by flamingo-cli quantize)",
+           it->contains("quant_method") ? (*it)["quant_method"].dump() : "nothing");
+  }
+  if (bits != 8) q.fail("bits", "8", std::to_string(bits));
+  if (group != kInt8QuantGroup)
+    q.fail("group_size", std::to_string(kInt8QuantGroup), std::to_string(group));
+  if (!symmetric) q.fail("symmetric", "true", "false");
+  return true;
+}
+
 }  // namespace
 
 ModelConfig parse_model_config(const std::string& json_text, const std::string& source) {
@@ -169,6 +196,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   r.get("bos_token_id", c.bos_token_id);
   r.get("eos_token_id", c.eos_token_id);
   r.get("torch_dtype", c.torch_dtype);
+  c.int8_quantized = parse_quantization(root, source);
   for (auto [key, value] :
        {std::pair{"vocab_size", c.vocab_size}, std::pair{"hidden_size", c.hidden_size},
         std::pair{"intermediate_size", c.intermediate_size},

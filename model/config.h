@@ -57,6 +57,9 @@ struct ModelConfig {  // IdeficsConfig
   int64_t bos_token_id = 1;
   int64_t eos_token_id = 2;
   std::string torch_dtype;  // as stored ("float32", "bfloat16", ...); informational
+  // config.json's quantization_config, written by `flamingo-cli quantize` (docs/QUANTIZATION.md):
+  // the linear weights are stored int8 with float32 scales per row and group of 64 along K.
+  bool int8_quantized = false;
   VisionConfig vision;
   PerceiverConfig perceiver;
 
@@ -72,6 +75,11 @@ struct ModelConfig {  // IdeficsConfig
     return use_resampler ? perceiver.resampler_n_latents : vision.num_positions();
   }
 };
+
+// config.json's quantization_config of an int8 checkpoint (`flamingo-cli quantize`).
+inline constexpr const char* kInt8QuantMethod = "flamingo_int8";
+inline constexpr int64_t kInt8QuantGroup = 64;             // kernels::kInt8Group
+inline constexpr const char* kInt8ScaleSuffix = "_scale";  // "X.weight" -> "X.weight_scale"
 
 // Reads and validates <dir>/config.json. Throws Error naming the file, key, expected and found
 // value for a missing file, malformed JSON, wrong types, unknown model_type or unsupported value.

@@ -28,19 +28,14 @@ kernels::PackedWeight concat_linear(WeightLoader& w, const std::string& main,
                                     const std::string& extra, int64_t rows, int64_t extra_rows,
                                     int64_t dim) {
   if (extra_rows == 0) return w.get_linear(main, {rows, dim});
-  return w.pack(
-      at::cat({w.get_stored(main, {rows, dim}), w.get_stored(extra, {extra_rows, dim})}, 0));
+  // Row by row quantization: joining quantized parts gives the bits of quantizing the join.
+  return WeightLoader::join_rows(w.get_linear(main, {rows, dim}),
+                                 w.get_linear(extra, {extra_rows, dim}));
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// Linear weights are the 2-D "*.weight" tensors other than embeddings.
-bool is_linear_weight(const std::string& name, const TensorView& v) {
-  return v.shape.size() == 2 && ends_with(name, ".weight") &&
-         name.find("embed") == std::string::npos;
 }
 
 // Only bfloat16 is used as stored; float16 weights would lose mantissa bits as bfloat16.
@@ -54,9 +49,10 @@ int64_t allocation_bytes(const Checkpoint& ckpt, at::ScalarType compute, kernels
     if (is_linear_weight(name, v)) {
       const bool as_stored =
           (lt == kernels::WeightType::kFloat32 && v.dtype == StoredDtype::kF32) ||
-          (lt == kernels::WeightType::kBFloat16 && v.dtype == StoredDtype::kBF16);
+          (lt == kernels::WeightType::kBFloat16 && v.dtype == StoredDtype::kBF16) ||
+          (lt == kernels::WeightType::kInt8 && v.dtype == StoredDtype::kI8);
       if (!as_stored) total += kernels::packed_bytes(v.shape[0], v.shape[1], lt);
-    } else {
+    } else if (!ends_with(name, kInt8ScaleSuffix)) {  // int8 scales are used as stored
       const bool as_stored = (compute == at::kFloat && v.dtype == StoredDtype::kF32) ||
                              (compute == at::kBFloat16 && v.dtype == StoredDtype::kBF16);
       if (!as_stored) total += v.numel() * static_cast<int64_t>(at::elementSize(compute));
@@ -165,8 +161,21 @@ std::unique_ptr<FlamingoModel> FlamingoModel::load(const std::string& dir,
     }
   }
   const TensorView* probe = ckpt.find("model.layers.0.self_attn.q_proj.weight");
-  m->weight_type_ =
-      resolve_weights(options.weights, m->dtype_, probe != nullptr && is_bf16(probe->dtype));
+  if (c.int8_quantized) {
+    if (options.weights != "auto" && options.weights != "int8") {
+      throw Error("--weights " + options.weights + ": " + dir +
+                  " is an int8 checkpoint (config.json has a quantization_config); load it "
+                  "with --weights int8 or auto, or use the checkpoint it was quantized from");
+    }
+    m->weight_type_ = kernels::WeightType::kInt8;
+  } else {
+    if (probe != nullptr && probe->dtype == StoredDtype::kI8) {
+      throw Error(probe->file + ": tensor '" + probe->name +
+                  "' is stored int8 but config.json has no quantization_config");
+    }
+    m->weight_type_ =
+        resolve_weights(options.weights, m->dtype_, probe != nullptr && is_bf16(probe->dtype));
+  }
   const int64_t need = allocation_bytes(ckpt, m->dtype_, m->weight_type_);
   const int64_t available =
       options.memory_limit_bytes > 0 ? options.memory_limit_bytes : memory_available_bytes();

@@ -5,6 +5,7 @@
 
 #include <cstring>
 
+#include "model/config.h"
 #include "model/error.h"
 
 namespace flamingo {
@@ -81,12 +82,68 @@ at::Tensor WeightLoader::get(const std::string& name, std::vector<int64_t> shape
   return out;
 }
 
+bool is_linear_weight(const std::string& name, const TensorView& view) {
+  const std::string suffix = ".weight";
+  return view.shape.size() == 2 && name.size() >= suffix.size() &&
+         name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0 &&
+         name.find("embed") == std::string::npos;
+}
+
 kernels::PackedWeight WeightLoader::get_linear(const std::string& name,
                                                std::vector<int64_t> shape) {
+  if (const TensorView* view = checkpoint_.find(name);
+      view != nullptr && view->dtype == StoredDtype::kI8) {
+    return get_int8(*view, shape);
+  }
   const at::Tensor stored = get_stored(name, std::move(shape));
   kernels::PackedWeight w = pack(stored);
   if (w.data().data_ptr() != stored.data_ptr()) release_pages(*checkpoint_.find(name));
   return w;
+}
+
+kernels::PackedWeight WeightLoader::get_int8(const TensorView& view,
+                                             const std::vector<int64_t>& shape) {
+  if (linear_type_ != kernels::WeightType::kInt8) {
+    throw Error(view.file + ": tensor '" + view.name +
+                "' is stored int8 (a quantized checkpoint): load it with --weights int8 or auto, "
+                "not " +
+                kernels::weight_type_name(linear_type_));
+  }
+  if (view.shape != shape) {
+    throw Error(view.file + ": tensor '" + view.name + "' has shape " + shape_string(view.shape) +
+                ", expected " + shape_string(shape));
+  }
+  const std::string scale_name = view.name + kInt8ScaleSuffix;
+  const int64_t groups = (shape[1] + kernels::kInt8Group - 1) / kernels::kInt8Group;
+  const TensorView* sv = checkpoint_.find(scale_name);
+  if (sv != nullptr && sv->dtype != StoredDtype::kF32) {
+    throw Error(sv->file + ": tensor '" + scale_name + "' has dtype " +
+                stored_dtype_name(sv->dtype) + ", expected F32 (the scales of '" + view.name +
+                "')");
+  }
+  const at::Tensor scales = get_stored(scale_name, {shape[0], groups});
+  auto keep = checkpoint_.keep_alive();
+  const at::Tensor q = at::from_blob(
+      const_cast<std::byte*>(view.data), shape, [keep](void*) mutable { keep.reset(); },
+      at::TensorOptions(at::kChar));
+  bytes_done_ += static_cast<int64_t>(view.nbytes);
+  if (progress_) progress_(bytes_done_, bytes_total_);
+  try {
+    kernels::PackedWeight w = kernels::PackedWeight::from_int8(q, scales, kernels::kInt8Group);
+    compute_bytes_ += w.bytes();
+    return w;
+  } catch (const c10::Error& e) {
+    throw Error(view.file + ": tensor '" + view.name + "': " + e.what_without_backtrace());
+  }
+}
+
+kernels::PackedWeight WeightLoader::join_rows(const kernels::PackedWeight& a,
+                                              const kernels::PackedWeight& b) {
+  if (a.type() == kernels::WeightType::kInt8) {
+    return kernels::PackedWeight::from_int8(at::cat({a.data(), b.data()}, 0),
+                                            at::cat({a.scales(), b.scales()}, 0), a.group());
+  }
+  return kernels::PackedWeight::from_dense(at::cat({a.data(), b.data()}, 0), a.type());
 }
 
 void WeightLoader::release_pages(const TensorView& view) {

@@ -324,5 +324,34 @@ TEST(CliBadInput, WeightsFlagErrors) {
   }
 }
 
+// quantize (issue 8): an int8 copy that loads with --weights auto as int8 and generates the
+// tokens of --weights int8 on the source; usage errors name the flag.
+TEST(Cli, QuantizeWritesAnInt8CheckpointThatGeneratesTheSameTokens) {
+  TempDir dir("flamingo_cli_quantize");
+  const std::string out = (dir.path() / "int8").string();
+  CliRun q = run_cli("quantize --model " + quote(golden_path("model")) + " --out " + quote(out));
+  ASSERT_EQ(q.exit_code, 0) << q.err;
+  const json summary = json::parse(q.out);
+  EXPECT_EQ(summary["shards"], 3);
+  EXPECT_GT(summary["weights_quantized"].get<int>(), 50);
+  std::string args = case_args("case7_image_first");
+  const std::string src = quote(golden_path("model"));
+  CliRun want = run_cli("generate " + args +
+                        " --max-new-tokens 6 --ignore-eos --dtype float32 --weights int8 --json");
+  args.replace(args.find(src), src.size(), quote(out));
+  CliRun got =
+      run_cli("generate " + args + " --max-new-tokens 6 --ignore-eos --dtype float32 --json");
+  ASSERT_EQ(want.exit_code, 0) << want.err;
+  ASSERT_EQ(got.exit_code, 0) << got.err;
+  EXPECT_EQ(json::parse(got.out)["weights"], "int8");
+  EXPECT_EQ(json::parse(got.out)["token_ids"], json::parse(want.out)["token_ids"]);
+  EXPECT_EQ(json::parse(got.out)["logprobs"], json::parse(want.out)["logprobs"]);
+  expect_error("quantize --model " + quote(golden_path("model")), "--out DIR is required", 2);
+  expect_error("quantize --out x --prompt hi", "quantize: unknown or incomplete flag '--prompt'",
+               2);
+  expect_error("quantize --model " + quote(golden_path("model")) + " --out " + quote(out),
+               "not an empty folder", 1);
+}
+
 }  // namespace
 }  // namespace flamingo

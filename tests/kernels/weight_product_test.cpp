@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/cpu_isa.h"
+#include "kernels/int8_product.h"
 #include "kernels/thread_pool.h"
 
 namespace flamingo::kernels {
@@ -21,7 +22,7 @@ const WeightType kTypes[] = {WeightType::kFloat32, WeightType::kBFloat16, Weight
 
 std::vector<Isa> isas() {
   std::vector<Isa> v;
-  for (Isa i : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa i : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}) {
     if (i <= cpu_isa()) v.push_back(i);
   }
   return v;
@@ -46,9 +47,27 @@ bool bit_equal(const at::Tensor& a, const at::Tensor& b) {
 // Float32 sums of K products in 16 lanes and a 4-level tree: rounding errors stay near
 // sqrt(K / 16) * 2^-24 of sum |x||w| (under 1e-6 at K = 4096), inside 1e-5 * sum |x||w| +
 // 1e-6; a dropped or repeated product (about 1/K of the sum) is outside it.
+// int8 weights: the reference takes x as the kernel does, quantized per group of 64
+// (kernels/int8_product.h).
+at::Tensor activations_seen(const at::Tensor& x, const PackedWeight& w) {
+  if (w.type() != WeightType::kInt8) return x.to(at::kDouble);
+  const int64_t k = x.size(1), groups = (k + 63) / 64;
+  const at::Tensor xc = x.to(at::kFloat).contiguous();
+  at::Tensor out = at::empty({x.size(0), k}, at::kDouble);
+  std::vector<int8_t> q(groups * 64);
+  std::vector<float> s(groups);
+  for (int64_t r = 0; r < x.size(0); ++r) {
+    quantize_activation_row(xc.data_ptr<float>() + r * k, k, q.data(), s.data());
+    for (int64_t i = 0; i < k; ++i) {
+      out[r][i] = static_cast<double>(q[i]) * static_cast<double>(s[i / 64]);
+    }
+  }
+  return out;
+}
+
 void expect_matches_reference(const at::Tensor& y, const at::Tensor& x, const PackedWeight& w,
                               const std::string& what) {
-  const at::Tensor xd = x.to(at::kDouble), wd = w.dequantize().to(at::kDouble);
+  const at::Tensor xd = activations_seen(x, w), wd = w.dequantize().to(at::kDouble);
   const at::Tensor ref = at::matmul(xd, wd.t());
   ASSERT_EQ(y.sizes(), ref.sizes()) << what;
   const at::Tensor bound = at::matmul(xd.abs(), wd.abs().t()) * 1e-5 + 1e-6;
@@ -99,6 +118,7 @@ TEST(WeightProduct, EnvironmentForcedPathIsClampedToTheCpu) {
   EXPECT_EQ(active_isa(), std::min(Isa::kAvx512, cpu_isa()));
   reset_forced_isa();
   EXPECT_EQ(parse_isa("avx2"), Isa::kAvx2);
+  EXPECT_EQ(parse_isa("avx512_vnni"), Isa::kAvx512Vnni);
   EXPECT_THROW(parse_isa("sse9"), std::invalid_argument);
 }
 

@@ -1,0 +1,54 @@
+// Internal to kernels/weight_product and kernels/int8_product: the shared shape of a weight
+// product (16 lane sums per output element and their fixed reduction tree, K tiles, x row
+// groups) and its split into tasks over output columns. Torch-free.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "kernels/thread_pool.h"
+
+namespace flamingo::kernels::detail {
+
+constexpr int64_t kLanes = 16;   // lane sums per output element, on every path
+constexpr int64_t kKTile = 512;  // K per tile: a block's tile rows stay in L1
+constexpr int64_t kMGroup = 48;  // x rows per pass over the weights (they stay in L2)
+constexpr int64_t kMaxXBlock = 3;
+
+// The fixed reduction of 16 lane sums: (l + l+8), then (+4), then ((0+2) + (1+3)). The vector
+// paths take the same order (high half onto low half, three times, then lane 1 onto lane 0).
+inline float reduce16(const float* l) {
+  float s[8], t[4];
+  for (int i = 0; i < 8; ++i) s[i] = l[i] + l[i + 8];
+  for (int i = 0; i < 4; ++i) t[i] = s[i] + s[i + 4];
+  return (t[0] + t[2]) + (t[1] + t[3]);
+}
+
+// How far ahead of the weight rows the streaming route prefetches (bytes; 0: off).
+// FLAMINGO_KERNEL_PREFETCH overrides the default 2048 (for tuning on a new machine).
+int64_t prefetch_bytes();
+
+// Runs fn(n0, n1) over output columns [0, n) in contiguous ranges whose starts are multiples
+// of `unit`, on the kernel pool: several ranges per thread, so that a thread slowed by another
+// process costs its share only; one range on the calling thread when m x n x k is too small to
+// pay for a wake-up.
+template <class Fn>
+void for_column_ranges(int64_t m, int64_t n, int64_t k, int64_t unit, const Fn& fn) {
+  const int64_t blocks = (n + unit - 1) / unit;
+  ThreadPool& pool = kernel_pool();
+  const int64_t work = m * n * k;
+  int64_t tasks = work < (int64_t{1} << 18) ? 1 : std::min<int64_t>(blocks, pool.threads() * 8);
+  tasks = std::max<int64_t>(tasks, 1);
+  auto run_range = [&](int64_t t) {
+    const int64_t b0 = blocks * t / tasks, b1 = blocks * (t + 1) / tasks;
+    const int64_t n0 = b0 * unit, n1 = std::min(n, b1 * unit);
+    if (n0 < n1) fn(n0, n1);
+  };
+  if (tasks == 1) {
+    run_range(0);
+  } else {
+    pool.run(tasks, run_range);
+  }
+}
+
+}  // namespace flamingo::kernels::detail
