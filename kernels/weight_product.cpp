@@ -156,7 +156,8 @@ FLAMINGO_AVX512 inline void block512(const Micro& p) {
 #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) {
       if constexpr (PF) _mm_prefetch(wr[j] + k * kWSize<WT> + pf, _MM_HINT_T0);
-      const __m512 wv = load_w512<WT>(wr[j], k);
+      __m512 wv = load_w512<WT>(wr[j], k);
+      asm("" : "+v"(wv));  // one load per weight vector, not one per x row
 #pragma GCC unroll 8
       for (int i = 0; i < MB; ++i) c[i][j] = _mm512_fmadd_ps(xa[i], wv, c[i][j]);
     }
