@@ -17,6 +17,7 @@
 #include "cli/remote.h"
 #endif
 #include "model/error.h"
+#include "model/install_paths.h"
 #include "model/int8_checkpoint.h"
 #include "model/pipeline.h"
 
@@ -154,13 +155,15 @@ int main(int argc, char** argv) {
   using namespace flamingo::cli;
   CliArgs args;
   try {
-    args = parse_cli_args(std::vector<std::string>(argv + 1, argv + argc), FLAMINGO_DEFAULT_MODEL);
+    args = parse_cli_args(std::vector<std::string>(argv + 1, argv + argc),
+                          flamingo::bundled_model_dir(FLAMINGO_DEFAULT_MODEL));
   } catch (const UsageError& e) {
     std::cerr << "flamingo-cli: " << e.what() << "\n" << cli_usage();
     return 2;
   }
   if (args.help) {
-    std::cout << cli_usage();
+    std::cout << cli_usage() << "\nthe bundled model here (default --model): "
+              << flamingo::bundled_model_dir(FLAMINGO_DEFAULT_MODEL) << "\n";
     return 0;
   }
   if (!args.server.empty()) {

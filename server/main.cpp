@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "model/error.h"
+#include "model/install_paths.h"
 #include "server/engine/engine.h"
 #include "server/grpc_service.h"
 #include "server/metrics.h"
@@ -40,8 +41,8 @@ namespace {
 
 constexpr const char* kServiceName = "flamingo.v1.Flamingo";
 
-// --templates, else <model>/flamingo_templates.json, else the source tree's
-// templates/<family>.json.
+// --templates, else <model>/flamingo_templates.json, else the bundled templates/<family>.json
+// (model/install_paths.h: FLAMINGO_TEMPLATES_DIR, the installed tree, the source tree).
 std::string templates_path(const ServerArgs& args, const std::string& model_dir,
                            const std::string& family) {
   if (!args.templates_path.empty()) return args.templates_path;
@@ -49,7 +50,7 @@ std::string templates_path(const ServerArgs& args, const std::string& model_dir,
       std::filesystem::path(model_dir) / "flamingo_templates.json";
   if (std::filesystem::exists(in_model)) return in_model.string();
   const std::filesystem::path bundled =
-      std::filesystem::path(FLAMINGO_TEMPLATES_DIR) / (family + ".json");
+      std::filesystem::path(bundled_templates_dir(FLAMINGO_TEMPLATES_DIR)) / (family + ".json");
   if (std::filesystem::exists(bundled)) return bundled.string();
   throw Error("no prompt templates for model family '" + family + "': pass --templates FILE (" +
               bundled.string() + " does not exist)");
@@ -72,12 +73,15 @@ int run(int argc, char** argv) {
   }
   if (args.help) {
     std::fputs(server_usage().c_str(), stdout);
+    std::printf("\nthe bundled model here (default --model): %s\nthe bundled templates: %s\n",
+                bundled_model_dir(FLAMINGO_DEFAULT_MODEL).c_str(),
+                bundled_templates_dir(FLAMINGO_TEMPLATES_DIR).c_str());
     return 0;
   }
   spdlog::set_default_logger(spdlog::stderr_color_mt("flamingo-server"));  // logs go to stderr
   spdlog::set_level(spdlog::level::from_str(args.log_level));
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
-  if (args.model_dir.empty()) args.model_dir = FLAMINGO_DEFAULT_MODEL;
+  if (args.model_dir.empty()) args.model_dir = bundled_model_dir(FLAMINGO_DEFAULT_MODEL);
   for (const std::string& line : describe_server_args(args)) spdlog::info("config: {}", line);
 
   // SIGTERM/SIGINT: SignalStop's handlers write to a pipe that the stop thread reads, so the
