@@ -154,11 +154,7 @@ FLAMINGO_VNNI inline void block_vnni(const Micro& p) {
   float cs[MB][NB][kTileGroups];
   combined_scales<MB, NB>(p, cs);
   __m512 c[MB][NB];
-#pragma GCC unroll 8
-  for (int i = 0; i < MB; ++i) {
-#pragma GCC unroll 8
-    for (int j = 0; j < NB; ++j) c[i][j] = _mm512_load_ps(p.acc + i * p.acc_ld + j * kLanes);
-  }
+  detail::load_sums(p.acc, p.acc_ld, c);
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   const __m512 magic = _mm512_set1_ps(kMagicFloat);
   for (int64_t g = 0; g < p.groups; ++g) {
@@ -178,11 +174,7 @@ FLAMINGO_VNNI inline void block_vnni(const Micro& p) {
       }
     }
   }
-#pragma GCC unroll 8
-  for (int i = 0; i < MB; ++i) {
-#pragma GCC unroll 8
-    for (int j = 0; j < NB; ++j) _mm512_store_ps(p.acc + i * p.acc_ld + j * kLanes, c[i][j]);
-  }
+  detail::store_sums(p.acc, p.acc_ld, c);
 }
 
 template <int MB, int NB, bool PF>
@@ -190,11 +182,7 @@ FLAMINGO_AVX512 inline void block_avx512(const Micro& p) {
   float cs[MB][NB][kTileGroups];
   combined_scales<MB, NB>(p, cs);
   __m512 c[MB][NB];
-#pragma GCC unroll 8
-  for (int i = 0; i < MB; ++i) {
-#pragma GCC unroll 8
-    for (int j = 0; j < NB; ++j) c[i][j] = _mm512_load_ps(p.acc + i * p.acc_ld + j * kLanes);
-  }
+  detail::load_sums(p.acc, p.acc_ld, c);
   const __m512i ones = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
   for (int64_t g = 0; g < p.groups; ++g) {
     __mmask64 neg[MB];
@@ -218,11 +206,7 @@ FLAMINGO_AVX512 inline void block_avx512(const Micro& p) {
       }
     }
   }
-#pragma GCC unroll 8
-  for (int i = 0; i < MB; ++i) {
-#pragma GCC unroll 8
-    for (int j = 0; j < NB; ++j) _mm512_store_ps(p.acc + i * p.acc_ld + j * kLanes, c[i][j]);
-  }
+  detail::store_sums(p.acc, p.acc_ld, c);
 }
 
 template <int MB, int NB, bool PF>
@@ -230,16 +214,7 @@ FLAMINGO_AVX2 inline void block_avx2(const Micro& p) {
   float cs[MB][NB][kTileGroups];
   combined_scales<MB, NB>(p, cs);
   __m256 c[2][MB][NB];  // [lanes 0-7 | 8-15]
-#pragma GCC unroll 2
-  for (int h = 0; h < 2; ++h) {
-#pragma GCC unroll 8
-    for (int i = 0; i < MB; ++i) {
-#pragma GCC unroll 8
-      for (int j = 0; j < NB; ++j) {
-        c[h][i][j] = _mm256_load_ps(p.acc + i * p.acc_ld + j * kLanes + h * 8);
-      }
-    }
-  }
+  detail::load_sums(p.acc, p.acc_ld, c);
   const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t g = 0; g < p.groups; ++g) {
 #pragma GCC unroll 2
@@ -265,16 +240,7 @@ FLAMINGO_AVX2 inline void block_avx2(const Micro& p) {
       }
     }
   }
-#pragma GCC unroll 2
-  for (int h = 0; h < 2; ++h) {
-#pragma GCC unroll 8
-    for (int i = 0; i < MB; ++i) {
-#pragma GCC unroll 8
-      for (int j = 0; j < NB; ++j) {
-        _mm256_store_ps(p.acc + i * p.acc_ld + j * kLanes + h * 8, c[h][i][j]);
-      }
-    }
-  }
+  detail::store_sums(p.acc, p.acc_ld, c);
 }
 
 enum class Path { kAvx2, kAvx512, kVnni };

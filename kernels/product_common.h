@@ -3,6 +3,8 @@
 // groups) and its split into tasks over output columns. Torch-free.
 #pragma once
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstdint>
 
@@ -48,6 +50,51 @@ void for_column_ranges(int64_t m, int64_t n, int64_t k, int64_t unit, const Fn& 
     run_range(0);
   } else {
     pool.run(tasks, run_range);
+  }
+}
+
+// A register block's lane sums: row i, column j at acc[i * ld + j * 16] (64-byte aligned), as
+// MB x NB zmm, or as [half][MB][NB] ymm (lanes 0-7, 8-15) on AVX2.
+template <int MB, int NB>
+__attribute__((target("avx512f"))) inline void load_sums(const float* acc, int64_t ld,
+                                                         __m512 (&c)[MB][NB]) {
+#pragma GCC unroll 8
+  for (int i = 0; i < MB; ++i) {
+#pragma GCC unroll 8
+    for (int j = 0; j < NB; ++j) c[i][j] = _mm512_load_ps(acc + i * ld + j * kLanes);
+  }
+}
+template <int MB, int NB>
+__attribute__((target("avx512f"))) inline void store_sums(float* acc, int64_t ld,
+                                                          const __m512 (&c)[MB][NB]) {
+#pragma GCC unroll 8
+  for (int i = 0; i < MB; ++i) {
+#pragma GCC unroll 8
+    for (int j = 0; j < NB; ++j) _mm512_store_ps(acc + i * ld + j * kLanes, c[i][j]);
+  }
+}
+template <int MB, int NB>
+__attribute__((target("avx2"))) inline void load_sums(const float* acc, int64_t ld,
+                                                      __m256 (&c)[2][MB][NB]) {
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+#pragma GCC unroll 8
+    for (int i = 0; i < MB; ++i) {
+#pragma GCC unroll 8
+      for (int j = 0; j < NB; ++j) c[h][i][j] = _mm256_load_ps(acc + i * ld + j * kLanes + h * 8);
+    }
+  }
+}
+template <int MB, int NB>
+__attribute__((target("avx2"))) inline void store_sums(float* acc, int64_t ld,
+                                                       const __m256 (&c)[2][MB][NB]) {
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+#pragma GCC unroll 8
+    for (int i = 0; i < MB; ++i) {
+#pragma GCC unroll 8
+      for (int j = 0; j < NB; ++j) _mm256_store_ps(acc + i * ld + j * kLanes + h * 8, c[h][i][j]);
+    }
   }
 }
 

@@ -143,11 +143,7 @@ FLAMINGO_AVX512 inline void block512(const Micro& p) {
 #pragma GCC unroll 8
   for (int j = 0; j < NB; ++j) wr[j] = static_cast<const char*>(p.w) + j * p.ldw * kWSize<WT>;
   __m512 c[MB][NB];
-#pragma GCC unroll 8
-  for (int i = 0; i < MB; ++i) {
-#pragma GCC unroll 8
-    for (int j = 0; j < NB; ++j) c[i][j] = _mm512_load_ps(acc + i * acc_ld + j * kLanes);
-  }
+  detail::load_sums(acc, acc_ld, c);
   for (int64_t v = 0; v < vecs; ++v) {
     const int64_t k = v * kLanes;
     __m512 xa[MB];
@@ -162,11 +158,7 @@ FLAMINGO_AVX512 inline void block512(const Micro& p) {
       for (int i = 0; i < MB; ++i) c[i][j] = _mm512_fmadd_ps(xa[i], wv, c[i][j]);
     }
   }
-#pragma GCC unroll 8
-  for (int i = 0; i < MB; ++i) {
-#pragma GCC unroll 8
-    for (int j = 0; j < NB; ++j) _mm512_store_ps(acc + i * acc_ld + j * kLanes, c[i][j]);
-  }
+  detail::store_sums(acc, acc_ld, c);
 }
 
 template <int MB, int NB, WeightType WT>
@@ -200,16 +192,7 @@ FLAMINGO_AVX2 void micro256(const Micro& p) {
 #pragma GCC unroll 8
   for (int j = 0; j < NB; ++j) wr[j] = static_cast<const char*>(p.w) + j * p.ldw * kWSize<WT>;
   __m256 c[2][MB][NB];  // [lanes 0-7 | 8-15]
-#pragma GCC unroll 2
-  for (int h = 0; h < 2; ++h) {
-#pragma GCC unroll 8
-    for (int i = 0; i < MB; ++i) {
-#pragma GCC unroll 8
-      for (int j = 0; j < NB; ++j) {
-        c[h][i][j] = _mm256_load_ps(acc + i * acc_ld + j * kLanes + h * 8);
-      }
-    }
-  }
+  detail::load_sums(acc, acc_ld, c);
   for (int64_t v = 0; v < vecs; ++v) {
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
@@ -225,16 +208,7 @@ FLAMINGO_AVX2 void micro256(const Micro& p) {
       }
     }
   }
-#pragma GCC unroll 2
-  for (int h = 0; h < 2; ++h) {
-#pragma GCC unroll 8
-    for (int i = 0; i < MB; ++i) {
-#pragma GCC unroll 8
-      for (int j = 0; j < NB; ++j) {
-        _mm256_store_ps(acc + i * acc_ld + j * kLanes + h * 8, c[h][i][j]);
-      }
-    }
-  }
+  detail::store_sums(acc, acc_ld, c);
 }
 
 using MicroFn = void (*)(const Micro&);

@@ -27,23 +27,10 @@ bool float_dtype(StoredDtype d) {
          d == StoredDtype::kF64;
 }
 
-at::ScalarType scalar_type(StoredDtype d) {
-  switch (d) {
-    case StoredDtype::kF16:
-      return at::kHalf;
-    case StoredDtype::kBF16:
-      return at::kBFloat16;
-    case StoredDtype::kF64:
-      return at::kDouble;
-    default:
-      return at::kFloat;
-  }
-}
-
 // Quantized as FlamingoModel's load does (WeightLoader::pack: float64 narrowed first).
 kernels::PackedWeight quantize(const TensorView& v) {
   at::Tensor t = at::from_blob(const_cast<std::byte*>(v.data), v.shape,
-                               at::TensorOptions(scalar_type(v.dtype)));
+                               at::TensorOptions(stored_scalar_type(v)));
   if (t.scalar_type() == at::kDouble) t = t.to(at::kFloat);
   return kernels::PackedWeight::from_dense(t, kernels::WeightType::kInt8);
 }

@@ -9,9 +9,8 @@
 #include "model/error.h"
 
 namespace flamingo {
-namespace {
 
-at::ScalarType to_scalar_type(const TensorView& view) {
+at::ScalarType stored_scalar_type(const TensorView& view) {
   switch (view.dtype) {
     case StoredDtype::kF32:
       return at::kFloat;
@@ -26,8 +25,6 @@ at::ScalarType to_scalar_type(const TensorView& view) {
                   stored_dtype_name(view.dtype) + ", expected F32, F16, BF16 or F64");
   }
 }
-
-}  // namespace
 
 std::string shape_string(at::IntArrayRef shape) {
   std::string s = "[";
@@ -54,7 +51,7 @@ at::Tensor WeightLoader::get_stored(const std::string& name, std::vector<int64_t
     throw Error(view->file + ": tensor '" + name + "' has shape " + shape_string(view->shape) +
                 ", expected " + shape_string(shape));
   }
-  const at::ScalarType stored = to_scalar_type(*view);
+  const at::ScalarType stored = stored_scalar_type(*view);
   const auto elem = static_cast<uintptr_t>(at::elementSize(stored));
   const bool aligned = reinterpret_cast<uintptr_t>(view->data) % elem == 0;
   at::Tensor out;

@@ -64,6 +64,10 @@ class WeightLoader {
 
 std::string shape_string(at::IntArrayRef shape);
 
+// The ATen dtype of a float checkpoint tensor (F32, F16, BF16, F64); Error naming the tensor
+// and the file for any other.
+at::ScalarType stored_scalar_type(const TensorView& view);
+
 // The checkpoint tensors the model holds as linear weights (kernels::PackedWeight): the 2-D
 // "*.weight" tensors other than embeddings. `flamingo-cli quantize` stores exactly these int8.
 bool is_linear_weight(const std::string& name, const TensorView& view);

@@ -22,6 +22,7 @@
 #include "model/flamingo.h"
 #include "model/safetensors.h"
 #include "tests/common/golden_model.h"
+#include "tests/common/model_error.h"
 #include "tests/common/process.h"
 
 namespace flamingo {
@@ -29,6 +30,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+using testing::error_of;
 using testing::golden_cases;
 using testing::golden_model;
 using testing::golden_path;
@@ -42,16 +44,6 @@ std::unique_ptr<FlamingoModel> load(const std::string& dir, const std::string& d
   o.dtype = dtype;
   o.weights = weights;
   return FlamingoModel::load(dir, o);
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected flamingo::Error";
-  return "";
 }
 
 void expect_same_logits(const FlamingoModel& a, const FlamingoModel& b, const std::string& c) {

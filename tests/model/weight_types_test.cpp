@@ -19,6 +19,7 @@
 #include "model/generation.h"
 #include "model/safetensors.h"
 #include "tests/common/golden_model.h"
+#include "tests/common/model_error.h"
 #include "tests/common/process.h"
 
 namespace flamingo {
@@ -28,6 +29,7 @@ namespace fs = std::filesystem;
 using kernels::Isa;
 using kernels::WeightType;
 using nlohmann::json;
+using testing::error_of;
 using testing::golden_cases;
 using testing::golden_model;
 using testing::golden_path;
@@ -71,16 +73,6 @@ GenerationOptions greedy(int32_t n, int32_t top_logprobs = 0) {
   o.max_new_tokens = n;
   o.top_logprobs = top_logprobs;
   return o;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected flamingo::Error";
-  return "";
 }
 
 // ---- (a) int8 against float32 ----
