@@ -115,9 +115,7 @@ struct Micro {
 };
 
 template <WeightType WT>
-constexpr int64_t kWSize = WT == WeightType::kFloat32    ? 4
-                           : WT == WeightType::kBFloat16 ? 2
-                                                         : 1;
+constexpr int64_t kWSize = WT == WeightType::kFloat32 ? 4 : 2;  // float32 or bfloat16
 
 template <WeightType WT>
 FLAMINGO_AVX512 inline __m512 load_w512(const void* w, int64_t off) {
