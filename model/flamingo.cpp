@@ -92,6 +92,15 @@ int64_t ImageKV::bytes() const {
   return n;
 }
 
+int64_t FlamingoModel::image_kv_bytes() const {
+  return 2 * config_.num_cross_layers() * config_.image_tokens() * config_.hidden_size *
+         static_cast<int64_t>(at::elementSize(dtype_));
+}
+
+int64_t FlamingoModel::kv_block_bytes(int64_t block_size) const {
+  return KvCache::bytes_per_block(config_, block_size, dtype_);
+}
+
 at::ScalarType FlamingoModel::auto_dtype() {
   std::ifstream in("/proc/cpuinfo");
   std::string line;

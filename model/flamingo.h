@@ -41,8 +41,9 @@ struct ImageKV {
   int64_t bytes() const;
 };
 
-// Names an intermediate activation: "embeddings", "gated.<i>" (output of gated layer i),
-// "layer.<i>" (output of decoder layer i), "final_norm". Tensors are [T, hidden].
+// Names an intermediate activation: "embeddings", "layer_input.<i>" (input of decoder layer
+// i), "gated.<i>" (output of the gated cross-attention layer before decoder layer i),
+// "final_norm" (the final norm over every row). Tensors are [T, hidden].
 using DebugHook = std::function<void(const std::string& name, const at::Tensor& value)>;
 
 class FlamingoModel {
@@ -56,6 +57,10 @@ class FlamingoModel {
   int64_t context_length() const { return context_length_; }
   const std::string& dir() const { return dir_; }
   int64_t weight_bytes() const { return weight_bytes_; }
+  // Memory the serving caches need: one image's cross-attention K/V for every gated layer
+  // (what image_kv() returns), and one paged self-attention KV block of block_size tokens.
+  int64_t image_kv_bytes() const;
+  int64_t kv_block_bytes(int64_t block_size) const;
 
   // pixel_values [N, 3, S, S] -> vision last_hidden_state [N, P+1, E]
   at::Tensor encode_vision(const at::Tensor& pixel_values) const;

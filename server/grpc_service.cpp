@@ -370,9 +370,12 @@ class ScoreCall final : public grpc::ServerUnaryReactor {
     if (o != nullptr) {
       service_->metrics()->add_prompt_tokens(o->prompt_tokens);
       service_->metrics()->observe_request_duration(o->total_s);
-      spdlog::info("request {} Score: prompt_tokens={} candidates={} images={} total={:.3f}s{}{}",
-                   request_id_, o->prompt_tokens, o->logprobs.size(), o->images, o->total_s,
-                   status.ok() ? "" : " status=", status.ok() ? "" : std::string(outcome));
+      spdlog::info(
+          "request {} Score: prompt_tokens={} candidates={} images={} computed_tokens={} steps={} "
+          "total={:.3f}s{}{}",
+          request_id_, o->prompt_tokens, o->logprobs.size(), o->images, o->computed_tokens,
+          o->steps, o->total_s,
+          status.ok() ? "" : " status=", status.ok() ? "" : std::string(outcome));
     } else {
       spdlog::info("request {} Score -> {}: {}", request_id_.empty() ? "-" : request_id_, outcome,
                    status.error_message());

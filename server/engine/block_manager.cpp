@@ -116,10 +116,13 @@ int32_t BlockManager::find_cached(uint64_t hash, int32_t parent, std::span<const
 }
 
 BlockManager::Match BlockManager::match_prefix(std::span<const int32_t> tokens,
-                                               std::span<const uint64_t> images) const {
+                                               std::span<const uint64_t> images,
+                                               int32_t max_cached) const {
   Match match;
   if (!caching_ || tokens.empty()) return match;
-  const size_t max_blocks = (tokens.size() - 1) / block_size_;  // keep the last token computed
+  size_t limit = tokens.size() - 1;  // keep the last token computed
+  if (max_cached >= 0) limit = std::min(limit, static_cast<size_t>(max_cached));
+  const size_t max_blocks = limit / block_size_;
   uint64_t parent_hash = kRootHash;
   int32_t parent = -1;
   for (size_t i = 0; i < max_blocks; ++i) {
@@ -145,11 +148,12 @@ int32_t BlockManager::cached_prefix_tokens(std::span<const int32_t> tokens,
 // ---- sequences ----
 
 std::optional<int32_t> BlockManager::allocate(SeqId seq, std::span<const int32_t> tokens,
-                                              std::span<const uint64_t> image_hashes) {
+                                              std::span<const uint64_t> image_hashes,
+                                              int32_t max_cached) {
   if (contains(seq)) fail("allocate: seq " + std::to_string(seq) + " already allocated");
   if (tokens.empty()) fail("allocate: seq " + std::to_string(seq) + " has 0 prompt tokens");
   check_spans("allocate", tokens, image_hashes);
-  Match match = match_prefix(tokens, image_hashes);
+  Match match = match_prefix(tokens, image_hashes, max_cached);
   const int64_t needed = (static_cast<int64_t>(tokens.size()) + block_size_ - 1) / block_size_;
   const int64_t fresh = needed - static_cast<int64_t>(match.blocks.size());
   // Matched blocks with ref 0 sit in the free list: reusing them consumes free blocks too.

@@ -42,12 +42,13 @@ class BlockManager {
   // Gives a new sequence blocks for its whole prompt (tokens[i] with image_hashes[i], same
   // length, non-empty). Reuses the longest chain of cached full blocks, capped at
   // tokens.size() - 1 tokens rounded down to whole blocks (the last prompt token is always
-  // computed so its logits exist), then takes fresh blocks for the rest. Returns the number of
+  // computed so its logits exist; max_cached >= 0 lowers that cap, for a sequence that needs
+  // the logits of earlier positions), then takes fresh blocks for the rest. Returns the number of
   // prompt tokens whose KV is already cached (a multiple of block_size; the caller computes
   // tokens from there on), or std::nullopt, state unchanged, when free blocks run short.
   // Throws flamingo::Error if `seq` already exists or the spans are empty/mismatched.
   std::optional<int32_t> allocate(SeqId seq, std::span<const int32_t> tokens,
-                                  std::span<const uint64_t> image_hashes);
+                                  std::span<const uint64_t> image_hashes, int32_t max_cached = -1);
 
   // Makes room for one more token at position num_tokens(seq), taking a fresh block when the
   // last one is full. Returns false, state unchanged, when no free block is left.
@@ -112,7 +113,8 @@ class BlockManager {
     std::vector<uint64_t> hashes;
   };
 
-  Match match_prefix(std::span<const int32_t> tokens, std::span<const uint64_t> images) const;
+  Match match_prefix(std::span<const int32_t> tokens, std::span<const uint64_t> images,
+                     int32_t max_cached = -1) const;
   int32_t find_cached(uint64_t hash, int32_t parent, std::span<const int32_t> tokens,
                       std::span<const uint64_t> images) const;
   Seq& seq_or_throw(SeqId seq);

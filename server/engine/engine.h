@@ -1,9 +1,10 @@
-// The engine: one thread that owns the model and runs continuous batching. Requests are
+// The engine: one thread that owns the model and runs continuous batching. Jobs are
 // submitted from any thread (the gRPC handlers), join the running batch at the next step and
 // leave when done; each step schedules a token budget (scheduler.h), encodes the images of
-// newly admitted requests together (media_cache.h), runs one flattened forward and samples
-// each request's token with its own Sampler. Torch-free facade over model/ (the
-// implementation includes ATen): server code includes only this header.
+// newly scheduled jobs together (media_cache.h), runs one flattened forward and samples
+// each generation's token with its own Sampler. Score jobs are scheduled the same way, as
+// prefill-only sequences whose logits rows are summed (engine_score.cpp). Torch-free facade
+// over model/ (the implementation includes ATen): server code includes only this header.
 //
 // Thread-safety: every public method is thread-safe. The inbox (submissions, cancellations)
 // is the only state shared between threads; sinks and callbacks run on the engine thread.
@@ -30,8 +31,8 @@ struct EngineConfig {
   int64_t context_length = 0;     // 0: from the checkpoint
   int32_t threads = 0;            // CPU threads for the model; 0: one per core
   int32_t block_size = 16;        // tokens per KV block
-  int64_t kv_cache_bytes = 0;     // 0: room for max_running sequences of the full context
-  int64_t image_cache_bytes = 0;  // 0: room for max_running x 4 images
+  int64_t kv_cache_bytes = 0;     // 0: see cache_sizing.h (a context per running sequence)
+  int64_t image_cache_bytes = 0;  // 0: see cache_sizing.h (4 images per running sequence)
   int32_t token_budget = 512;     // tokens per step (prefill chunking)
   bool prefix_caching = true;
   ServerLimits limits;
@@ -90,6 +91,9 @@ class Engine {
 
   // Queues a job; on kAccepted the sink will get on_finish exactly once.
   virtual AdmissionResult submit(GenerateJob job, std::shared_ptr<JobSink> sink) = 0;
+  // A Score job needs KV room for its longest candidate sequence; `done` gets its outcome
+  // exactly once on kAccepted. Throws flamingo::Error on a malformed job (fewer than 2
+  // sequences, sizes that differ, first_new outside [1, candidate size)).
   virtual AdmissionResult submit_score(ScoreJob job, ScoreCallback done) = 0;
   // Ends a job (generate or score) within one step with kCancelled; unknown ids are ignored.
   virtual void cancel(int64_t id) = 0;

@@ -99,6 +99,8 @@ struct ScoreOutcome {
   std::vector<double> logprobs;  // per candidate
   int32_t prompt_tokens = 0;
   int32_t images = 0;
+  int64_t computed_tokens = 0;  // tokens the forward passes computed for it (all candidates)
+  int32_t steps = 0;            // engine steps it took part in
   double total_s = 0;
 };
 using ScoreCallback = std::function<void(ScoreOutcome)>;

@@ -22,6 +22,12 @@ int32_t StepPlan::num_tokens() const {
   return n;
 }
 
+int32_t StepPlan::num_logit_rows() const {
+  int32_t n = 0;
+  for (const SeqChunk& c : chunks) n += c.score_end - c.score_begin + (c.wants_logits ? 1 : 0);
+  return n;
+}
+
 Scheduler::Scheduler(SchedulerConfig config, BlockManager& blocks)
     : config_(config), blocks_(blocks) {
   if (config.max_running < 1) {
@@ -54,12 +60,19 @@ Scheduler::AddResult Scheduler::add(SequenceRequest request) {
            std::to_string(num_images) + ")");
     }
   }
-  if (request.max_new_tokens < 1) {
+  const bool scoring = request.score_from != 0;
+  if (scoring && (request.score_from < 1 || request.score_from >= static_cast<int32_t>(n) ||
+                  request.max_new_tokens != 0)) {
+    fail("add: " + seq_name(id) + " score_from " + std::to_string(request.score_from) +
+         " must be in [1, " + std::to_string(n) + ") with max_new_tokens 0, got max_new_tokens " +
+         std::to_string(request.max_new_tokens));
+  }
+  if (!scoring && request.max_new_tokens < 1) {
     fail("add: " + seq_name(id) + " max_new_tokens must be >= 1, got " +
          std::to_string(request.max_new_tokens));
   }
   // The last generated token is never fed back, so it needs no KV slot.
-  const int64_t slots = static_cast<int64_t>(n) + request.max_new_tokens - 1;
+  const int64_t slots = static_cast<int64_t>(n) + (scoring ? 0 : request.max_new_tokens - 1);
   const int64_t bs = blocks_.block_size();
   if ((slots + bs - 1) / bs > blocks_.num_blocks()) return AddResult::kTooLong;
   if (num_waiting() >= config_.max_queued) return AddResult::kQueueFull;
@@ -87,6 +100,16 @@ bool Scheduler::abort(int64_t id) {
 }
 
 // ---- scheduling ----
+
+SeqChunk Scheduler::chunk_of(int64_t id, const Seq& s, int32_t begin, int32_t end) {
+  const auto n = static_cast<int32_t>(s.tokens.size());
+  SeqChunk c{id, begin, end, end == n && s.request.score_from == 0};
+  if (s.request.score_from > 0) {
+    c.score_begin = std::clamp(s.request.score_from - 1, begin, end);
+    c.score_end = std::clamp(n - 1, c.score_begin, end);
+  }
+  return c;
+}
 
 void Scheduler::preempt_newest() {
   const int64_t victim = running_.back();
@@ -131,7 +154,7 @@ StepPlan Scheduler::schedule() {
     const auto n = static_cast<int32_t>(s.tokens.size());
     if (blocks_.num_tokens(id) != n || s.num_computed == n) continue;
     const int32_t end = std::min(n, s.num_computed + budget);
-    plan.chunks.push_back({id, s.num_computed, end, end == n});
+    plan.chunks.push_back(chunk_of(id, s, s.num_computed, end));
     budget -= end - s.num_computed;
     s.num_computed = end;
   }
@@ -140,13 +163,15 @@ StepPlan Scheduler::schedule() {
   while (!preempted && budget > 0 && !waiting_.empty() && num_running() < config_.max_running) {
     const int64_t id = waiting_.front();
     Seq& s = seqs_.at(id);
-    const std::optional<int32_t> cached = blocks_.allocate(id, s.tokens, s.image_hash);
+    const int32_t score_from = s.request.score_from;
+    const std::optional<int32_t> cached =
+        blocks_.allocate(id, s.tokens, s.image_hash, score_from > 0 ? score_from - 1 : -1);
     if (!cached) break;
     waiting_.pop_front();
     running_.push_back(id);
     const auto n = static_cast<int32_t>(s.tokens.size());
     const int32_t end = std::min(n, *cached + budget);
-    plan.chunks.push_back({id, *cached, end, end == n});
+    plan.chunks.push_back(chunk_of(id, s, *cached, end));
     budget -= end - *cached;
     s.num_computed = end;
   }
@@ -177,6 +202,9 @@ FlatBatch Scheduler::build_batch(const StepPlan& plan, std::span<const int32_t> 
       batch.seq_of_token.push_back(static_cast<int32_t>(row));
       batch.slots.push_back(blocks_.slot_of(c.id, p));
       batch.image_of_token.push_back(s.images[p] < 0 ? -1 : base + s.images[p]);
+      if (p >= c.score_begin && p < c.score_end) {
+        batch.logit_rows.push_back(static_cast<int32_t>(batch.num_tokens() - 1));
+      }
     }
     if (c.wants_logits) batch.logit_rows.push_back(static_cast<int32_t>(batch.num_tokens() - 1));
   }
@@ -227,6 +255,12 @@ std::vector<FinishedSeq> Scheduler::update(std::span<const StepResult> results) 
     f.generated.assign(s.tokens.begin() + static_cast<int64_t>(s.request.prompt.size()),
                        s.tokens.end());
     finished.push_back(std::move(f));
+  }
+  for (const SeqChunk& c : last_plan_.chunks) {
+    const Seq& s = seqs_.at(c.id);
+    if (s.request.score_from > 0 && s.num_computed == static_cast<int32_t>(s.tokens.size())) {
+      finished.push_back(FinishedSeq{c.id, FinishReason::kScored, {}});
+    }
   }
   for (const FinishedSeq& f : finished) {
     blocks_.free(f.id);

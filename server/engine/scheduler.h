@@ -37,7 +37,12 @@ struct SequenceRequest {
   std::vector<int32_t> prompt;          // [P] token ids, P >= 1
   std::vector<int32_t> image_of_token;  // [P] index into image_hashes, -1 = no image
   std::vector<uint64_t> image_hashes;   // [images] content hash per image index
-  int32_t max_new_tokens = 1;           // >= 1
+  int32_t max_new_tokens = 1;           // >= 1; 0 for a scoring sequence
+  // > 0: a scoring (prefill-only) sequence: the logits that predict tokens [score_from, P)
+  // (positions score_from - 1 .. P - 2) come back as logits rows, nothing is sampled, and it
+  // finishes once its P tokens are computed. Its prefix-cache hit stops before position
+  // score_from - 1. 1 <= score_from < P, and max_new_tokens must be 0.
+  int32_t score_from = 0;
 };
 
 struct SchedulerConfig {
@@ -50,11 +55,16 @@ struct SeqChunk {
   int64_t id = 0;
   int32_t begin = 0, end = 0;  // token positions [begin, end) computed this step
   bool wants_logits = false;   // end reaches the last known token: sample from row end - 1
+  // Scoring sequences: positions [score_begin, score_end) within [begin, end) whose logits
+  // rows are returned (empty for generating sequences).
+  int32_t score_begin = 0, score_end = 0;
 };
 
 struct StepPlan {
   std::vector<SeqChunk> chunks;  // at most one per sequence; decodes first, then prefills
   int32_t num_tokens() const;
+  // Logits rows of the forward: per chunk its score positions, then its sampling row.
+  int32_t num_logit_rows() const;
 };
 
 // One sampled token for a chunk with wants_logits. finished: the caller's stop decision
@@ -65,7 +75,7 @@ struct StepResult {
   bool finished = false;
 };
 
-enum class FinishReason { kLength, kStop };
+enum class FinishReason { kLength, kStop, kScored };  // kScored: a scoring sequence computed
 
 struct FinishedSeq {
   int64_t id = 0;
@@ -94,12 +104,14 @@ class Scheduler {
   // Throws flamingo::Error if the previous non-empty plan has not been passed to update().
   StepPlan schedule();
   // The flattened forward input for `plan` (the last schedule()): one block_tables row per
-  // chunk, logit_rows in chunk order for chunks with wants_logits. image_of_token is the
+  // chunk, logit_rows in chunk order: a chunk's score positions, then its sampling row when it
+  // wants_logits (StepPlan::num_logit_rows). image_of_token is the
   // request's own image index (generated tokens take the last prompt token's) plus
   // image_base[row] when image_base is given (one entry per chunk), else unshifted.
   FlatBatch build_batch(const StepPlan& plan, std::span<const int32_t> image_base = {}) const;
   // Applies the results of the last plan: commits written full blocks, appends each sampled
-  // token, finishes sequences at max_new_tokens or when flagged, frees their blocks. Throws
+  // token, finishes sequences at max_new_tokens or when flagged and scoring sequences whose
+  // tokens are all computed (kScored), frees their blocks. Throws
   // flamingo::Error, state unchanged, if a result names no wants_logits chunk of the last
   // plan, appears twice, or a live wants_logits chunk has no result.
   std::vector<FinishedSeq> update(std::span<const StepResult> results);
@@ -127,6 +139,7 @@ class Scheduler {
   Seq& seq_or_throw(int64_t id);
   const Seq& seq_or_throw(int64_t id) const;
   void preempt_newest();
+  static SeqChunk chunk_of(int64_t id, const Seq& s, int32_t begin, int32_t end);
 
   SchedulerConfig config_;
   BlockManager& blocks_;

@@ -157,49 +157,6 @@ TEST_F(EngineTest, RejectsJobLargerThanTheCache) {
   EXPECT_NE(r.message.find(std::to_string(slots)), std::string::npos) << r.message;
 }
 
-TEST_F(EngineTest, ScoreMatchesPipelineScore) {
-  const std::vector<std::string> candidates = {" a cat", " a dog", " chair"};
-  std::vector<PromptItem> items = {PromptItem::make_image(), PromptItem::make_text("This is")};
-  const std::vector<RgbImage> images = {read_image_file(kGoldenImages + "cat_face_28x28.png", {})};
-  const ScoreResult want = pipeline_->score(items, images, candidates);
-
-  ScoreJob job;
-  const std::vector<uint8_t> bytes = file_bytes(kGoldenImages + "cat_face_28x28.png");
-  const ImagePreprocessConfig& ic = engine_->image_config();
-  job.images.push_back(
-      {media_key(bytes, ic.image_size, ic.mean, ic.std), preprocess_image(images[0], ic)});
-  TokenizedPrompt base = build_idefics_prompt(engine_->tokenizer(), items);
-  job.sequences.push_back(base.token_ids);
-  job.image_of_token.push_back(base.image_of_token);
-  for (const std::string& c : candidates) {
-    std::vector<PromptItem> with = items;
-    with.back().text += c;
-    TokenizedPrompt t = build_idefics_prompt(engine_->tokenizer(), with);
-    size_t common = 0;
-    while (common < base.token_ids.size() && t.token_ids[common] == base.token_ids[common])
-      ++common;
-    job.first_new.push_back(static_cast<int32_t>(std::max<size_t>(common, 1)));
-    job.sequences.push_back(t.token_ids);
-    job.image_of_token.push_back(t.image_of_token);
-  }
-  std::mutex mu;
-  std::condition_variable cv;
-  std::optional<ScoreOutcome> got;
-  AdmissionResult r = engine_->submit_score(std::move(job), [&](ScoreOutcome o) {
-    std::lock_guard lock(mu);
-    got = std::move(o);
-    cv.notify_all();
-  });
-  ASSERT_EQ(r.code, Admission::kAccepted);
-  std::unique_lock lock(mu);
-  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return got.has_value(); }));
-  ASSERT_EQ(got->status, JobStatus::kStop) << got->message;
-  ASSERT_EQ(got->logprobs.size(), candidates.size());
-  for (size_t c = 0; c < candidates.size(); ++c) {
-    EXPECT_NEAR(got->logprobs[c], want.candidate_logprobs[c], 1e-4) << candidates[c];
-  }
-}
-
 TEST(EngineDrainTest, DrainFinishesAcceptedJobsAndRefusesNewOnes) {
   EngineConfig c;
   c.model_dir = kGoldenModel;

@@ -33,6 +33,13 @@ SequenceRequest text_request(int64_t id, int32_t n, int32_t max_new, int32_t bas
   return r;
 }
 
+// A scoring sequence: n text tokens base, base+1, ...; tokens [score_from, n) are scored.
+SequenceRequest score_request(int64_t id, int32_t n, int32_t score_from, int32_t base = 1000) {
+  SequenceRequest r = text_request(id, n, 0, base);
+  r.score_from = score_from;
+  return r;
+}
+
 SchedulerConfig config(int32_t max_running, int32_t budget, int32_t max_queued = 16) {
   SchedulerConfig c;
   c.max_running = max_running;
@@ -59,7 +66,8 @@ void expect_plan(const StepPlan& plan, const std::vector<Chunk>& want) {
 }
 
 // Checks the batch against the plan with independent formulas: slot = table[p / bs] * bs +
-// p % bs from BlockManager::block_table, logit rows = last row of each wants_logits chunk.
+// p % bs from BlockManager::block_table, logit rows = the rows of each chunk's score positions,
+// then the last row of each wants_logits chunk.
 void expect_batch_consistent(const Scheduler& s, const BlockManager& bm, const StepPlan& plan,
                              const FlatBatch& b) {
   ASSERT_EQ(b.num_seqs(), static_cast<int64_t>(plan.chunks.size()));
@@ -82,10 +90,12 @@ void expect_batch_consistent(const Scheduler& s, const BlockManager& bm, const S
       EXPECT_EQ(b.slots[t], static_cast<int64_t>(table[p / kBs]) * kBs + p % kBs);
       EXPECT_EQ(b.slots[t], bm.slot_of(c.id, p));
       EXPECT_TRUE(slots.insert(b.slots[t]).second) << "slot written twice: " << b.slots[t];
+      if (p >= c.score_begin && p < c.score_end) want_logit_rows.push_back(static_cast<int32_t>(t));
     }
     if (c.wants_logits) want_logit_rows.push_back(static_cast<int32_t>(t) - 1);
   }
   EXPECT_EQ(b.logit_rows, want_logit_rows);
+  EXPECT_EQ(plan.num_logit_rows(), static_cast<int32_t>(want_logit_rows.size()));
 }
 
 template <typename F>
@@ -410,6 +420,100 @@ TEST(SchedulerTest, UpdateContractViolationsThrowWithoutStateChange) {
   s.update(std::vector<StepResult>{{1, 5, false}, {2, 6, false}});
   EXPECT_EQ(s.num_generated(1), 1);
   EXPECT_EQ(s.num_generated(2), 1);
+}
+
+// ---- scoring (prefill-only) sequences ----
+
+void expect_score_range(const SeqChunk& c, int32_t begin, int32_t end) {
+  EXPECT_EQ(c.score_begin, begin) << "seq " << c.id;
+  EXPECT_EQ(c.score_end, end) << "seq " << c.id;
+}
+
+// 7 tokens, tokens 4..6 scored: logits of positions 3, 4, 5. Budget 4 splits it [0,4) [4,7).
+TEST(SchedulerTest, ScoringSequenceReturnsItsPositionsRowsAndFinishesWhenComputed) {
+  BlockManager bm(16, kBs);
+  Scheduler s(config(2, 4), bm);
+  ASSERT_EQ(s.add(score_request(1, 7, 4)), Scheduler::AddResult::kQueued);
+  const StepPlan p1 = s.schedule();
+  expect_plan(p1, {{1, 0, 4, false}});
+  expect_score_range(p1.chunks[0], 3, 4);
+  const FlatBatch b1 = s.build_batch(p1);
+  expect_batch_consistent(s, bm, p1, b1);
+  EXPECT_EQ(b1.logit_rows, (std::vector<int32_t>{3}));
+  EXPECT_TRUE(s.update({}).empty());
+
+  const StepPlan p2 = s.schedule();
+  expect_plan(p2, {{1, 4, 7, false}});
+  expect_score_range(p2.chunks[0], 4, 6);  // position 6 predicts nothing scored
+  const FlatBatch b2 = s.build_batch(p2);
+  expect_batch_consistent(s, bm, p2, b2);
+  EXPECT_EQ(b2.logit_rows, (std::vector<int32_t>{0, 1}));
+  const auto fin = s.update({});
+  ASSERT_EQ(fin.size(), 1u);
+  EXPECT_EQ(fin[0].id, 1);
+  EXPECT_EQ(fin[0].reason, FinishReason::kScored);
+  EXPECT_EQ(bm.num_free_blocks(), 16);
+  EXPECT_FALSE(s.has_work());
+}
+
+// A scoring sequence beside a decoding one: the decode goes first and gets its sampling row;
+// the scoring chunk has rows but no sampling row; a result for it is a contract violation.
+TEST(SchedulerTest, ScoringSequenceSharesAStepWithADecode) {
+  BlockManager bm(16, kBs);
+  Scheduler s(config(2, 8), bm);
+  s.add(text_request(1, 3, 5));
+  s.schedule();
+  s.update(std::vector<StepResult>{{1, 50, false}});
+  s.add(score_request(2, 5, 2));
+  const StepPlan plan = s.schedule();
+  expect_plan(plan, {{1, 3, 4, true}, {2, 0, 5, false}});
+  expect_score_range(plan.chunks[1], 1, 4);
+  const FlatBatch b = s.build_batch(plan);
+  expect_batch_consistent(s, bm, plan, b);
+  EXPECT_EQ(b.logit_rows, (std::vector<int32_t>{0, 2, 3, 4}));
+  expect_error(
+      [&] {
+        s.update(std::vector<StepResult>{{1, 51, false}, {2, 7, false}});
+      },
+      "result for seq 2, which has no wants_logits chunk");
+  const auto fin = s.update(std::vector<StepResult>{{1, 51, false}});
+  ASSERT_EQ(fin.size(), 1u);
+  EXPECT_EQ(fin[0].id, 2);
+  EXPECT_EQ(fin[0].reason, FinishReason::kScored);
+  EXPECT_EQ(s.num_generated(1), 2);
+}
+
+// The prefix-cache hit of a scoring sequence stops before its first scored logits position:
+// a 9-token sequence commits 2 full blocks; a scoring sequence with the same 9 tokens and more
+// reuses both when scoring from 9 (cap 8), only one when scoring from 6 (cap 5).
+TEST(SchedulerTest, ScoringSequencePrefixHitStopsBeforeItsFirstScoredPosition) {
+  BlockManager bm(16, kBs);
+  Scheduler s(config(4, 64), bm);
+  s.add(score_request(1, 9, 8));
+  s.schedule();
+  ASSERT_EQ(s.update({}).size(), 1u);  // finished: its 2 full blocks stay cached
+  s.add(score_request(2, 12, 9));
+  s.add(score_request(3, 12, 6));
+  const StepPlan plan = s.schedule();
+  expect_plan(plan, {{2, 8, 12, false}, {3, 4, 12, false}});
+  expect_score_range(plan.chunks[0], 8, 11);
+  expect_score_range(plan.chunks[1], 5, 11);
+  EXPECT_EQ(bm.block_table(2)[0], bm.block_table(3)[0]);
+  EXPECT_NE(bm.block_table(2)[1], bm.block_table(3)[1]);
+  expect_batch_consistent(s, bm, plan, s.build_batch(plan));
+}
+
+TEST(SchedulerTest, ScoringSequenceArgumentsChecked) {
+  BlockManager bm(16, kBs);
+  Scheduler s(config(2, 8), bm);
+  SequenceRequest with_new = score_request(1, 5, 2);
+  with_new.max_new_tokens = 1;
+  expect_error([&] { s.add(with_new); }, "score_from 2 must be in [1, 5) with max_new_tokens 0");
+  expect_error([&] { s.add(score_request(2, 5, 5)); }, "score_from 5 must be in [1, 5)");
+  expect_error([&] { s.add(text_request(3, 5, 0)); }, "max_new_tokens must be >= 1, got 0");
+  // A scoring sequence needs a slot for each of its tokens, no more: 16 blocks x 4 = 64.
+  EXPECT_EQ(s.add(score_request(4, 64, 1)), Scheduler::AddResult::kQueued);
+  EXPECT_EQ(s.add(score_request(5, 65, 1)), Scheduler::AddResult::kTooLong);
 }
 
 }  // namespace

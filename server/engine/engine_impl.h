@@ -1,0 +1,185 @@
+// The engine's implementation, shared by its units (include only from server/engine/engine*.cpp;
+// it brings in ATen through model/):
+//   engine.cpp        construction, the inbox (submit, cancel, drain, stats), the loop, job ends
+//   engine_media.cpp  images of scheduled jobs: media cache slots, one batched encode per step
+//   engine_step.cpp   one step: plan -> images -> forward -> sample, score, emit -> update
+//   engine_score.cpp  Score jobs as scoring sequences of the scheduler, and their results
+//   cache_sizing.cpp  KV blocks and image cache budget from the flags and the model's sizes
+// Everything below the inbox runs on the engine thread only.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <thread>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "model/kv_cache.h"
+#include "model/pipeline.h"
+#include "server/engine/block_manager.h"
+#include "server/engine/engine.h"
+#include "server/engine/media_cache.h"
+#include "server/engine/scheduler.h"
+#include "server/engine/text_stream.h"
+
+namespace flamingo {
+
+double seconds_between(Clock::time_point a, Clock::time_point b);
+
+// The media cache slots a job holds while any of its sequences runs.
+struct ImageHold {
+  std::vector<int32_t> slots;  // per image of the job, once acquired
+  bool acquired = false;
+};
+
+// A generation the engine thread is working on (scheduler sequence id == job id).
+struct ActiveGenerate {
+  GenerateJob job;
+  std::shared_ptr<JobSink> sink;
+  Sampler sampler;
+  TextStream text;
+  ImageHold images;
+  std::vector<int32_t> generated;
+  Clock::time_point first_token{};
+  bool has_first_token = false;
+  int32_t cached_prompt_tokens = -1;  // -1: not scheduled yet
+
+  ActiveGenerate(GenerateJob j, std::shared_ptr<JobSink> s, std::vector<std::string> stops)
+      : job(std::move(j)), sink(std::move(s)), sampler(job.sampling), text(std::move(stops)) {}
+};
+
+// A Score job: one scoring sequence per candidate (see engine_score.cpp).
+struct ActiveScore {
+  ScoreJob job;
+  ScoreCallback done;
+  ImageHold images;
+  std::vector<std::vector<double>> token_logprobs;  // per candidate, per scored token
+  std::vector<int64_t> live;                        // scheduler ids of unfinished candidates
+  int32_t next_candidate = 0;                       // candidates not yet given to the scheduler
+  int64_t computed_tokens = 0;                      // ScoreOutcome::computed_tokens
+  int32_t steps = 0;                                // ScoreOutcome::steps
+  int64_t last_step = -1;
+};
+
+// Which job a scheduler sequence belongs to: generations use their job id; a Score job's
+// candidates get ids of their own (negative, so they never meet a job id).
+struct SeqOwner {
+  int64_t job = 0;
+  int32_t candidate = -1;  // >= 0 for a Score candidate
+};
+
+struct NewGenerate {
+  int64_t id;
+  GenerateJob job;
+  std::shared_ptr<JobSink> sink;
+};
+struct NewScore {
+  int64_t id;
+  ScoreJob job;
+  ScoreCallback done;
+};
+struct CancelJob {
+  int64_t id;
+};
+using Command = std::variant<NewGenerate, NewScore, CancelJob>;
+
+class EngineImpl final : public Engine {
+ public:
+  explicit EngineImpl(const EngineConfig& config);
+  ~EngineImpl() override;
+
+  const ModelDescription& description() const override { return desc_; }
+  const Tokenizer& tokenizer() const override { return pipeline_->tokenizer(); }
+  const ImagePreprocessConfig& image_config() const override { return pipeline_->image_config(); }
+  const std::vector<int32_t>& stop_ids() const override { return defaults_.stop_ids; }
+  const std::vector<std::string>& stop_strings() const override { return defaults_.stop; }
+  const std::vector<int32_t>& banned_ids() const override { return defaults_.banned_ids; }
+  const EngineConfig& config() const override { return config_; }
+
+  AdmissionResult submit(GenerateJob job, std::shared_ptr<JobSink> sink) override;
+  AdmissionResult submit_score(ScoreJob job, ScoreCallback done) override;
+  void cancel(int64_t id) override;
+  bool drain(double timeout_s) override;
+  EngineStats stats() const override;
+
+  void start_thread();
+  void warm_up();
+
+ private:
+  // ---- inbox (any thread; mutex_) ----
+  AdmissionResult admit_locked(int64_t tokens_needed, const std::string& request_id);
+  AdmissionResult enqueue(int64_t tokens_needed, const std::string& request_id, Command command);
+  void job_ended();  // in_flight_ - 1, waking drain() at 0
+
+  // ---- loop and job ends (engine.cpp) ----
+  void run();
+  void handle(Command& command);
+  void expire_deadlines();
+  void finish(int64_t id, JobStatus status, const std::string& message = {});
+  void end_all(JobStatus status, const std::string& message);
+  void publish_stats();
+
+  // ---- media (engine_media.cpp) ----
+  struct ImageMisses {  // images no cache entry holds yet: encoded in one batch per step
+    std::vector<int32_t> slots;
+    std::vector<const ImageInput*> inputs;
+  };
+  bool acquire_images(const std::vector<ImageInput>& inputs, ImageHold& hold, ImageMisses& misses);
+  void encode_misses(ImageMisses& misses);
+  void release_images(ImageHold& hold);
+  std::string image_cache_full() const;
+  // The images a sequence's owner holds (empty when it has none).
+  std::span<const int32_t> held_slots(int64_t seq) const;
+
+  // ---- one step (engine_step.cpp) ----
+  void step();
+  size_t acquire_plan_images(StepPlan& plan);
+  void emit(const SeqChunk& c, std::span<const float> logits, std::vector<StepResult>& results,
+            std::vector<std::pair<int64_t, JobDelta>>& deltas, Clock::time_point now);
+  void retire(const std::vector<FinishedSeq>& finished);
+
+  // ---- Score (engine_score.cpp) ----
+  void start_score(NewScore& s);
+  bool add_candidates(int64_t job, ActiveScore& run, int32_t count);  // false: refused
+  // Takes the chunk's scored rows (score_end - score_begin of them) and counts its work.
+  void record_scores(const SeqChunk& c, const float* logits, int64_t vocab);
+  void candidate_scored(int64_t seq);
+  void end_score(int64_t job, JobStatus status, const std::string& message = {});
+
+  EngineConfig config_;
+  std::unique_ptr<Pipeline> pipeline_;
+  GenerationOptions defaults_;
+  ModelDescription desc_;
+  int64_t image_bytes_ = 0;
+
+  // Shared with submitting threads (mutex_).
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Command> inbox_;
+  int64_t next_id_ = 1;
+  int32_t in_flight_ = 0;  // accepted and not yet finished (inbox + queued + running)
+  bool draining_ = false;
+  bool stop_ = false;
+  EngineStats stats_;
+  std::condition_variable idle_;  // signalled when in_flight_ drops to 0
+  std::thread thread_;
+
+  // Engine thread only.
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<BlockManager> blocks_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<MediaCache> media_;
+  std::vector<std::optional<ImageKV>> image_store_;  // by media slot
+  std::unordered_map<int64_t, ActiveGenerate> generating_;
+  std::unordered_map<int64_t, ActiveScore> scoring_;
+  std::unordered_map<int64_t, SeqOwner> owners_;  // every scheduler sequence's job
+  int64_t next_candidate_seq_ = -1;
+  int64_t steps_ = 0;
+};
+
+}  // namespace flamingo

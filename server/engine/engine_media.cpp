@@ -1,0 +1,78 @@
+// The images of scheduled jobs: a job takes media cache slots for all its images when its first
+// sequence is scheduled and keeps them until it ends; every image no entry holds yet is encoded
+// in ONE batch per step (an image several jobs share is encoded once).
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "model/error.h"
+#include "server/engine/cache_sizing.h"
+#include "server/engine/engine_impl.h"
+
+namespace flamingo {
+
+bool EngineImpl::acquire_images(const std::vector<ImageInput>& inputs, ImageHold& hold,
+                                ImageMisses& misses) {
+  if (hold.acquired) return true;
+  const size_t misses_before = misses.slots.size();
+  for (const ImageInput& im : inputs) {
+    const std::optional<MediaCache::Lookup> l = media_->acquire(im.key, image_bytes_);
+    if (!l) {
+      // Drop this job's misses too: their released slots may be evicted in this very step,
+      // and tensors stored into an evicted slot would pass for its next image's.
+      misses.slots.resize(misses_before);
+      misses.inputs.resize(misses_before);
+      release_images(hold);
+      return false;
+    }
+    hold.slots.push_back(l->slot);
+    if (image_store_.size() <= static_cast<size_t>(l->slot)) image_store_.resize(l->slot + 1);
+    // A slot without tensors needs encoding: a miss, or an entry whose encoding failed before.
+    if (!image_store_[l->slot].has_value() &&
+        std::find(misses.slots.begin(), misses.slots.end(), l->slot) == misses.slots.end()) {
+      misses.slots.push_back(l->slot);
+      misses.inputs.push_back(&im);
+    }
+  }
+  hold.acquired = true;
+  return true;
+}
+
+void EngineImpl::encode_misses(ImageMisses& misses) {
+  for (int32_t evicted : media_->take_evicted()) image_store_[evicted].reset();
+  if (misses.slots.empty()) return;
+  const int64_t s = desc_.image_size;
+  const std::vector<const ImageInput*>& in = misses.inputs;
+  at::Tensor pixels = at::empty({static_cast<int64_t>(in.size()), 3, s, s}, at::kFloat);
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (static_cast<int64_t>(in[i]->pixels.size()) != 3 * s * s) {
+      throw Error("engine: image has " + std::to_string(in[i]->pixels.size()) +
+                  " values, expected 3 x " + std::to_string(s) + " x " + std::to_string(s));
+    }
+    std::memcpy(pixels[static_cast<int64_t>(i)].data_ptr<float>(), in[i]->pixels.data(),
+                in[i]->pixels.size() * sizeof(float));
+  }
+  std::vector<ImageKV> kv = pipeline_->model().encode_images(pixels);
+  for (size_t i = 0; i < misses.slots.size(); ++i) image_store_[misses.slots[i]] = std::move(kv[i]);
+  misses = {};
+}
+
+void EngineImpl::release_images(ImageHold& hold) {
+  for (int32_t s : hold.slots) media_->release(s);
+  hold.slots.clear();
+  hold.acquired = false;
+}
+
+std::string EngineImpl::image_cache_full() const {
+  return "the image cache is full (--image-cache-mb " + mib(media_->budget_bytes()) +
+         ", referenced by running requests)";
+}
+
+std::span<const int32_t> EngineImpl::held_slots(int64_t seq) const {
+  const SeqOwner& o = owners_.at(seq);
+  if (o.candidate >= 0) return scoring_.at(o.job).images.slots;
+  return generating_.at(o.job).images.slots;
+}
+
+}  // namespace flamingo

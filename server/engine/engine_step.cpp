@@ -1,0 +1,143 @@
+// One engine step: the scheduler's plan, the images its jobs need, one flattened forward, then
+// per chunk its scored rows (Score) or its sampled token, stop checks and text (Generate), and
+// the scheduler's update with the jobs that ended.
+#include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "server/engine/engine_impl.h"
+
+namespace flamingo {
+
+void EngineImpl::step() {
+  StepPlan plan = scheduler_->schedule();
+  const Clock::time_point t0 = Clock::now();
+  const size_t encoded = acquire_plan_images(plan);
+  const Clock::time_point t1 = Clock::now();
+  if (plan.chunks.empty()) {
+    scheduler_->update({});
+    return;
+  }
+  std::vector<const ImageKV*> images;
+  std::vector<int32_t> image_base;
+  for (const SeqChunk& c : plan.chunks) {
+    image_base.push_back(static_cast<int32_t>(images.size()));
+    for (int32_t slot : held_slots(c.id)) images.push_back(&*image_store_[slot]);
+  }
+  const FlatBatch batch = scheduler_->build_batch(plan, image_base);
+  const at::Tensor logits = pipeline_->model().forward(batch, *cache_, images).contiguous();
+  ++steps_;
+  const Clock::time_point t2 = Clock::now();
+
+  const int64_t vocab = logits.size(1);
+  const float* row = logits.data_ptr<float>();
+  std::vector<StepResult> results;
+  std::vector<std::pair<int64_t, JobDelta>> deltas;
+  for (const SeqChunk& c : plan.chunks) {
+    if (owners_.at(c.id).candidate >= 0) {
+      record_scores(c, row, vocab);
+      row += (c.score_end - c.score_begin) * vocab;
+    }
+    if (c.wants_logits) {
+      emit(c, std::span(row, vocab), results, deltas, t2);
+      row += vocab;
+    }
+  }
+  const std::vector<FinishedSeq> finished = scheduler_->update(results);
+  for (auto& [id, d] : deltas) {
+    try {
+      generating_.at(id).sink->on_delta(std::move(d));
+    } catch (const std::exception& e) {
+      spdlog::error("request sink failed: {}", e.what());
+    }
+  }
+  retire(finished);
+  if (spdlog::should_log(spdlog::level::debug)) {
+    const auto ms = [](Clock::time_point a, Clock::time_point b) {
+      return std::chrono::duration<double, std::milli>(b - a).count();
+    };
+    spdlog::debug(
+        "step {}: {} tokens, {} sequences, {} images encoded ({:.2f} ms), forward "
+        "{:.2f} ms, sampling+output {:.2f} ms",
+        steps_, batch.num_tokens(), plan.chunks.size(), encoded, ms(t0, t1), ms(t1, t2),
+        ms(t2, Clock::now()));
+  }
+}
+
+// Media cache slots for every job the plan touches (first time only), the misses encoded in
+// one batch; jobs whose images do not fit end with kRejected and leave the plan. Returns the
+// number of images encoded.
+size_t EngineImpl::acquire_plan_images(StepPlan& plan) {
+  ImageMisses misses;
+  std::vector<int64_t> rejected;  // jobs
+  for (const SeqChunk& c : plan.chunks) {
+    const SeqOwner o = owners_.at(c.id);
+    if (std::find(rejected.begin(), rejected.end(), o.job) != rejected.end()) continue;
+    bool ok = false;
+    if (o.candidate >= 0) {
+      ActiveScore& s = scoring_.at(o.job);
+      ok = acquire_images(s.job.images, s.images, misses);
+    } else {
+      ActiveGenerate& a = generating_.at(o.job);
+      if (a.cached_prompt_tokens < 0) a.cached_prompt_tokens = c.begin;
+      ok = acquire_images(a.job.images, a.images, misses);
+    }
+    if (!ok) rejected.push_back(o.job);
+  }
+  const size_t encoded = misses.slots.size();
+  encode_misses(misses);
+  for (int64_t job : rejected) {
+    finish(job, JobStatus::kRejected, image_cache_full());
+    end_score(job, JobStatus::kRejected, image_cache_full());
+  }
+  std::erase_if(plan.chunks, [this](const SeqChunk& c) { return !scheduler_->contains(c.id); });
+  return encoded;
+}
+
+// Samples a generation's next token from its logits row; the stop ids, the text released so
+// far and stop strings decide whether it ends.
+void EngineImpl::emit(const SeqChunk& c, std::span<const float> logits,
+                      std::vector<StepResult>& results,
+                      std::vector<std::pair<int64_t, JobDelta>>& deltas, Clock::time_point now) {
+  ActiveGenerate& a = generating_.at(c.id);
+  const int32_t token = a.sampler.next(logits, scheduler_->tokens(c.id), defaults_.banned_ids);
+  a.generated.push_back(token);
+  if (!a.has_first_token) {
+    a.has_first_token = true;
+    a.first_token = now;
+  }
+  JobDelta d;
+  d.token_ids.push_back(token);
+  d.logprobs.push_back(static_cast<float>(token_logprob(logits, token)));
+  if (a.job.top_logprobs > 0) d.top_logprobs.push_back(top_logprobs(logits, a.job.top_logprobs));
+  bool stop = false;
+  if (!a.job.ignore_eos) {
+    stop = std::find(defaults_.stop_ids.begin(), defaults_.stop_ids.end(), token) !=
+           defaults_.stop_ids.end();
+  }
+  const TextStream::Update u =
+      a.text.update(pipeline_->tokenizer().decode(a.generated, /*skip_special_tokens=*/true));
+  d.text = u.delta;
+  stop |= u.stopped;
+  results.push_back(StepResult{c.id, token, stop});
+  deltas.emplace_back(c.id, std::move(d));
+}
+
+void EngineImpl::retire(const std::vector<FinishedSeq>& finished) {
+  for (const FinishedSeq& f : finished) {
+    switch (f.reason) {
+      case FinishReason::kScored:
+        candidate_scored(f.id);
+        break;
+      case FinishReason::kStop:
+        finish(f.id, JobStatus::kStop);
+        break;
+      case FinishReason::kLength:
+        finish(f.id, JobStatus::kLength);
+        break;
+    }
+  }
+}
+
+}  // namespace flamingo
