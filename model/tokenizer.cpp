@@ -867,6 +867,7 @@ int32_t Tokenizer::sp_size() const { return impl_->sp_size; }
 bool Tokenizer::is_special(int32_t id) const { return impl_->all_special_ids.count(id) > 0; }
 bool Tokenizer::add_bos() const { return impl_->add_bos; }
 bool Tokenizer::legacy() const { return impl_->legacy; }
+bool Tokenizer::clean_up_tokenization_spaces() const { return impl_->clean_up_tokenization_spaces; }
 std::optional<int32_t> Tokenizer::end_of_utterance_id() const { return impl_->end_of_utterance; }
 
 }  // namespace flamingo

@@ -73,6 +73,7 @@ class Tokenizer {
   bool is_special(int32_t id) const;  // HF all_special_ids
   bool add_bos() const;               // add_bos_token
   bool legacy() const;
+  bool clean_up_tokenization_spaces() const;  // decode() rewrites " ." to "." etc.
   // The id of "<end_of_utterance>" iff it is among the additional special tokens.
   std::optional<int32_t> end_of_utterance_id() const;
 

@@ -26,6 +26,7 @@ EngineImpl::EngineImpl(const EngineConfig& config) : config_(config) {
   po.image_limits.max_pixels = config.limits.max_image_pixels;
   pipeline_ = Pipeline::load(config.model_dir, po);
   defaults_ = pipeline_->generation_defaults();
+  detokenizer_anchor_ = detokenizer_anchor(pipeline_->tokenizer());
   const FlamingoModel& model = pipeline_->model();
   const ModelConfig& mc = model.config();
 
@@ -242,7 +243,8 @@ void EngineImpl::handle(Command& command) {
     req.image_of_token = g->job.image_of_token;
     for (const ImageInput& im : g->job.images) req.image_hashes.push_back(im.key);
     req.max_new_tokens = g->job.max_new_tokens;
-    generating_.try_emplace(g->id, std::move(g->job), std::move(g->sink), std::move(stops));
+    generating_.try_emplace(g->id, std::move(g->job), std::move(g->sink), tokenizer(),
+                            detokenizer_anchor_, std::move(stops));
     owners_[g->id] = SeqOwner{g->id, -1};
     if (scheduler_->add(std::move(req)) != Scheduler::AddResult::kQueued) {
       // Admission already checked both limits.
@@ -279,7 +281,9 @@ void EngineImpl::finish(int64_t id, JobStatus status, const std::string& message
   release_images(a.images);
   const Clock::time_point now = Clock::now();
   JobDelta last;
-  last.text = a.text.finish();
+  const Detokenizer::Delta rest = a.detokenizer.finish();  // exactly the decode of every token
+  last.text = a.text.update(rest.keep, rest.append).delta;
+  last.text += a.text.finish();
   JobOutcome o;
   o.status = status;
   o.message = message;

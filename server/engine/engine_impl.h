@@ -22,6 +22,7 @@
 #include "model/kv_cache.h"
 #include "model/pipeline.h"
 #include "server/engine/block_manager.h"
+#include "server/engine/detokenizer.h"
 #include "server/engine/engine.h"
 #include "server/engine/media_cache.h"
 #include "server/engine/scheduler.h"
@@ -42,6 +43,7 @@ struct ActiveGenerate {
   GenerateJob job;
   std::shared_ptr<JobSink> sink;
   Sampler sampler;
+  Detokenizer detokenizer;
   TextStream text;
   ImageHold images;
   std::vector<int32_t> generated;
@@ -49,8 +51,13 @@ struct ActiveGenerate {
   bool has_first_token = false;
   int32_t cached_prompt_tokens = -1;  // -1: not scheduled yet
 
-  ActiveGenerate(GenerateJob j, std::shared_ptr<JobSink> s, std::vector<std::string> stops)
-      : job(std::move(j)), sink(std::move(s)), sampler(job.sampling), text(std::move(stops)) {}
+  ActiveGenerate(GenerateJob j, std::shared_ptr<JobSink> s, const Tokenizer& tokenizer,
+                 int32_t anchor, std::vector<std::string> stops)
+      : job(std::move(j)),
+        sink(std::move(s)),
+        sampler(job.sampling),
+        detokenizer(tokenizer, anchor),
+        text(std::move(stops)) {}
 };
 
 // A Score job: one scoring sequence per candidate (see engine_score.cpp).
@@ -156,6 +163,7 @@ class EngineImpl final : public Engine {
   GenerationOptions defaults_;
   ModelDescription desc_;
   int64_t image_bytes_ = 0;
+  int32_t detokenizer_anchor_ = -1;
 
   // Shared with submitting threads (mutex_).
   mutable std::mutex mutex_;

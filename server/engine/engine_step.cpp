@@ -116,8 +116,8 @@ void EngineImpl::emit(const SeqChunk& c, std::span<const float> logits,
     stop = std::find(defaults_.stop_ids.begin(), defaults_.stop_ids.end(), token) !=
            defaults_.stop_ids.end();
   }
-  const TextStream::Update u =
-      a.text.update(pipeline_->tokenizer().decode(a.generated, /*skip_special_tokens=*/true));
+  const Detokenizer::Delta text = a.detokenizer.add(token);
+  const TextStream::Update u = a.text.update(text.keep, text.append);
   d.text = u.delta;
   stop |= u.stopped;
   results.push_back(StepResult{c.id, token, stop});

@@ -57,30 +57,48 @@ size_t TextStream::unstable_tail(std::string_view s) const {
   for (std::string_view p : kCleanUpPatterns) {
     tail = std::max(tail, (s.size() - head.size()) + suffix_prefix_overlap(head, p, false));
   }
+  // A "'" may be " ' " cleaned up, which a following "." / "?" / "!" / "," undoes: the
+  // clean-up passes run " ." before " ' ", and " ." takes the space first.
+  if (head.ends_with('\'')) tail = std::max(tail, (s.size() - head.size()) + 1);
   for (const std::string& stop : stops_) {
     tail = std::max(tail, (s.size() - head.size()) + suffix_prefix_overlap(head, stop, false));
   }
   return std::min(tail, s.size());
 }
 
-TextStream::Update TextStream::update(const std::string& full) {
+TextStream::Update TextStream::update(size_t keep, std::string_view append) {
   Update out;
   if (stopped_) return out;
+  if (keep < released_) {
+    append.remove_prefix(std::min(append.size(), released_ - keep));
+    keep = released_;
+  }
+  text_.resize(std::min(keep, text_.size()));
+  const size_t from = text_.size();
+  text_ += append;
+  // An occurrence of a stop string ends in the new text (the old text had none).
   size_t cut = std::string::npos;
-  for (const std::string& stop : stops_) cut = std::min(cut, full.find(stop));
+  for (const std::string& stop : stops_) {
+    cut = std::min(cut, text_.find(stop, from - std::min(from, stop.size() - 1)));
+  }
   if (cut != std::string::npos) {
-    text_ = full.substr(0, cut);
+    text_.resize(cut);
     stopped_ = out.stopped = true;
     out.delta = finish();
     return out;
   }
-  text_ = full;
-  const size_t stable = full.size() - unstable_tail(full);
+  const size_t stable = text_.size() - unstable_tail(text_);
   if (stable > released_) {
-    out.delta = full.substr(released_, stable - released_);
+    out.delta = text_.substr(released_, stable - released_);
     released_ = stable;
   }
   return out;
+}
+
+TextStream::Update TextStream::update(const std::string& full) {
+  const auto [it, unused] = std::mismatch(text_.begin(), text_.end(), full.begin(), full.end());
+  const auto keep = static_cast<size_t>(it - text_.begin());
+  return update(keep, std::string_view(full).substr(keep));
 }
 
 std::string TextStream::finish() {

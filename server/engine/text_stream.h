@@ -1,8 +1,10 @@
-// Incremental text of one generation for streaming: given the decoded text of all tokens so
-// far after each step, releases only text that later tokens cannot change: incomplete UTF-8
-// characters (raw or decoded as U+FFFD), a tail that could still become a stop string, and a
-// tail the tokenizer's clean-up rules could still rewrite (" ." -> "." etc.) are held back.
-// Finds stop strings (the earliest occurrence of any) and cuts the text before them.
+// Incremental text of one generation for streaming: given the text's changes after each step
+// (Detokenizer::Delta: usually an append), releases only text that later tokens cannot
+// change: incomplete UTF-8 characters (raw or decoded as U+FFFD), a tail that could still
+// become a stop string, and a tail the tokenizer's clean-up rules could still rewrite
+// (" ." -> "." etc.) are held back. Finds stop strings (the earliest occurrence of any) and
+// cuts the text before them. A step's work is proportional to its change plus the longest
+// stop string, not to the whole text.
 // Torch-free. Not thread-safe: one instance per request, used by the engine thread.
 #pragma once
 
@@ -20,7 +22,10 @@ class TextStream {
     std::string delta;     // text released by this step
     bool stopped = false;  // a stop string appeared: the text ends before it
   };
-  // `full`: the decoded text of every generated token so far.
+  // The text becomes text().substr(0, keep) + append. Released text never changes: a keep
+  // below released() keeps the released bytes and drops as many from the front of `append`.
+  Update update(size_t keep, std::string_view append);
+  // `full`: the decoded text of every generated token so far (update from the common prefix).
   Update update(const std::string& full);
   // End of generation: releases whatever was held back (up to a stop string).
   std::string finish();

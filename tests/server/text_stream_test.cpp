@@ -50,6 +50,27 @@ TEST(TextStreamTest, HoldsBackCleanUpCandidates) {
   EXPECT_EQ(ts.update("Hello. I do n").delta, "");     // " n" may become " n't"
 }
 
+TEST(TextStreamTest, HoldsBackAQuoteThatCleanUpMayUndo) {
+  TextStream ts({});
+  EXPECT_EQ(ts.update("x'").delta, "x");      // " ' " cleaned up to "'"...
+  EXPECT_EQ(ts.update("x '!").delta, " '!");  // ...until " !" took the space first
+  EXPECT_EQ(ts.text(), "x '!");
+}
+
+TEST(TextStreamTest, UpdateWithKeepRewritesOnlyUnreleasedText) {
+  TextStream ts({"END"});
+  EXPECT_EQ(ts.update(0, "Hello ").delta, "Hello");
+  EXPECT_EQ(ts.update(5, ".").delta, ".");  // " ." became "."
+  EXPECT_EQ(ts.text(), "Hello.");
+  EXPECT_EQ(ts.update(2, "llo. Go").delta, " Go");  // keep < released: released bytes stay
+  EXPECT_EQ(ts.text(), "Hello. Go");
+  EXPECT_EQ(ts.update(9, " EN").delta, " ");  // "EN" may become "END"
+  EXPECT_EQ(ts.update(12, "D!").delta, "");
+  EXPECT_TRUE(ts.stopped());
+  EXPECT_EQ(ts.text(), "Hello. Go ");
+  EXPECT_EQ(ts.finish(), "");
+}
+
 TEST(TextStreamTest, StopStringAcrossTokensIsCutAndNeverStreamed) {
   TextStream ts({"\nQ:"});
   const std::string out = stream(ts, {"The", " answer", " is", " 4", "\n", "Q", ":", " more"});
