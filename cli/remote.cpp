@@ -3,19 +3,15 @@
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
-#include <cerrno>
 #include <chrono>
 #include <cmath>
-#include <cstring>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "cli/cli_request.h"
 #include "flamingo/v1/flamingo.grpc.pb.h"
 #include "model/error.h"
-#include "model/prompt.h"
 
 namespace flamingo::cli {
 namespace {
@@ -73,30 +69,15 @@ std::string one_line(std::string s) {
   return s;
 }
 
-std::string read_file_bytes(const std::string& flag, const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(flag + ": cannot read '" + path + "': " + std::strerror(errno));
-  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) throw Error(flag + ": cannot read '" + path + "': read error");
-  return data;
-}
-
-// The local CLI's prompt rule (split_image_markers): each "<image>" in --prompt takes the next
-// --image file, the text between markers becomes text parts, empty pieces are dropped.
+// The local CLI's prompt rule (CliPrompt): each "<image>" in --prompt takes the next --image
+// file, the text between markers becomes text parts, empty pieces are dropped.
 void fill_prompt(const CliArgs& a, google::protobuf::RepeatedPtrField<pb::Part>* parts) {
-  const std::vector<PromptItem> items = split_image_markers(a.prompt);
-  size_t markers = 0;
-  for (const auto& it : items) markers += it.kind == PromptItem::Kind::kImage;
-  if (markers != a.images.size()) {
-    throw Error("--prompt has " + std::to_string(markers) + " <image> marker(s) but " +
-                std::to_string(a.images.size()) + " --image file(s) were given");
-  }
-  size_t next = 0;
-  for (const auto& it : items) {
-    if (it.kind == PromptItem::Kind::kText) {
-      parts->Add()->set_text(it.text);
+  const CliPrompt prompt(a);
+  for (const PromptPart& p : prompt.parts()) {
+    if (p.kind == PromptPart::Kind::kText) {
+      parts->Add()->set_text(std::string(p.text));
     } else {
-      parts->Add()->mutable_image()->set_data(read_file_bytes("--image", a.images[next++]));
+      parts->Add()->mutable_image()->set_data(std::string(p.image));
     }
   }
 }

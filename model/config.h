@@ -47,6 +47,10 @@ struct ModelConfig {  // IdeficsConfig
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;             // IdeficsEmbedding's fixed base
   int64_t max_position_embeddings = 2048;  // from config.json when present, else 2048
+  // The context a model is served with: `requested` when > 0, else max_position_embeddings.
+  int64_t context_length(int64_t requested) const {
+    return requested > 0 ? requested : max_position_embeddings;
+  }
   bool max_position_embeddings_in_config = false;
   int64_t cross_layer_interval = 1;
   bool qk_layer_norms = false;

@@ -158,8 +158,7 @@ std::unique_ptr<FlamingoModel> FlamingoModel::load(const std::string& dir,
     throw Error(e.what());
   }
   const ModelConfig& c = m->config_;
-  m->context_length_ =
-      options.context_length > 0 ? options.context_length : c.max_position_embeddings;
+  m->context_length_ = c.context_length(options.context_length);
   Checkpoint ckpt = Checkpoint::open(dir);
   if (const TensorView* ids = ckpt.find("model.vision_model.embeddings.position_ids")) {
     // A stray buffer older checkpoints carry; transformers drops it. Only sanity-check it.

@@ -7,6 +7,8 @@
 #include <mutex>
 #include <optional>
 
+#include "server/proto_requests.h"
+
 namespace flamingo {
 namespace {
 
@@ -254,7 +256,8 @@ class StreamGenerate final : public grpc::ServerWriteReactor<v1::GenerateChunk>,
   void run(const v1::GenerateRequest* request) {
     std::shared_ptr<JobSink> self(static_cast<JobSink*>(this), [](JobSink*) {});
     if (std::optional<Status> s = start(
-            [request](const RequestBuilder& b) { return b.build_generate(*request); }, self)) {
+            [request](const RequestBuilder& b) { return b.build_generate(to_input(*request)); },
+            self)) {
       record(*s, nullptr);
       Finish(*s);
     }
@@ -331,7 +334,7 @@ class ScoreCall final : public grpc::ServerUnaryReactor {
     ScoreJob job;
     if (s.ok()) {
       try {
-        job = ctx.builder->build_score(*request);
+        job = ctx.builder->build_score(to_input(*request));
       } catch (const InvalidRequest& e) {
         s = Status(StatusCode::INVALID_ARGUMENT, e.what());
       } catch (const std::exception& e) {
@@ -439,7 +442,7 @@ grpc::ServerUnaryReactor* FlamingoService::Generate(grpc::CallbackServerContext*
                                                     const v1::GenerateRequest* request,
                                                     v1::GenerateResponse* response) {
   auto* call = new UnaryGenerate("Generate", this, context, response);
-  call->run([request](const RequestBuilder& b) { return b.build_generate(*request); });
+  call->run([request](const RequestBuilder& b) { return b.build_generate(to_input(*request)); });
   return call;
 }
 
@@ -454,7 +457,7 @@ grpc::ServerUnaryReactor* FlamingoService::Caption(grpc::CallbackServerContext* 
                                                    const v1::CaptionRequest* request,
                                                    v1::GenerateResponse* response) {
   auto* call = new UnaryGenerate("Caption", this, context, response);
-  call->run([request](const RequestBuilder& b) { return b.build_caption(*request); });
+  call->run([request](const RequestBuilder& b) { return b.build_caption(to_input(*request)); });
   return call;
 }
 
@@ -462,7 +465,7 @@ grpc::ServerUnaryReactor* FlamingoService::AnswerQuestion(grpc::CallbackServerCo
                                                           const v1::QuestionRequest* request,
                                                           v1::GenerateResponse* response) {
   auto* call = new UnaryGenerate("AnswerQuestion", this, context, response);
-  call->run([request](const RequestBuilder& b) { return b.build_question(*request); });
+  call->run([request](const RequestBuilder& b) { return b.build_question(to_input(*request)); });
   return call;
 }
 

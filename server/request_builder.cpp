@@ -123,7 +123,7 @@ uint64_t random_seed() {
   return seed;
 }
 
-std::span<const uint8_t> as_bytes(const std::string& s) {
+std::span<const uint8_t> as_bytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
@@ -172,7 +172,7 @@ void RequestBuilder::check_text_bytes(int64_t bytes, const std::string& field) c
 
 void RequestBuilder::check_images(const std::vector<ImageRef>& images) const {
   for (const ImageRef& img : images) {
-    const std::string& b = *img.bytes;
+    const std::string_view b = img.bytes;
     const std::string field = img.field + ".data";
     if (b.empty()) throw InvalidRequest(field, "empty image (PNG or JPEG bytes expected)");
     if (static_cast<int64_t>(b.size()) > limits_.max_image_bytes) {
@@ -203,7 +203,7 @@ std::vector<ImageInput> RequestBuilder::decode_images(const std::vector<ImageRef
   out.reserve(images.size());
   std::unordered_map<uint64_t, size_t> seen;  // key -> index in out (same bytes: decode once)
   for (const ImageRef& img : images) {
-    const std::string& b = *img.bytes;
+    const std::string_view b = img.bytes;
     const uint64_t key =
         media_key(as_bytes(b), image_config_.image_size, image_config_.mean, image_config_.std);
     if (auto it = seen.find(key); it != seen.end()) {
@@ -270,31 +270,30 @@ int32_t RequestBuilder::resolve_max_new_tokens(int32_t requested, int64_t prompt
   return n;
 }
 
-SamplingParams RequestBuilder::resolve_sampling(const v1::SamplingParams& in) const {
+SamplingParams RequestBuilder::resolve_sampling(const SamplingInput& in) const {
   SamplingParams s;
-  const float temperature = in.temperature();
+  const float temperature = in.temperature;
   if (!(temperature >= 0.f && temperature <= 100.f)) {  // also rejects NaN
     throw InvalidRequest("sampling.temperature",
                          "must be in [0, 100] (0: greedy), got " + num(temperature));
   }
   s.temperature = temperature;
-  const float top_p = in.top_p() == 0.f ? 1.f : in.top_p();
+  const float top_p = in.top_p == 0.f ? 1.f : in.top_p;
   if (!(top_p > 0.f && top_p <= 1.f)) {
-    throw InvalidRequest("sampling.top_p", "must be in (0, 1] (0: 1, off), got " + num(in.top_p()));
+    throw InvalidRequest("sampling.top_p", "must be in (0, 1] (0: 1, off), got " + num(in.top_p));
   }
   s.top_p = top_p;
-  if (in.top_k() < 0) {
-    throw InvalidRequest("sampling.top_k",
-                         "must be >= 0 (0: off), got " + num(int64_t{in.top_k()}));
+  if (in.top_k < 0) {
+    throw InvalidRequest("sampling.top_k", "must be >= 0 (0: off), got " + num(int64_t{in.top_k}));
   }
-  s.top_k = in.top_k();
-  const float penalty = in.repetition_penalty() == 0.f ? 1.f : in.repetition_penalty();
+  s.top_k = in.top_k;
+  const float penalty = in.repetition_penalty == 0.f ? 1.f : in.repetition_penalty;
   if (!(penalty > 0.f && penalty <= 100.f)) {
     throw InvalidRequest("sampling.repetition_penalty",
-                         "must be in (0, 100] (0: 1, off), got " + num(in.repetition_penalty()));
+                         "must be in (0, 100] (0: 1, off), got " + num(in.repetition_penalty));
   }
   s.repetition_penalty = penalty;
-  s.seed = in.seed() != 0 ? in.seed() : random_seed();
+  s.seed = in.seed != 0 ? in.seed : random_seed();
   try {
     s.validate();  // the sampler's own rules, should they ever be stricter than the above
   } catch (const Error& e) {
@@ -309,28 +308,28 @@ namespace {
 struct CollectedPrompt {
   std::vector<PromptItem> items;
   int64_t text_bytes = 0;
-  int64_t images = 0;
+  std::vector<RequestBuilder::ImageRef> images;
 };
 
-CollectedPrompt collect_prompt(const google::protobuf::RepeatedPtrField<v1::Part>& prompt) {
+CollectedPrompt collect_prompt(const std::vector<PromptPart>& prompt) {
   CollectedPrompt c;
   if (prompt.empty()) {
     throw InvalidRequest("prompt", "empty (send at least one text or image part)");
   }
-  for (int i = 0; i < prompt.size(); ++i) {
-    const v1::Part& part = prompt.Get(i);
+  for (size_t i = 0; i < prompt.size(); ++i) {
+    const PromptPart& part = prompt[i];
     const std::string field = "prompt[" + std::to_string(i) + "]";
-    switch (part.kind_case()) {
-      case v1::Part::kText:
-        check_utf8(part.text(), field + ".text");
-        c.text_bytes += static_cast<int64_t>(part.text().size());
-        c.items.push_back(PromptItem::make_text(part.text()));
+    switch (part.kind) {
+      case PromptPart::Kind::kText:
+        check_utf8(part.text, field + ".text");
+        c.text_bytes += static_cast<int64_t>(part.text.size());
+        c.items.push_back(PromptItem::make_text(std::string(part.text)));
         break;
-      case v1::Part::kImage:
-        ++c.images;
+      case PromptPart::Kind::kImage:
+        c.images.push_back({part.image, field + ".image"});
         c.items.push_back(PromptItem::make_image());
         break;
-      default:
+      case PromptPart::Kind::kNone:
         throw InvalidRequest(field, "has neither text nor image");
     }
   }
@@ -339,44 +338,30 @@ CollectedPrompt collect_prompt(const google::protobuf::RepeatedPtrField<v1::Part
 
 }  // namespace
 
-GenerateJob RequestBuilder::build_generate(const v1::GenerateRequest& r) const {
-  CollectedPrompt c = collect_prompt(r.prompt());
-  check_image_count(c.images, limits_.max_images_per_request, "prompt", "");
-  check_text_bytes(c.text_bytes, "prompt");
-  std::vector<ImageRef> images;
-  for (int i = 0; i < r.prompt_size(); ++i) {
-    if (r.prompt(i).has_image()) {
-      images.push_back({&r.prompt(i).image().data(), "prompt[" + std::to_string(i) + "].image"});
-    }
-  }
-  check_images(images);
-
-  GenerateJob job;
-  if (r.request_id().size() > kMaxRequestIdBytes) {
-    throw InvalidRequest("request_id", num(static_cast<int64_t>(r.request_id().size())) +
+void RequestBuilder::resolve_generation_fields(const GenerateInput& r, GenerateJob& job) const {
+  if (r.request_id.size() > kMaxRequestIdBytes) {
+    throw InvalidRequest("request_id", num(static_cast<int64_t>(r.request_id.size())) +
                                            " bytes exceed the limit " +
                                            num(static_cast<int64_t>(kMaxRequestIdBytes)));
   }
-  check_utf8(r.request_id(), "request_id");
-  for (size_t i = 0; i < r.request_id().size(); ++i) {
-    const unsigned char ch = static_cast<unsigned char>(r.request_id()[i]);
+  check_utf8(r.request_id, "request_id");
+  for (size_t i = 0; i < r.request_id.size(); ++i) {
+    const auto ch = static_cast<unsigned char>(r.request_id[i]);
     if (ch < 0x20 || ch == 0x7F) {
       throw InvalidRequest("request_id", "control character " + quote(std::string(1, ch)) +
                                              " at byte " + num(static_cast<int64_t>(i)));
     }
   }
-  job.request_id = r.request_id();
-
-  job.sampling = resolve_sampling(r.sampling());
-
-  if (r.stop_size() > limits_.max_stop_strings) {
-    throw InvalidRequest("stop", num(int64_t{r.stop_size()}) + " stop strings exceed the limit " +
-                                     num(int64_t{limits_.max_stop_strings}) +
-                                     " (--max-stop-strings)");
+  job.request_id = std::string(r.request_id);
+  job.sampling = resolve_sampling(r.sampling);
+  if (static_cast<int64_t>(r.stop.size()) > limits_.max_stop_strings) {
+    throw InvalidRequest(
+        "stop", num(static_cast<int64_t>(r.stop.size())) + " stop strings exceed the limit " +
+                    num(int64_t{limits_.max_stop_strings}) + " (--max-stop-strings)");
   }
-  for (int i = 0; i < r.stop_size(); ++i) {
+  for (size_t i = 0; i < r.stop.size(); ++i) {
     const std::string field = "stop[" + std::to_string(i) + "]";
-    const std::string& s = r.stop(i);
+    const std::string_view s = r.stop[i];
     if (s.empty()) throw InvalidRequest(field, "empty stop string");
     if (static_cast<int64_t>(s.size()) > limits_.max_stop_string_bytes) {
       throw InvalidRequest(field, num(static_cast<int64_t>(s.size())) + " bytes exceed the limit " +
@@ -384,136 +369,139 @@ GenerateJob RequestBuilder::build_generate(const v1::GenerateRequest& r) const {
                                       " (--max-stop-string-bytes)");
     }
     check_utf8(s, field);
-    job.stop.push_back(s);
+    job.stop.emplace_back(s);
   }
-
-  if (r.top_logprobs() < 0) {
-    throw InvalidRequest("top_logprobs", "must be >= 0, got " + num(int64_t{r.top_logprobs()}));
+  if (r.top_logprobs < 0) {
+    throw InvalidRequest("top_logprobs", "must be >= 0, got " + num(int64_t{r.top_logprobs}));
   }
-  if (r.top_logprobs() > limits_.max_top_logprobs) {
-    throw InvalidRequest("top_logprobs", num(int64_t{r.top_logprobs()}) + " exceeds the limit " +
+  if (r.top_logprobs > limits_.max_top_logprobs) {
+    throw InvalidRequest("top_logprobs", num(int64_t{r.top_logprobs}) + " exceeds the limit " +
                                              num(int64_t{limits_.max_top_logprobs}) +
                                              " (--max-top-logprobs)");
   }
-  job.top_logprobs = r.top_logprobs();
-  job.ignore_eos = r.ignore_eos();
+  job.top_logprobs = r.top_logprobs;
+  job.ignore_eos = r.ignore_eos;
+}
 
-  TokenizedPrompt t = tokenize(c.items, "prompt");
-  job.max_new_tokens = resolve_max_new_tokens(
-      r.max_new_tokens(), static_cast<int64_t>(t.token_ids.size()), "the prompt's");
+void RequestBuilder::finish_job(const std::vector<PromptItem>& items, const std::string& field,
+                                int32_t max_new_tokens, const std::string& prompt_name,
+                                const std::vector<ImageRef>& images, GenerateJob& job) const {
+  TokenizedPrompt t = tokenize(items, field);
+  job.max_new_tokens =
+      resolve_max_new_tokens(max_new_tokens, static_cast<int64_t>(t.token_ids.size()), prompt_name);
   job.prompt = std::move(t.token_ids);
   job.image_of_token = std::move(t.image_of_token);
   job.images = decode_images(images);
+}
+
+GenerateJob RequestBuilder::build_generate(const GenerateInput& r) const {
+  const CollectedPrompt c = collect_prompt(r.prompt);
+  check_image_count(static_cast<int64_t>(c.images.size()), limits_.max_images_per_request, "prompt",
+                    "");
+  check_text_bytes(c.text_bytes, "prompt");
+  check_images(c.images);
+  GenerateJob job;
+  resolve_generation_fields(r, job);
+  finish_job(c.items, "prompt", r.max_new_tokens, "the prompt's", c.images, job);
   return job;
 }
 
-GenerateJob RequestBuilder::build_caption(const v1::CaptionRequest& r) const {
+GenerateJob RequestBuilder::build_caption(const CaptionInput& r) const {
   std::vector<ImageRef> images;
   std::vector<std::string> texts;
   int64_t text_bytes = 0;
-  check_image_count(int64_t{r.examples_size()} + 1, limits_.max_images_per_request, "examples",
-                    " (" + std::to_string(r.examples_size()) + " examples + the query image)");
-  for (int i = 0; i < r.examples_size(); ++i) {
-    const v1::Example& ex = r.examples(i);
+  check_image_count(static_cast<int64_t>(r.examples.size()) + 1, limits_.max_images_per_request,
+                    "examples",
+                    " (" + std::to_string(r.examples.size()) + " examples + the query image)");
+  for (size_t i = 0; i < r.examples.size(); ++i) {
+    const CaptionExample& ex = r.examples[i];
     const std::string field = "examples[" + std::to_string(i) + "]";
-    if (!ex.has_image()) throw InvalidRequest(field + ".image", "missing (each example needs one)");
-    if (ex.text().empty()) throw InvalidRequest(field + ".text", "empty caption");
-    check_utf8(ex.text(), field + ".text");
-    text_bytes += static_cast<int64_t>(ex.text().size());
-    images.push_back({&ex.image().data(), field + ".image"});
-    texts.push_back(ex.text());
+    if (!ex.image) throw InvalidRequest(field + ".image", "missing (each example needs one)");
+    if (ex.text.empty()) throw InvalidRequest(field + ".text", "empty caption");
+    check_utf8(ex.text, field + ".text");
+    text_bytes += static_cast<int64_t>(ex.text.size());
+    images.push_back({*ex.image, field + ".image"});
+    texts.emplace_back(ex.text);
   }
-  if (!r.has_image()) throw InvalidRequest("image", "missing (the image to caption)");
-  images.push_back({&r.image().data(), "image"});
+  if (!r.image) throw InvalidRequest("image", "missing (the image to caption)");
+  images.push_back({*r.image, "image"});
   check_text_bytes(text_bytes, "examples");
   check_images(images);
 
   GenerateJob job;
-  job.sampling = resolve_sampling(r.sampling());
+  job.sampling = resolve_sampling(r.sampling);
   job.stop = templates_.caption_stop();
-  TokenizedPrompt t = tokenize(to_prompt_items(templates_.render_caption(texts)), "examples");
-  job.max_new_tokens = resolve_max_new_tokens(
-      r.max_new_tokens(), static_cast<int64_t>(t.token_ids.size()), "the caption prompt's");
-  job.prompt = std::move(t.token_ids);
-  job.image_of_token = std::move(t.image_of_token);
-  job.images = decode_images(images);
+  finish_job(to_prompt_items(templates_.render_caption(texts)), "examples", r.max_new_tokens,
+             "the caption prompt's", images, job);
   return job;
 }
 
-GenerateJob RequestBuilder::build_question(const v1::QuestionRequest& r) const {
+GenerateJob RequestBuilder::build_question(const QuestionInput& r) const {
   std::vector<ImageRef> images;
   std::vector<QAPair> pairs;
   int64_t text_bytes = 0;
-  check_image_count(int64_t{r.examples_size()} + 1, limits_.max_images_per_request, "examples",
-                    " (" + std::to_string(r.examples_size()) + " examples + the query image)");
-  for (int i = 0; i < r.examples_size(); ++i) {
-    const v1::QAExample& ex = r.examples(i);
+  check_image_count(static_cast<int64_t>(r.examples.size()) + 1, limits_.max_images_per_request,
+                    "examples",
+                    " (" + std::to_string(r.examples.size()) + " examples + the query image)");
+  for (size_t i = 0; i < r.examples.size(); ++i) {
+    const QuestionExample& ex = r.examples[i];
     const std::string field = "examples[" + std::to_string(i) + "]";
-    if (!ex.has_image()) throw InvalidRequest(field + ".image", "missing (each example needs one)");
-    if (ex.question().empty()) throw InvalidRequest(field + ".question", "empty question");
-    if (ex.answer().empty()) throw InvalidRequest(field + ".answer", "empty answer");
-    check_utf8(ex.question(), field + ".question");
-    check_utf8(ex.answer(), field + ".answer");
-    text_bytes += static_cast<int64_t>(ex.question().size() + ex.answer().size());
-    images.push_back({&ex.image().data(), field + ".image"});
-    pairs.push_back({ex.question(), ex.answer()});
+    if (!ex.image) throw InvalidRequest(field + ".image", "missing (each example needs one)");
+    if (ex.question.empty()) throw InvalidRequest(field + ".question", "empty question");
+    if (ex.answer.empty()) throw InvalidRequest(field + ".answer", "empty answer");
+    check_utf8(ex.question, field + ".question");
+    check_utf8(ex.answer, field + ".answer");
+    text_bytes += static_cast<int64_t>(ex.question.size() + ex.answer.size());
+    images.push_back({*ex.image, field + ".image"});
+    pairs.push_back({std::string(ex.question), std::string(ex.answer)});
   }
-  if (!r.has_image()) throw InvalidRequest("image", "missing (the image the question is about)");
-  if (r.question().empty()) throw InvalidRequest("question", "empty question");
-  check_utf8(r.question(), "question");
-  text_bytes += static_cast<int64_t>(r.question().size());
-  images.push_back({&r.image().data(), "image"});
+  if (!r.image) throw InvalidRequest("image", "missing (the image the question is about)");
+  if (r.question.empty()) throw InvalidRequest("question", "empty question");
+  check_utf8(r.question, "question");
+  text_bytes += static_cast<int64_t>(r.question.size());
+  images.push_back({*r.image, "image"});
   check_text_bytes(text_bytes, "question + examples");
   check_images(images);
 
   GenerateJob job;
-  job.sampling = resolve_sampling(r.sampling());
+  job.sampling = resolve_sampling(r.sampling);
   job.stop = templates_.question_stop();
-  TokenizedPrompt t = tokenize(to_prompt_items(templates_.render_question(pairs, r.question())),
-                               "question + examples");
-  job.max_new_tokens = resolve_max_new_tokens(
-      r.max_new_tokens(), static_cast<int64_t>(t.token_ids.size()), "the question prompt's");
-  job.prompt = std::move(t.token_ids);
-  job.image_of_token = std::move(t.image_of_token);
-  job.images = decode_images(images);
+  finish_job(to_prompt_items(templates_.render_question(pairs, std::string(r.question))),
+             "question + examples", r.max_new_tokens, "the question prompt's", images, job);
   return job;
 }
 
-ScoreJob RequestBuilder::build_score(const v1::ScoreRequest& r) const {
-  CollectedPrompt c = collect_prompt(r.prompt());
-  check_image_count(c.images, limits_.max_images_per_request, "prompt", "");
-  if (r.candidates_size() == 0) {
+ScoreJob RequestBuilder::build_score(const ScoreInput& r) const {
+  const CollectedPrompt c = collect_prompt(r.prompt);
+  check_image_count(static_cast<int64_t>(c.images.size()), limits_.max_images_per_request, "prompt",
+                    "");
+  if (r.candidates.empty() && r.candidates_required) {
     throw InvalidRequest("candidates", "empty (Score needs at least one candidate)");
   }
-  if (r.candidates_size() > limits_.max_candidates) {
-    throw InvalidRequest("candidates",
-                         num(int64_t{r.candidates_size()}) + " candidates exceed the limit " +
-                             num(int64_t{limits_.max_candidates}) + " (--max-candidates)");
+  if (static_cast<int64_t>(r.candidates.size()) > limits_.max_candidates) {
+    throw InvalidRequest("candidates", num(static_cast<int64_t>(r.candidates.size())) +
+                                           " candidates exceed the limit " +
+                                           num(int64_t{limits_.max_candidates}) +
+                                           " (--max-candidates)");
   }
   int64_t text_bytes = c.text_bytes;
-  for (int i = 0; i < r.candidates_size(); ++i) {
+  for (size_t i = 0; i < r.candidates.size(); ++i) {
     const std::string field = "candidates[" + std::to_string(i) + "]";
-    if (r.candidates(i).empty()) throw InvalidRequest(field, "empty candidate");
-    check_utf8(r.candidates(i), field);
-    text_bytes += static_cast<int64_t>(r.candidates(i).size());
+    if (r.candidates[i].empty()) throw InvalidRequest(field, "empty candidate");
+    check_utf8(r.candidates[i], field);
+    text_bytes += static_cast<int64_t>(r.candidates[i].size());
   }
   check_text_bytes(text_bytes, "prompt + candidates");
-  std::vector<ImageRef> images;
-  for (int i = 0; i < r.prompt_size(); ++i) {
-    if (r.prompt(i).has_image()) {
-      images.push_back({&r.prompt(i).image().data(), "prompt[" + std::to_string(i) + "].image"});
-    }
-  }
-  check_images(images);
+  check_images(c.images);
 
   ScoreJob job;
+  job.prompt_logprobs = r.prompt_logprobs;
   TokenizedPrompt base = tokenize(c.items, "prompt");
-  // Pipeline::score (model/pipeline.cpp), step for step.
   std::vector<std::vector<int32_t>> sequences = {base.token_ids};
   std::vector<std::vector<int32_t>> image_of_token = {base.image_of_token};
-  for (int i = 0; i < r.candidates_size(); ++i) {
+  for (size_t i = 0; i < r.candidates.size(); ++i) {
     const std::string field = "candidates[" + std::to_string(i) + "]";
-    const std::string& cand = r.candidates(i);
+    const std::string cand(r.candidates[i]);
     std::vector<PromptItem> with = c.items;
     if (!with.empty() && with.back().kind == PromptItem::Kind::kText) {
       with.back().text += cand;
@@ -535,7 +523,7 @@ ScoreJob RequestBuilder::build_score(const v1::ScoreRequest& r) const {
   }
   job.sequences = std::move(sequences);
   job.image_of_token = std::move(image_of_token);
-  job.images = decode_images(images);
+  job.images = decode_images(c.images);
   return job;
 }
 

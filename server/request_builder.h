@@ -1,7 +1,8 @@
-// Turns flamingo.v1 requests into engine jobs: validates every field against the server's
-// limits, decodes and preprocesses the images, renders Caption/AnswerQuestion prompts from the
-// templates and tokenizes with the IDEFICS layout. Torch-free; runs on the gRPC handler threads
-// (image decoding happens here, not on the engine thread).
+// Turns requests (server/requests.h, whichever front end received them) into engine jobs:
+// validates every field against the server's limits, decodes and preprocesses the images,
+// renders Caption/AnswerQuestion prompts from the templates and tokenizes with the IDEFICS
+// layout. Torch-free and proto-free; runs on the front end's threads (image decoding happens
+// here, not on the engine thread).
 // Thread-safety: immutable after construction; the build_* methods may be called concurrently
 // (the Tokenizer is immutable and must outlive the builder).
 //
@@ -24,8 +25,8 @@
 // - top_logprobs: 0..--max-top-logprobs. request_id: at most 256 bytes, no control characters.
 // - Caption/Question demos: every field non-empty (an example without its image, caption,
 //   question or answer teaches the model nothing useful); the question must be non-empty.
-// - Score: 1..--max-candidates candidates, each non-empty and adding at least one token to the
-//   prompt (see build_score).
+// - Score: 1..--max-candidates candidates (0 allowed when !candidates_required), each
+//   non-empty and adding at least one token to the prompt (see build_score).
 // Errors that are not the client's fault (e.g. a tokenizer without "<image>") are plain
 // flamingo::Error.
 #pragma once
@@ -34,13 +35,13 @@
 #include <string>
 #include <vector>
 
-#include "flamingo/v1/flamingo.pb.h"
 #include "model/error.h"
 #include "model/image_preprocess.h"
 #include "model/tokenizer.h"
 #include "server/engine/job.h"
 #include "server/limits.h"
 #include "server/prompt_templates.h"
+#include "server/requests.h"
 
 namespace flamingo {
 
@@ -59,20 +60,26 @@ class RequestBuilder {
  public:
   static constexpr size_t kMaxRequestIdBytes = 256;
 
+  struct ImageRef {
+    std::string_view bytes;  // encoded
+    std::string field;       // e.g. "prompt[3].image"
+  };
+
   // context_length >= 1: tokens a sequence may hold (prompt + generated). vocab_rows: rows of
   // the model's embedding; a token id >= vocab_rows cannot be fed to the model.
   RequestBuilder(const Tokenizer& tokenizer, ImagePreprocessConfig image_config,
                  ServerLimits limits, int64_t context_length, int64_t vocab_rows,
                  PromptTemplates templates);
 
-  GenerateJob build_generate(const v1::GenerateRequest& request) const;
+  GenerateJob build_generate(const GenerateInput& request) const;
   // The templates' caption prompt (demos first, then the query); job.stop = the template's stops.
-  GenerateJob build_caption(const v1::CaptionRequest& request) const;
-  GenerateJob build_question(const v1::QuestionRequest& request) const;
-  // Pipeline::score's rule: each candidate is appended to the last text part (or becomes a new
-  // text part after a final image); sequences[0] is the prompt, sequences[1 + c] the prompt with
-  // candidate c, first_new[c] = max(common prefix with the prompt, 1).
-  ScoreJob build_score(const v1::ScoreRequest& request) const;
+  GenerateJob build_caption(const CaptionInput& request) const;
+  GenerateJob build_question(const QuestionInput& request) const;
+  // The one home of candidate tokenization: each candidate is appended to the last text part
+  // (or becomes a new text part after a final image); sequences[0] is the prompt,
+  // sequences[1 + c] the prompt with candidate c, first_new[c] = max(common prefix with the
+  // prompt, 1).
+  ScoreJob build_score(const ScoreInput& request) const;
 
   // The effective prompt-token limit: --max-prompt-tokens, or the context length when it is 0
   // or larger.
@@ -81,18 +88,19 @@ class RequestBuilder {
   const ServerLimits& limits() const { return limits_; }
 
  private:
-  struct ImageRef {
-    const std::string* bytes;
-    std::string field;  // e.g. "prompt[3].image"
-  };
-
   void check_images(const std::vector<ImageRef>& images) const;
   std::vector<ImageInput> decode_images(const std::vector<ImageRef>& images) const;
   TokenizedPrompt tokenize(const std::vector<PromptItem>& items, const std::string& field) const;
   int32_t resolve_max_new_tokens(int32_t requested, int64_t prompt_tokens,
                                  const std::string& prompt_field) const;
-  SamplingParams resolve_sampling(const v1::SamplingParams& sampling) const;
+  SamplingParams resolve_sampling(const SamplingInput& sampling) const;
   void check_text_bytes(int64_t bytes, const std::string& field) const;
+  // Every field of a generation besides its prompt: request id, sampling, stops, logprobs.
+  void resolve_generation_fields(const GenerateInput& r, GenerateJob& job) const;
+  // Tokenizes `items` and fills the job's prompt, max_new_tokens and images.
+  void finish_job(const std::vector<PromptItem>& items, const std::string& field,
+                  int32_t max_new_tokens, const std::string& prompt_name,
+                  const std::vector<ImageRef>& images, GenerateJob& job) const;
 
   const Tokenizer& tokenizer_;
   ImagePreprocessConfig image_config_;

@@ -31,9 +31,10 @@ EngineImpl::EngineImpl(const EngineConfig& config) : config_(config) {
   const ModelConfig& mc = model.config();
 
   const ServerLimits& l = config.limits;
-  // Admission bounds the jobs in flight; a Score job may queue one sequence per candidate.
+  // Admission bounds the jobs in flight; a Score job may queue a sequence per candidate and
+  // one for its prompt.
   const int32_t jobs = l.max_queued_requests + l.max_running_requests;
-  const SchedulerConfig sc{l.max_running_requests, jobs * std::max(1, l.max_candidates),
+  const SchedulerConfig sc{l.max_running_requests, jobs * (std::max(0, l.max_candidates) + 1),
                            config.token_budget};
   image_bytes_ = model.image_kv_bytes();
   const int64_t block_bytes = model.kv_block_bytes(std::max(config.block_size, 1));
@@ -82,19 +83,43 @@ void EngineImpl::start_thread() {
 }
 
 void EngineImpl::warm_up() {
-  // One image and a few tokens through every path: vision, perceiver, K/V, prefill, decode.
+  // One image and a few tokens through the engine itself: vision, perceiver, image K/V,
+  // prefill and decode, so the first client does not pay for first-touch costs.
   const int s = pipeline_->image_config().image_size;
   RgbImage image;
   image.width = s;
   image.height = s;
   image.data.assign(static_cast<size_t>(s) * s * 3, 128);
-  PreparedPrompt p =
-      pipeline_->prepare({PromptItem::make_image(), PromptItem::make_text("warm-up")}, {image});
-  GenerationOptions o = defaults_;
-  o.max_new_tokens = 2;
-  o.ignore_eos = true;
-  o.block_size = config_.block_size;
-  pipeline_->generate(p, o);
+  const TokenizedPrompt t =
+      pipeline_->tokenize({PromptItem::make_image(), PromptItem::make_text("warm-up")}, 1);
+  GenerateJob job;
+  job.request_id = "warm-up";
+  job.prompt = t.token_ids;
+  job.image_of_token = t.image_of_token;
+  job.images.push_back({0x77617276u /* not a content hash: no client image has it */,
+                        preprocess_image(image, pipeline_->image_config())});
+  job.max_new_tokens = 2;
+  job.ignore_eos = true;
+  job.sampling.seed = 1;
+  struct Done : JobSink {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<JobOutcome> outcome;
+    void on_delta(JobDelta) override {}
+    void on_finish(JobDelta, JobOutcome o) override {
+      std::lock_guard lock(mu);
+      outcome = std::move(o);
+      cv.notify_all();
+    }
+  };
+  auto done = std::make_shared<Done>();
+  const AdmissionResult r = submit(std::move(job), done);
+  if (r.code != Admission::kAccepted) throw Error("engine warm-up: " + r.message);
+  std::unique_lock lock(done->mu);
+  done->cv.wait(lock, [&] { return done->outcome.has_value(); });
+  if (done->outcome->status != JobStatus::kLength) {
+    throw Error("engine warm-up failed: " + done->outcome->message);
+  }
 }
 
 // ---- submitting threads ----
@@ -160,8 +185,11 @@ AdmissionResult EngineImpl::submit(GenerateJob job, std::shared_ptr<JobSink> sin
 
 AdmissionResult EngineImpl::submit_score(ScoreJob job, ScoreCallback done) {
   const size_t n = job.sequences.size();
-  bool ok = n >= 2 && job.image_of_token.size() == n && job.first_new.size() == n - 1;
-  int64_t needed = 0;  // candidates run one sequence each: the longest must fit
+  bool ok = n >= 1 && (n >= 2 || job.prompt_logprobs) && !job.sequences[0].empty() &&
+            job.image_of_token.size() == n && job.first_new.size() == n - 1 &&
+            job.image_of_token[0].size() == job.sequences[0].size();
+  // Each part runs as one sequence: the longest must fit.
+  int64_t needed = ok ? static_cast<int64_t>(job.sequences[0].size()) : 0;
   for (size_t c = 0; ok && c + 1 < n; ++c) {
     const std::vector<int32_t>& seq = job.sequences[c + 1];
     ok = job.image_of_token[c + 1].size() == seq.size() && job.first_new[c] >= 1 &&
@@ -335,8 +363,8 @@ void EngineImpl::publish_stats() {
 
 std::unique_ptr<Engine> Engine::start(const EngineConfig& config) {
   auto engine = std::make_unique<EngineImpl>(config);
-  engine->warm_up();
   engine->start_thread();
+  if (config.warm_up) engine->warm_up();
   return engine;
 }
 

@@ -35,6 +35,7 @@ struct EngineConfig {
   int64_t image_cache_bytes = 0;  // 0: see cache_sizing.h (4 images per running sequence)
   int32_t token_budget = 512;     // tokens per step (prefill chunking)
   bool prefix_caching = true;
+  bool warm_up = true;  // start() runs one request with an image through the engine first
   ServerLimits limits;
   // Called while weights load: bytes done, bytes total.
   std::function<void(int64_t, int64_t)> progress;
@@ -75,7 +76,8 @@ struct AdmissionResult {
 
 class Engine {
  public:
-  // Loads the model, warms it up (one forward with an image) and starts the engine thread.
+  // Loads the model, starts the engine thread and (config.warm_up) runs one request with an
+  // image through every path (vision, perceiver, image K/V, prefill, decode) before returning.
   // Throws flamingo::Error on a bad model folder or configuration.
   static std::unique_ptr<Engine> start(const EngineConfig& config);
   virtual ~Engine() = default;  // stops the thread; unfinished jobs end with kShutdown
@@ -91,9 +93,9 @@ class Engine {
 
   // Queues a job; on kAccepted the sink will get on_finish exactly once.
   virtual AdmissionResult submit(GenerateJob job, std::shared_ptr<JobSink> sink) = 0;
-  // A Score job needs KV room for its longest candidate sequence; `done` gets its outcome
-  // exactly once on kAccepted. Throws flamingo::Error on a malformed job (fewer than 2
-  // sequences, sizes that differ, first_new outside [1, candidate size)).
+  // A Score job needs KV room for its longest sequence; `done` gets its outcome exactly once
+  // on kAccepted. Throws flamingo::Error on a malformed job (no candidate and no
+  // prompt_logprobs, an empty prompt, sizes that differ, first_new outside [1, candidate size)).
   virtual AdmissionResult submit_score(ScoreJob job, ScoreCallback done) = 0;
   // Ends a job (generate or score) within one step with kCancelled; unknown ids are ignored.
   virtual void cancel(int64_t id) = 0;

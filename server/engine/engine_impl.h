@@ -60,24 +60,30 @@ struct ActiveGenerate {
         text(std::move(stops)) {}
 };
 
-// A Score job: one scoring sequence per candidate (see engine_score.cpp).
+// A Score job: one scoring sequence per part (see engine_score.cpp).
 struct ActiveScore {
+  struct Part {
+    int32_t sequence = 0;          // index into job.sequences
+    int32_t score_from = 1;        // first scored token
+    std::vector<double> logprobs;  // per scored token
+  };
   ScoreJob job;
   ScoreCallback done;
   ImageHold images;
-  std::vector<std::vector<double>> token_logprobs;  // per candidate, per scored token
-  std::vector<int64_t> live;                        // scheduler ids of unfinished candidates
-  int32_t next_candidate = 0;                       // candidates not yet given to the scheduler
-  int64_t computed_tokens = 0;                      // ScoreOutcome::computed_tokens
-  int32_t steps = 0;                                // ScoreOutcome::steps
+  bool has_prompt_part = false;  // parts[0] scores the prompt (job.prompt_logprobs)
+  std::vector<Part> parts;       // [the prompt,] then one per candidate
+  std::vector<int64_t> live;     // scheduler ids of unfinished parts
+  int32_t next_part = 0;         // parts not yet given to the scheduler
+  int64_t computed_tokens = 0;   // ScoreOutcome::computed_tokens
+  int32_t steps = 0;             // ScoreOutcome::steps
   int64_t last_step = -1;
 };
 
 // Which job a scheduler sequence belongs to: generations use their job id; a Score job's
-// candidates get ids of their own (negative, so they never meet a job id).
+// parts get ids of their own (negative, so they never meet a job id).
 struct SeqOwner {
   int64_t job = 0;
-  int32_t candidate = -1;  // >= 0 for a Score candidate
+  int32_t part = -1;  // >= 0: index into ActiveScore::parts
 };
 
 struct NewGenerate {
@@ -152,10 +158,10 @@ class EngineImpl final : public Engine {
 
   // ---- Score (engine_score.cpp) ----
   void start_score(NewScore& s);
-  bool add_candidates(int64_t job, ActiveScore& run, int32_t count);  // false: refused
+  bool add_parts(int64_t job, ActiveScore& run, int32_t count);  // false: refused
   // Takes the chunk's scored rows (score_end - score_begin of them) and counts its work.
   void record_scores(const SeqChunk& c, const float* logits, int64_t vocab);
-  void candidate_scored(int64_t seq);
+  void part_scored(int64_t seq);
   void end_score(int64_t job, JobStatus status, const std::string& message = {});
 
   EngineConfig config_;
@@ -186,7 +192,7 @@ class EngineImpl final : public Engine {
   std::unordered_map<int64_t, ActiveGenerate> generating_;
   std::unordered_map<int64_t, ActiveScore> scoring_;
   std::unordered_map<int64_t, SeqOwner> owners_;  // every scheduler sequence's job
-  int64_t next_candidate_seq_ = -1;
+  int64_t next_score_seq_ = -1;
   int64_t steps_ = 0;
 };
 

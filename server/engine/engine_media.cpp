@@ -71,7 +71,7 @@ std::string EngineImpl::image_cache_full() const {
 
 std::span<const int32_t> EngineImpl::held_slots(int64_t seq) const {
   const SeqOwner& o = owners_.at(seq);
-  if (o.candidate >= 0) return scoring_.at(o.job).images.slots;
+  if (o.part >= 0) return scoring_.at(o.job).images.slots;
   return generating_.at(o.job).images.slots;
 }
 

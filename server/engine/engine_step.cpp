@@ -35,7 +35,7 @@ void EngineImpl::step() {
   std::vector<StepResult> results;
   std::vector<std::pair<int64_t, JobDelta>> deltas;
   for (const SeqChunk& c : plan.chunks) {
-    if (owners_.at(c.id).candidate >= 0) {
+    if (owners_.at(c.id).part >= 0) {
       record_scores(c, row, vocab);
       row += (c.score_end - c.score_begin) * vocab;
     }
@@ -75,7 +75,7 @@ size_t EngineImpl::acquire_plan_images(StepPlan& plan) {
     const SeqOwner o = owners_.at(c.id);
     if (std::find(rejected.begin(), rejected.end(), o.job) != rejected.end()) continue;
     bool ok = false;
-    if (o.candidate >= 0) {
+    if (o.part >= 0) {
       ActiveScore& s = scoring_.at(o.job);
       ok = acquire_images(s.job.images, s.images, misses);
     } else {
@@ -128,7 +128,7 @@ void EngineImpl::retire(const std::vector<FinishedSeq>& finished) {
   for (const FinishedSeq& f : finished) {
     switch (f.reason) {
       case FinishReason::kScored:
-        candidate_scored(f.id);
+        part_scored(f.id);
         break;
       case FinishReason::kStop:
         finish(f.id, JobStatus::kStop);

@@ -82,12 +82,14 @@ class JobSink {
 };
 
 // Log-likelihood scoring: sequences[0] is the prompt, sequences[1 + c] the prompt extended by
-// candidate c, whose own tokens start at first_new[c]. All share `images`.
+// candidate c, whose own tokens start at first_new[c]. All share `images`. With
+// prompt_logprobs, every prompt token's logprob comes back too.
 struct ScoreJob {
   std::string request_id;
   std::vector<std::vector<int32_t>> sequences;
   std::vector<std::vector<int32_t>> image_of_token;  // per sequence, per token
   std::vector<int32_t> first_new;                    // per candidate, >= 1
+  bool prompt_logprobs = false;
   std::vector<ImageInput> images;
   Clock::time_point deadline = Clock::time_point::max();
   Clock::time_point arrival = Clock::now();
@@ -97,6 +99,9 @@ struct ScoreOutcome {
   JobStatus status = JobStatus::kStop;  // kStop: done; else as for JobOutcome
   std::string message;
   std::vector<double> logprobs;  // per candidate
+  // With ScoreJob::prompt_logprobs: log p(prompt[i] | prompt[<i]) per prompt token; entry 0
+  // is NaN (no context).
+  std::vector<double> prompt_logprobs;
   int32_t prompt_tokens = 0;
   int32_t images = 0;
   int64_t computed_tokens = 0;  // tokens the forward passes computed for it (all candidates)

@@ -262,10 +262,10 @@ TEST(CliBadInput, UnreadableAndUndecodableImages) {
 TEST(CliBadInput, OversizedImage) {
   expect_error("generate --model " + quote(golden_path("model")) +
                    " --prompt '<image>' --max-image-pixels 100 --image " + quote(kImage),
-               "exceeds the limit of 100");
+               "784 pixels exceed the limit 100 (--max-image-pixels)");
   expect_error("generate --model " + quote(golden_path("model")) +
                    " --prompt '<image>' --max-image-bytes 10 --image " + quote(kImage),
-               "max_bytes");
+               "242 bytes exceed the limit 10 (--max-image-bytes)");
 }
 
 TEST(CliBadInput, TruncatedShard) {

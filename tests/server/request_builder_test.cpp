@@ -20,6 +20,7 @@
 #include "model/image_preprocess.h"
 #include "model/prompt.h"
 #include "server/engine/media_cache.h"
+#include "server/proto_requests.h"
 #include "tests/model/spm_oracle.h"
 
 namespace flamingo {
@@ -59,6 +60,27 @@ void add_image(v1::ScoreRequest& r, const std::string& bytes) {
   r.add_prompt()->mutable_image()->set_data(bytes);
 }
 
+// The builder as the gRPC service calls it: flamingo.v1 messages converted by to_input
+// (server/proto_requests.h), so every case below also covers the conversion.
+class ProtoBuilder {
+ public:
+  explicit ProtoBuilder(RequestBuilder b) : b_(std::move(b)) {}
+  GenerateJob build_generate(const v1::GenerateRequest& r) const {
+    return b_.build_generate(to_input(r));
+  }
+  GenerateJob build_caption(const v1::CaptionRequest& r) const {
+    return b_.build_caption(to_input(r));
+  }
+  GenerateJob build_question(const v1::QuestionRequest& r) const {
+    return b_.build_question(to_input(r));
+  }
+  ScoreJob build_score(const v1::ScoreRequest& r) const { return b_.build_score(to_input(r)); }
+  int64_t max_prompt_tokens() const { return b_.max_prompt_tokens(); }
+
+ private:
+  RequestBuilder b_;
+};
+
 class RequestBuilderTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -75,11 +97,11 @@ class RequestBuilderTest : public ::testing::Test {
 
   static int64_t context() { return config_->max_position_embeddings; }
 
-  RequestBuilder builder(ServerLimits limits = {}, int64_t context_length = 0,
-                         int64_t rows = 0) const {
-    return RequestBuilder(*tok_, *image_config_, limits,
-                          context_length ? context_length : context(),
-                          rows ? rows : config_->total_vocab(), PromptTemplates::idefics());
+  ProtoBuilder builder(ServerLimits limits = {}, int64_t context_length = 0,
+                       int64_t rows = 0) const {
+    return ProtoBuilder(
+        RequestBuilder(*tok_, *image_config_, limits, context_length ? context_length : context(),
+                       rows ? rows : config_->total_vocab(), PromptTemplates::idefics()));
   }
 
   static std::vector<int32_t> ids(const std::vector<PromptItem>& items) {
@@ -189,13 +211,13 @@ TEST_F(RequestBuilderTest, EqualBytesEqualKeys) {
   // A different preprocessing config gives the same bytes another key.
   ImagePreprocessConfig other = *image_config_;
   other.mean[0] += 0.01f;
-  RequestBuilder b2(*tok_, other, {}, context(), config_->total_vocab(),
-                    PromptTemplates::idefics());
+  ProtoBuilder b2(RequestBuilder(*tok_, other, {}, context(), config_->total_vocab(),
+                                 PromptTemplates::idefics()));
   EXPECT_NE(b2.build_generate(r).images[0].key, job.images[0].key);
 }
 
 TEST_F(RequestBuilderTest, SeedResolution) {
-  const RequestBuilder b = builder();
+  const ProtoBuilder b = builder();
   v1::GenerateRequest r = text_request("hi");
   const uint64_t s1 = b.build_generate(r).sampling.seed;
   const uint64_t s2 = b.build_generate(r).sampling.seed;
@@ -209,7 +231,7 @@ TEST_F(RequestBuilderTest, SeedResolution) {
 }
 
 TEST_F(RequestBuilderTest, PromptStructureErrors) {
-  const RequestBuilder b = builder();
+  const ProtoBuilder b = builder();
   expect_invalid([&] { b.build_generate(v1::GenerateRequest{}); }, "prompt", {"empty"});
   v1::GenerateRequest r = text_request("a");
   r.add_prompt();  // neither text nor image
@@ -225,7 +247,7 @@ TEST_F(RequestBuilderTest, PromptStructureErrors) {
 TEST_F(RequestBuilderTest, TextBytesLimit) {
   ServerLimits limits;
   limits.max_text_bytes = 10;
-  const RequestBuilder b = builder(limits);
+  const ProtoBuilder b = builder(limits);
   v1::GenerateRequest r = text_request("12345");
   add_text(r, "123456");
   expect_invalid([&] { b.build_generate(r); }, "prompt", {"11", "10", "--max-text-bytes"});
@@ -252,7 +274,7 @@ TEST_F(RequestBuilderTest, MaxNewTokens) {
   const int64_t n = static_cast<int64_t>(ids({P::make_text(text)}).size());
   ServerLimits limits;
   limits.max_new_tokens = 100000;
-  const RequestBuilder b = builder(limits);
+  const ProtoBuilder b = builder(limits);
   v1::GenerateRequest r = text_request(text);
   r.set_max_new_tokens(static_cast<int32_t>(context() - n));
   EXPECT_EQ(b.build_generate(r).max_new_tokens, context() - n);
@@ -325,7 +347,7 @@ TEST_F(RequestBuilderTest, ImagePixelsCheckedFromHeader) {
 }
 
 TEST_F(RequestBuilderTest, EmptyAndUndecodableImages) {
-  const RequestBuilder b = builder();
+  const ProtoBuilder b = builder();
   v1::GenerateRequest r;
   add_image(r, "");
   expect_invalid([&] { b.build_generate(r); }, "prompt[0].image.data", {"empty"});
@@ -351,7 +373,7 @@ TEST_F(RequestBuilderTest, EmptyAndUndecodableImages) {
 }
 
 TEST_F(RequestBuilderTest, Sampling) {
-  const RequestBuilder b = builder();
+  const ProtoBuilder b = builder();
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const float inf = std::numeric_limits<float>::infinity();
   auto with = [](auto set) {
@@ -400,7 +422,7 @@ TEST_F(RequestBuilderTest, Sampling) {
 }
 
 TEST_F(RequestBuilderTest, StopStrings) {
-  const RequestBuilder b = builder();
+  const ProtoBuilder b = builder();
   v1::GenerateRequest r = text_request("x");
   for (int i = 0; i < 8; ++i) r.add_stop("s" + std::to_string(i));
   EXPECT_EQ(b.build_generate(r).stop.size(), 8u);
@@ -425,7 +447,7 @@ TEST_F(RequestBuilderTest, StopStrings) {
 }
 
 TEST_F(RequestBuilderTest, TopLogprobsAndRequestId) {
-  const RequestBuilder b = builder();
+  const ProtoBuilder b = builder();
   v1::GenerateRequest r = text_request("x");
   r.set_top_logprobs(-1);
   expect_invalid([&] { b.build_generate(r); }, "top_logprobs", {"-1"});
@@ -517,8 +539,8 @@ TEST_F(RequestBuilderTest, TemplatesNeverAddEndOfUtterance) {
       build_idefics_prompt(*tok, {P::make_text("Question: q"), P::make_text("Answer:")});
   EXPECT_EQ(std::count(split.token_ids.begin(), split.token_ids.end(), eou), 1);
 
-  const RequestBuilder b(*tok, *image_config_, {}, context(), tok->size(),
-                         PromptTemplates::idefics());
+  const ProtoBuilder b(
+      RequestBuilder(*tok, *image_config_, {}, context(), tok->size(), PromptTemplates::idefics()));
   v1::QuestionRequest q;
   auto* e = q.add_examples();
   e->mutable_image()->set_data(leaf());
@@ -538,7 +560,7 @@ TEST_F(RequestBuilderTest, TemplatesNeverAddEndOfUtterance) {
 }
 
 TEST_F(RequestBuilderTest, CaptionAndQuestionErrors) {
-  const RequestBuilder b = builder();
+  const ProtoBuilder b = builder();
   v1::CaptionRequest c;
   expect_invalid([&] { b.build_caption(c); }, "image", {"missing"});
   c.mutable_image();  // present, no bytes
@@ -673,8 +695,23 @@ TEST_F(RequestBuilderTest, ScoreSequencesAndFirstNew) {
   EXPECT_EQ(j2.first_new[0], static_cast<int32_t>(j2.sequences[0].size()));
 }
 
+TEST_F(RequestBuilderTest, ScoreWithoutCandidatesWhenNotRequired) {
+  const RequestBuilder b(*tok_, *image_config_, {}, context(), config_->total_vocab(),
+                         PromptTemplates::idefics());
+  ScoreInput in;
+  in.prompt = {PromptPart::of_text("Answer:")};
+  EXPECT_THROW(b.build_score(in), InvalidRequest);  // the gRPC rule: candidates required
+  in.candidates_required = false;
+  in.prompt_logprobs = true;
+  const ScoreJob job = b.build_score(in);
+  EXPECT_TRUE(job.prompt_logprobs);
+  ASSERT_EQ(job.sequences.size(), 1u);
+  EXPECT_EQ(job.sequences[0], ids({P::make_text("Answer:")}));
+  EXPECT_TRUE(job.first_new.empty());
+}
+
 TEST_F(RequestBuilderTest, ScoreErrors) {
-  const RequestBuilder b = builder();
+  const ProtoBuilder b = builder();
   v1::ScoreRequest r;
   r.add_candidates("x");
   expect_invalid([&] { b.build_score(r); }, "prompt", {"empty"});
