@@ -12,7 +12,6 @@ std::unique_ptr<Pipeline> Pipeline::load(const std::string& dir, const PipelineO
   p->model_ = FlamingoModel::load(dir, options.model);
   p->image_config_ =
       load_preprocess_config(dir, static_cast<int>(p->model_->config().vision.image_size));
-  p->image_limits_ = options.image_limits;
   if (p->image_config_.image_size != p->model_->config().vision.image_size) {
     throw Error(dir + "/preprocessor_config.json: image_size " +
                 std::to_string(p->image_config_.image_size) +
@@ -60,8 +59,8 @@ PreparedPrompt Pipeline::prepare(const std::vector<PromptItem>& items,
   return p;
 }
 
-GenerationOptions Pipeline::generation_defaults() const {
-  GenerationOptions o;
+FamilyDefaults Pipeline::generation_defaults() const {
+  FamilyDefaults o;
   for (const char* banned : {"<image>", "<fake_token_around_image>"}) {
     if (auto id = tokenizer_->token_to_id(banned)) o.banned_ids.push_back(*id);
   }
@@ -74,50 +73,6 @@ GenerationOptions Pipeline::generation_defaults() const {
     }
   }
   return o;
-}
-
-GenerationResult Pipeline::generate(const PreparedPrompt& prompt,
-                                    const GenerationOptions& options) const {
-  return flamingo::generate(*model_, tokenizer_.get(), prompt, options);
-}
-
-ScoreResult Pipeline::score(const std::vector<PromptItem>& items,
-                            const std::vector<RgbImage>& images,
-                            const std::vector<std::string>& candidates) const {
-  PreparedPrompt base = prepare(items, images);
-  ScoreResult out;
-  out.prompt_ids = base.ids;
-  std::vector<std::vector<int32_t>> ids = {base.ids};
-  std::vector<std::vector<int32_t>> imgs = {base.image_of_token};
-  std::vector<size_t> first_new;  // index of each candidate's first own token
-  for (const std::string& cand : candidates) {
-    std::vector<PromptItem> with = items;
-    if (!with.empty() && with.back().kind == PromptItem::Kind::kText) {
-      with.back().text += cand;
-    } else {
-      with.push_back(PromptItem::make_text(cand));
-    }
-    TokenizedPrompt t = tokenize(with, images.size());
-    size_t common = 0;
-    while (common < t.token_ids.size() && common < base.ids.size() &&
-           t.token_ids[common] == base.ids[common]) {
-      ++common;
-    }
-    if (common == t.token_ids.size()) {
-      throw Error("candidate '" + cand + "' adds no tokens to the prompt");
-    }
-    first_new.push_back(std::max<size_t>(common, 1));
-    ids.push_back(std::move(t.token_ids));
-    imgs.push_back(std::move(t.image_of_token));
-  }
-  std::vector<std::vector<double>> lp = batch_prompt_logprobs(*model_, ids, imgs, base.images);
-  out.token_logprobs = lp[0];
-  for (size_t c = 0; c < candidates.size(); ++c) {
-    double sum = 0;
-    for (size_t i = first_new[c]; i < ids[c + 1].size(); ++i) sum += lp[c + 1][i];
-    out.candidate_logprobs.push_back(sum);
-  }
-  return out;
 }
 
 }  // namespace flamingo

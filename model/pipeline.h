@@ -1,15 +1,15 @@
 // Everything between a user's prompt and the model for one checkpoint folder: tokenizer,
-// IDEFICS prompt layout, image preprocessing and FlamingoModel, plus the generation and
-// scoring defaults of the family (stop on </s> and <end_of_utterance>, never emit image
-// tokens). Immutable after load; const methods are thread-safe except that the model's
-// forward passes run on the calling thread.
+// IDEFICS prompt layout, image preprocessing and FlamingoModel, plus the generation defaults
+// of the family (stop on </s> and <end_of_utterance>, never emit image tokens). Generation
+// and scoring themselves are the engine's (server/engine). Immutable after load; const
+// methods are thread-safe except that the model's forward passes run on the calling thread.
 #pragma once
 
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "model/generation.h"
+#include "model/flamingo.h"
 #include "model/image_decode.h"
 #include "model/image_preprocess.h"
 #include "model/prompt.h"
@@ -19,13 +19,21 @@ namespace flamingo {
 
 struct PipelineOptions {
   ModelOptions model;
-  ImageLimits image_limits;
 };
 
-struct ScoreResult {
-  std::vector<int32_t> prompt_ids;
-  std::vector<double> token_logprobs;      // entry 0 is NaN (no context)
-  std::vector<double> candidate_logprobs;  // one per candidate
+// A prompt ready for the model: token ids, the image each token attends to (-1: none) and
+// the K/V of those images, in prompt order.
+struct PreparedPrompt {
+  std::vector<int32_t> ids;
+  std::vector<int32_t> image_of_token;
+  std::vector<ImageKV> images;
+};
+
+// What every generation of the family honours.
+struct FamilyDefaults {
+  std::vector<int32_t> stop_ids;    // </s>, <end_of_utterance> (when the model has its row)
+  std::vector<std::string> stop;    // "<end_of_utterance>" when the model can only spell it
+  std::vector<int32_t> banned_ids;  // never sampled: <image>, <fake_token_around_image>
 };
 
 class Pipeline {
@@ -35,7 +43,6 @@ class Pipeline {
   const FlamingoModel& model() const { return *model_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const ImagePreprocessConfig& image_config() const { return image_config_; }
-  const ImageLimits& image_limits() const { return image_limits_; }
 
   // Token ids and image indices of a prompt (no images encoded). Throws Error when the number
   // of image items and images differ or a token has no row in the model.
@@ -44,15 +51,7 @@ class Pipeline {
   PreparedPrompt prepare(const std::vector<PromptItem>& items,
                          const std::vector<RgbImage>& images) const;
 
-  // Banned ids, stop ids and stop strings of the family; sampling/max_new_tokens left as given.
-  GenerationOptions generation_defaults() const;
-
-  GenerationResult generate(const PreparedPrompt& prompt, const GenerationOptions& options) const;
-
-  // Log-probabilities of the prompt's tokens and, for each candidate, the summed logprob of
-  // the tokens that encode(last text + candidate) has beyond encode(last text).
-  ScoreResult score(const std::vector<PromptItem>& items, const std::vector<RgbImage>& images,
-                    const std::vector<std::string>& candidates) const;
+  FamilyDefaults generation_defaults() const;
 
  private:
   Pipeline() = default;
@@ -61,7 +60,6 @@ class Pipeline {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<FlamingoModel> model_;
   ImagePreprocessConfig image_config_;
-  ImageLimits image_limits_;
 };
 
 }  // namespace flamingo

@@ -22,8 +22,6 @@ EngineImpl::EngineImpl(const EngineConfig& config) : config_(config) {
   po.model.weights = config.weights;
   po.model.context_length = config.context_length;
   po.model.progress = config.progress;
-  po.image_limits.max_bytes = config.limits.max_image_bytes;
-  po.image_limits.max_pixels = config.limits.max_image_pixels;
   pipeline_ = Pipeline::load(config.model_dir, po);
   defaults_ = pipeline_->generation_defaults();
   detokenizer_anchor_ = detokenizer_anchor(pipeline_->tokenizer());

@@ -166,7 +166,7 @@ class EngineImpl final : public Engine {
 
   EngineConfig config_;
   std::unique_ptr<Pipeline> pipeline_;
-  GenerationOptions defaults_;
+  FamilyDefaults defaults_;
   ModelDescription desc_;
   int64_t image_bytes_ = 0;
   int32_t detokenizer_anchor_ = -1;

@@ -28,8 +28,9 @@ bool EngineImpl::acquire_images(const std::vector<ImageInput>& inputs, ImageHold
     }
     hold.slots.push_back(l->slot);
     if (image_store_.size() <= static_cast<size_t>(l->slot)) image_store_.resize(l->slot + 1);
-    // A slot without tensors needs encoding: a miss, or an entry whose encoding failed before.
-    if (!image_store_[l->slot].has_value() &&
+    // A miss needs encoding (whatever its slot held before), and so does an entry whose
+    // encoding failed before (a hit without tensors).
+    if ((!l->hit || !image_store_[l->slot].has_value()) &&
         std::find(misses.slots.begin(), misses.slots.end(), l->slot) == misses.slots.end()) {
       misses.slots.push_back(l->slot);
       misses.inputs.push_back(&im);

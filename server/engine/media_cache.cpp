@@ -73,18 +73,6 @@ void MediaCache::release(int32_t slot) {
   }
 }
 
-void MediaCache::discard(int32_t slot) {
-  Entry& e = live_or_throw("discard", slot);
-  if (e.ref != 1) {
-    fail("discard: slot " + std::to_string(slot) + " must have ref count 1, has " +
-         std::to_string(e.ref));
-  }
-  e.ref = 0;  // drop() expects an unreferenced entry in the LRU list
-  e.lru = lru_.insert(lru_.end(), slot);
-  evictable_bytes_ += e.bytes;
-  drop(slot);
-}
-
 std::vector<int32_t> MediaCache::take_evicted() {
   std::vector<int32_t> out;
   out.swap(evicted_);

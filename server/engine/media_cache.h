@@ -49,12 +49,7 @@ class MediaCache {
   // Throws flamingo::Error when the slot holds no entry or its ref count is already 0.
   void release(int32_t slot);
 
-  // Drops the entry right away, for a miss whose encoding failed (its tensors were never
-  // completely stored). Requires ref count 1 (only the acquirer holds it); the slot is
-  // reported by take_evicted() like an evicted one. Throws flamingo::Error otherwise.
-  void discard(int32_t slot);
-
-  // Slots evicted or discarded since the last call, in eviction order; each is reported once
+  // Slots evicted since the last call, in eviction order; each is reported once
   // and becomes reusable only after being reported.
   std::vector<int32_t> take_evicted();
 

@@ -80,7 +80,6 @@ enum class FinishReason { kLength, kStop, kScored };  // kScored: a scoring sequ
 struct FinishedSeq {
   int64_t id = 0;
   FinishReason reason = FinishReason::kLength;
-  std::vector<int32_t> generated;
 };
 
 class Scheduler {

@@ -1,4 +1,4 @@
-// Helpers for the engine tests (tests/server/engine*_test.cpp) on the golden tiny checkpoint
+// Helpers for the engine tests (tests/server/engine/engine*_test.cpp) on the golden tiny checkpoint
 // (tests/golden/idefics-tiny): its model and image paths, a request as text after golden images,
 // the GenerateJob the server would build for it, the same request as pipeline inputs for the
 // single-sequence generator, and a JobSink that collects a job's output. Header-only; needs

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "model/flamingo.h"
-#include "model/generation.h"
+#include "tests/common/reference_generation.h"
 #include "tests/common/golden.h"
 
 namespace flamingo::testing {

@@ -3,7 +3,7 @@
 // against fp32 (the bars), KV-cached decoding against full recomputation, and
 // batch invariance of a flattened decode batch mixing sequences of different lengths and
 // image counts.
-#include "model/generation.h"
+#include "tests/common/reference_generation.h"
 
 #include <gtest/gtest.h>
 

@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/flamingo.h"
-#include "model/generation.h"
+#include "tests/common/reference_generation.h"
 #include "model/prompt.h"
 #include "tests/common/golden.h"
 #include "tests/common/process.h"

@@ -1,7 +1,7 @@
 // Tests for server/request_builder.{h,cpp}, with the golden checkpoint's real tokenizer, config
 // and images. Oracles: build_idefics_prompt over hand-written item lists (the IDEFICS
 // caption/VQA layouts), decode_image + preprocess_image + media_key called directly, and the
-// Pipeline::score rule re-derived here. Every validation case checks the field, the limit's
+// Score candidate rule re-derived here. Every validation case checks the field, the limit's
 // flag and the values in the message.
 #include "server/request_builder.h"
 
@@ -625,7 +625,7 @@ TEST_F(RequestBuilderTest, CaptionPromptTokensOverContext) {
                  {std::to_string(n), "3", std::to_string(n + 2)});
 }
 
-// Pipeline::score's rule, re-derived: candidate appended to the last text item (or a new text
+// The Score candidate rule, re-derived: candidate appended to the last text item (or a new text
 // item after a trailing image); its tokens start where it first differs from the prompt.
 struct Expected {
   std::vector<int32_t> ids;

@@ -1,11 +1,12 @@
 // Score jobs in the engine (server/engine/engine_score.cpp) on the golden tiny checkpoint:
-// candidate logprobs equal the single-sequence pipeline's; a large Score runs interleaved with
-// a stream's decode steps (checked by the order of events, not by times) and costs about
+// candidate and prompt logprobs equal the reference generator's; a large Score runs interleaved
+// with a stream's decode steps (checked by the order of events, not by times) and costs about
 // prompt + candidates in steps, not candidates x prompt; a repeated prompt comes from the
 // prefix cache; deadline and cancel end a Score and free its KV blocks.
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
@@ -15,6 +16,7 @@
 #include "model/pipeline.h"
 #include "server/engine/engine.h"
 #include "tests/common/engine_jobs.h"
+#include "tests/common/reference_generation.h"
 
 namespace flamingo {
 namespace {
@@ -127,24 +129,37 @@ class EngineScoreTest : public ::testing::Test {
 };
 Engine* EngineScoreTest::engine_ = nullptr;
 
-TEST_F(EngineScoreTest, MatchesPipelineScore) {
+// The reference: every sequence of the job (the prompt, the prompt with each candidate)
+// through the reference generator's prompt_logprobs in one flattened forward; a candidate's
+// logprob sums its own tokens' entries. The engine computes them in chunks through the
+// prefix cache: the fp32 batch-invariance bar.
+TEST_F(EngineScoreTest, MatchesTheReferenceScore) {
   const std::vector<std::string> candidates = {" a cat", " a dog", " chair"};
   PipelineOptions po;
   po.model.dtype = "float32";
   const std::unique_ptr<Pipeline> pipeline = Pipeline::load(kGoldenModel, po);
-  const ScoreResult want =
-      pipeline->score({PromptItem::make_image(), PromptItem::make_text("This is")},
-                      {read_image_file(kGoldenImages + "cat_face_28x28.png", {})}, candidates);
+  ScoreJob job = score_job(*engine_, {"cat_face_28x28.png"}, "This is", candidates);
+  job.prompt_logprobs = true;
+  const PreparedPrompt base =
+      pipeline->prepare({PromptItem::make_image(), PromptItem::make_text("This is")},
+                        {read_image_file(kGoldenImages + "cat_face_28x28.png", {})});
+  ASSERT_EQ(base.ids, job.sequences[0]);
+  const std::vector<std::vector<double>> lp = batch_prompt_logprobs(
+      pipeline->model(), job.sequences, job.image_of_token, base.images, kBlockSize);
   ScoreWaiter w;
-  const AdmissionResult r = engine_->submit_score(
-      score_job(*engine_, {"cat_face_28x28.png"}, "This is", candidates), w.callback());
+  const AdmissionResult r = engine_->submit_score(ScoreJob(job), w.callback());
   ASSERT_EQ(r.code, Admission::kAccepted);
   const ScoreOutcome& got = w.wait();
   ASSERT_EQ(got.status, JobStatus::kStop) << got.message;
   ASSERT_EQ(got.logprobs.size(), candidates.size());
   for (size_t c = 0; c < candidates.size(); ++c) {
-    EXPECT_NEAR(got.logprobs[c], want.candidate_logprobs[c], 1e-4) << candidates[c];
+    double want = 0;
+    for (size_t i = job.first_new[c]; i < job.sequences[c + 1].size(); ++i) want += lp[c + 1][i];
+    EXPECT_NEAR(got.logprobs[c], want, 1e-4) << candidates[c];
   }
+  ASSERT_EQ(got.prompt_logprobs.size(), job.sequences[0].size());
+  EXPECT_TRUE(std::isnan(got.prompt_logprobs[0]));
+  for (size_t i = 1; i < lp[0].size(); ++i) EXPECT_NEAR(got.prompt_logprobs[i], lp[0][i], 1e-4);
   wait_for_free_blocks();
 }
 

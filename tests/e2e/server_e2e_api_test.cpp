@@ -17,7 +17,7 @@
 #include <sstream>
 
 #include "tests/common/process.h"
-#include "tests/server/server_e2e_util.h"
+#include "tests/e2e/server_e2e_util.h"
 
 namespace flamingo::e2e {
 namespace {

@@ -1,26 +1,21 @@
-// Single-sequence generation and prompt scoring over FlamingoModel: prefill the prompt in one
-// flattened forward, then decode one token per step through the paged KV cache, reusing each
-// image's cross-attention K/V. The CLI's path; the server's engine batches many sequences
-// through the same FlamingoModel::forward. Stateless functions; each call owns its KvCache.
+// The single-sequence reference generator of the tests: a deliberately simple loop over
+// FlamingoModel (prefill the prompt in one flattened forward, then one decode step per token
+// through the paged KV cache, reusing each image's cross-attention K/V; the whole text decoded
+// and cut at stop strings after every token) that the engine's results are compared with.
+// The server and the CLI do not use it: their one generation path is server/engine.
+// Stateless functions; each call owns its KvCache.
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "model/flamingo.h"
+#include "model/pipeline.h"
 #include "model/sampler.h"
 
 namespace flamingo {
 
 class Tokenizer;
-
-// A prompt ready for the model: token ids, the image each token attends to (-1: none) and
-// the K/V of those images, in prompt order.
-struct PreparedPrompt {
-  std::vector<int32_t> ids;
-  std::vector<int32_t> image_of_token;
-  std::vector<ImageKV> images;
-};
 
 struct GenerationOptions {
   int32_t max_new_tokens = 32;
@@ -41,6 +36,9 @@ struct GenerationResult {
   std::string finish_reason;  // "length" or "stop"
 };
 
+// The options a generation with the family's stop and banned ids starts from.
+GenerationOptions with_defaults(const FamilyDefaults& defaults);
+
 // Throws Error when the prompt plus max_new_tokens exceeds the context length.
 // `tokenizer` may be null: then stop strings are ignored and text stays empty.
 GenerationResult generate(const FlamingoModel& model, const Tokenizer* tokenizer,
@@ -56,5 +54,9 @@ std::vector<std::vector<double>> batch_prompt_logprobs(
     const FlamingoModel& model, const std::vector<std::vector<int32_t>>& ids,
     const std::vector<std::vector<int32_t>>& image_of_token, const std::vector<ImageKV>& images,
     int64_t block_size = 16);
+
+// generate() with the pipeline's model and tokenizer.
+GenerationResult generate(const Pipeline& pipeline, const PreparedPrompt& prompt,
+                          const GenerationOptions& options);
 
 }  // namespace flamingo

@@ -1,6 +1,6 @@
 // End-to-end test of flamingo-server's SIGTERM/SIGINT drain when a library has started a thread
 // with every signal unblocked before main() (issue 15, ctest label e2e). The server runs with
-// LD_PRELOAD of tests/server/stray_signal_thread.cpp's library, whose constructor starts such a
+// LD_PRELOAD of tests/e2e/stray_signal_thread.cpp's library, whose constructor starts such a
 // thread, as OpenBLAS's pthread variant does. With the former design (SIGINT/SIGTERM blocked in
 // main(), sigwait() in a thread, a no-op handler) the kernel handed the process-directed signal
 // to that thread, the no-op handler ran there and sigwait() never returned: no "draining", the
@@ -8,7 +8,7 @@
 // thread through SignalStop's self-pipe wherever the handler runs.
 #include <gtest/gtest.h>
 
-#include "tests/server/server_e2e_util.h"
+#include "tests/e2e/server_e2e_util.h"
 
 #ifndef FLAMINGO_STRAY_SIGNAL_THREAD_LIB
 #error \

@@ -2,8 +2,8 @@
 // with --weights bfloat16 / int8 (and float32), in float32 and bfloat16 compute, 16 greedy
 // requests run concurrently give exactly the token ids and the same logprob bits as each
 // request run alone through the same engine, and as the single-sequence generator
-// (model/generation.h) - with steps of more than 32 token rows in which prefill chunks and
-// decodes are mixed.
+// (tests/common/reference_generation.h) - with steps of more than 32 token rows in which prefill
+// chunks and decodes are mixed.
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -15,6 +15,7 @@
 #include "model/tokenizer.h"
 #include "server/engine/engine.h"
 #include "tests/common/engine_jobs.h"
+#include "tests/common/reference_generation.h"
 
 namespace flamingo {
 namespace {
@@ -171,8 +172,9 @@ TEST_P(EngineWeightsTest, ConcurrentGreedyEqualsSoloBitForBit) {
                               << " steps: no step needed more than 32 rows";
 }
 
-// The engine's results equal the single-sequence generator's (model/generation.h: the whole
-// prompt in one forward, then one token per step) with the same weights, dtype and block size.
+// The engine's results equal the single-sequence generator's (tests/common/reference_generation.h:
+// the whole prompt in one forward, then one token per step) with the same weights, dtype and block
+// size.
 TEST_P(EngineWeightsTest, EngineEqualsSingleSequenceGenerator) {
   PipelineOptions po;
   po.model.dtype = GetParam().dtype;
@@ -188,11 +190,11 @@ TEST_P(EngineWeightsTest, EngineEqualsSingleSequenceGenerator) {
   for (size_t i = 0; i < ks.size(); ++i) {
     sinks[i]->wait();
     const PipelineInput in = pipeline_input(ks[i]);
-    GenerationOptions o = pipeline->generation_defaults();
+    GenerationOptions o = with_defaults(pipeline->generation_defaults());
     o.max_new_tokens = ks[i].max_new_tokens;
     o.ignore_eos = true;
     o.block_size = kBlockSize;
-    const GenerationResult want = pipeline->generate(pipeline->prepare(in.items, in.images), o);
+    const GenerationResult want = generate(*pipeline, pipeline->prepare(in.items, in.images), o);
     EXPECT_EQ(sinks[i]->tokens, want.token_ids) << "case " << i;
     std::vector<float> want_lp;
     for (double lp : want.logprobs) want_lp.push_back(static_cast<float>(lp));

@@ -1,4 +1,4 @@
-// Shared helpers of the server end-to-end tests (tests/server/server_e2e_*_test.cpp): starting
+// Shared helpers of the server end-to-end tests (tests/e2e/server_e2e_*_test.cpp): starting
 // flamingo-server processes (one lazily started default server per test binary, stopped with
 // SIGTERM at the end), gRPC channels and stubs, request builders, streams kept in flight on
 // their own threads, a generic (stub-less) unary call used for grpc.health.v1.Health, a minimal

@@ -1,4 +1,4 @@
-#include "model/generation.h"
+#include "tests/common/reference_generation.h"
 
 #include <algorithm>
 #include <cmath>
@@ -165,6 +165,19 @@ std::vector<double> prompt_logprobs(const FlamingoModel& model, const PreparedPr
                                     int64_t block_size) {
   return batch_prompt_logprobs(model, {prompt.ids}, {prompt.image_of_token}, prompt.images,
                                block_size)[0];
+}
+
+GenerationOptions with_defaults(const FamilyDefaults& defaults) {
+  GenerationOptions o;
+  o.stop_ids = defaults.stop_ids;
+  o.stop = defaults.stop;
+  o.banned_ids = defaults.banned_ids;
+  return o;
+}
+
+GenerationResult generate(const Pipeline& pipeline, const PreparedPrompt& prompt,
+                          const GenerationOptions& options) {
+  return generate(pipeline.model(), &pipeline.tokenizer(), prompt, options);
 }
 
 }  // namespace flamingo

@@ -159,22 +159,6 @@ TEST(MediaCacheTest, NulloptWhenEverythingReferenced) {
   EXPECT_EQ(c.take_evicted(), (std::vector<int32_t>{2}));
 }
 
-TEST(MediaCacheTest, DiscardDropsAFailedFill) {
-  MediaCache c(100);
-  auto a = c.acquire(7, 40);
-  ASSERT_TRUE(a);
-  c.discard(a->slot);
-  EXPECT_FALSE(c.contains(7));
-  EXPECT_EQ(c.used_bytes(), 0);
-  EXPECT_EQ(c.num_entries(), 0);
-  EXPECT_EQ(c.take_evicted(), (std::vector<int32_t>{0}));
-  auto b = c.acquire(7, 40);
-  ASSERT_TRUE(b);
-  EXPECT_FALSE(b->hit);
-  ASSERT_TRUE(c.acquire(7, 40));
-  EXPECT_THROW(c.discard(b->slot), Error);  // ref 2: another request shares it
-}
-
 TEST(MediaCacheTest, Errors) {
   EXPECT_THROW(MediaCache(0), Error);
   MediaCache c(100);
@@ -188,7 +172,6 @@ TEST(MediaCacheTest, Errors) {
   EXPECT_EQ(c.ref_count(0), 1);
   c.release(0);
   EXPECT_THROW(c.release(0), Error);  // already at ref 0
-  EXPECT_THROW(c.discard(0), Error);
   EXPECT_THROW(c.ref_count(1), Error);
   EXPECT_THROW(c.ref_count(-1), Error);
   try {

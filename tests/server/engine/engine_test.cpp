@@ -1,5 +1,5 @@
-// The engine against the single-sequence generator (model/generation.h) on the golden tiny
-// checkpoint: a request's tokens are identical whether it runs alone through generate() or
+// The engine against the reference generator (tests/common/reference_generation.h) on the golden
+// tiny checkpoint: a request's tokens are identical whether it runs alone through generate() or
 // among others in the continuous batch (fp32, greedy and seeded sampling), plus
 // cancellation, deadlines, admission limits and draining.
 #include "server/engine/engine.h"
@@ -16,6 +16,7 @@
 #include "model/prompt.h"
 #include "server/engine/media_cache.h"
 #include "tests/common/engine_jobs.h"
+#include "tests/common/reference_generation.h"
 
 namespace flamingo {
 namespace {
@@ -53,10 +54,10 @@ class EngineTest : public ::testing::Test {
 
   GenerationResult solo(const EngineCase& k) const {
     const PipelineInput in = pipeline_input(k);
-    GenerationOptions o = pipeline_->generation_defaults();
+    GenerationOptions o = with_defaults(pipeline_->generation_defaults());
     o.max_new_tokens = k.max_new_tokens;
     o.sampling = k.sampling;
-    return pipeline_->generate(pipeline_->prepare(in.items, in.images), o);
+    return generate(*pipeline_, pipeline_->prepare(in.items, in.images), o);
   }
 
   static Engine* engine_;
@@ -220,11 +221,11 @@ TEST(EngineBf16Test, BatchedMatchesSoloWhereFp32MarginIsLarge) {
   for (size_t i = 0; i < cases.size(); ++i) {
     sinks[i]->wait();
     const PipelineInput in = pipeline_input(cases[i]);
-    GenerationOptions o = fp32->generation_defaults();
+    GenerationOptions o = with_defaults(fp32->generation_defaults());
     o.max_new_tokens = cases[i].max_new_tokens;
     o.top_logprobs = 2;
-    const GenerationResult ref = fp32->generate(fp32->prepare(in.items, in.images), o);
-    const GenerationResult solo = bf16->generate(bf16->prepare(in.items, in.images), o);
+    const GenerationResult ref = generate(*fp32, fp32->prepare(in.items, in.images), o);
+    const GenerationResult solo = generate(*bf16, bf16->prepare(in.items, in.images), o);
     for (size_t t = 0; t < solo.token_ids.size() && t < ref.token_ids.size(); ++t) {
       const double margin = ref.top_logprobs[t][0].second - ref.top_logprobs[t][1].second;
       if (margin <= 0.5 || solo.token_ids[t] != ref.token_ids[t]) break;

@@ -7,7 +7,7 @@
 #include <functional>
 #include <limits>
 
-#include "tests/server/server_e2e_util.h"
+#include "tests/e2e/server_e2e_util.h"
 
 namespace flamingo::e2e {
 namespace {
