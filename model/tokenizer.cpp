@@ -1,4 +1,6 @@
 // HF slow LlamaTokenizer (transformers v4.44.2) over sentencepiece. See tokenizer.h.
+// Its parts live beside it: the JSON files (tokenizer_files.h), the added-token Trie
+// (token_trie.h), Python str semantics (py_string.h) and UTF-8 decoding (utf8.h).
 // The only file that includes sentencepiece_processor.h (its absl::string_view alias clashes
 // with abseil/gRPC headers).
 #include "model/tokenizer.h"
@@ -6,353 +8,22 @@
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
-#include <array>
-#include <climits>
 #include <filesystem>
-#include <fstream>
 #include <map>
-#include <nlohmann/json.hpp>
-#include <set>
-#include <sstream>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
 
 #include "model/error.h"
+#include "model/py_string.h"
+#include "model/token_trie.h"
+#include "model/tokenizer_files.h"
 
 namespace flamingo {
 namespace {
 
-using Json = nlohmann::ordered_json;  // keeps file order, as Python dicts do
-
 constexpr std::string_view kSpaceSymbol = "\xE2\x96\x81";  // U+2581 "▁", SPIECE_UNDERLINE
 constexpr std::string_view kEndOfUtterance = "<end_of_utterance>";
-
-// ---------------------------------------------------------------------------------------------
-// UTF-8 helpers. Python strings index code points; the trie and str.strip() work on those.
-
-// Decodes one UTF-8 sequence at s[pos]; sets *len. Invalid bytes decode to U+DC00 + byte
-// (a lone surrogate, which no valid token contains), one byte each.
-char32_t decode_utf8(std::string_view s, size_t pos, size_t* len) {
-  const auto b0 = static_cast<unsigned char>(s[pos]);
-  auto cont = [&](size_t k) -> int {
-    if (pos + k >= s.size()) return -1;
-    const auto b = static_cast<unsigned char>(s[pos + k]);
-    return (b & 0xC0) == 0x80 ? (b & 0x3F) : -1;
-  };
-  if (b0 < 0x80) {
-    *len = 1;
-    return b0;
-  }
-  int need = 0;
-  char32_t cp = 0;
-  char32_t min_cp = 0;
-  if ((b0 & 0xE0) == 0xC0) {
-    need = 1, cp = b0 & 0x1F, min_cp = 0x80;
-  } else if ((b0 & 0xF0) == 0xE0) {
-    need = 2, cp = b0 & 0x0F, min_cp = 0x800;
-  } else if ((b0 & 0xF8) == 0xF0) {
-    need = 3, cp = b0 & 0x07, min_cp = 0x10000;
-  } else {
-    *len = 1;
-    return 0xDC00 + b0;
-  }
-  for (int k = 1; k <= need; ++k) {
-    const int c = cont(k);
-    if (c < 0) {
-      *len = 1;
-      return 0xDC00 + b0;
-    }
-    cp = (cp << 6) | static_cast<char32_t>(c);
-  }
-  if (cp < min_cp || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
-    *len = 1;
-    return 0xDC00 + b0;
-  }
-  *len = static_cast<size_t>(need) + 1;
-  return cp;
-}
-
-// Code points of `s` with their byte offsets (offsets has one extra entry: s.size()).
-struct CodePoints {
-  std::vector<char32_t> cps;
-  std::vector<size_t> offsets;
-};
-
-CodePoints to_code_points(std::string_view s) {
-  CodePoints out;
-  size_t pos = 0;
-  while (pos < s.size()) {
-    size_t len = 1;
-    out.cps.push_back(decode_utf8(s, pos, &len));
-    out.offsets.push_back(pos);
-    pos += len;
-  }
-  out.offsets.push_back(s.size());
-  return out;
-}
-
-// Python's str.isspace() set, which str.strip()/lstrip()/rstrip() without arguments remove.
-bool py_isspace(char32_t c) {
-  return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
-         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
-}
-
-std::string py_lstrip(const std::string& s) {
-  size_t pos = 0;
-  while (pos < s.size()) {
-    size_t len = 1;
-    if (!py_isspace(decode_utf8(s, pos, &len))) break;
-    pos += len;
-  }
-  return s.substr(pos);
-}
-
-std::string py_rstrip(const std::string& s) {
-  const CodePoints cp = to_code_points(s);
-  size_t n = cp.cps.size();
-  while (n > 0 && py_isspace(cp.cps[n - 1])) --n;
-  return s.substr(0, cp.offsets[n]);
-}
-
-std::string replace_all(std::string s, std::string_view from, std::string_view to) {
-  if (from.empty()) return s;
-  std::string out;
-  size_t pos = 0;
-  while (true) {
-    const size_t at = s.find(from, pos);
-    if (at == std::string::npos) break;
-    out.append(s, pos, at - pos);
-    out.append(to);
-    pos = at + from.size();
-  }
-  out.append(s, pos, std::string::npos);
-  return out;
-}
-
-bool starts_with(std::string_view s, std::string_view prefix) {
-  return s.substr(0, prefix.size()) == prefix;
-}
-
-// ---------------------------------------------------------------------------------------------
-// HF tokenization_utils.Trie over code points, with its exact split() semantics (earliest start
-// wins, longest match from that start via lookahead, greedy left to right).
-class Trie {
- public:
-  Trie() : nodes_(1) {}
-
-  void add(std::string_view word) {
-    if (word.empty()) return;
-    const CodePoints cp = to_code_points(word);
-    int node = 0;
-    for (char32_t c : cp.cps) {
-      auto it = nodes_[node].next.find(c);
-      if (it == nodes_[node].next.end()) {
-        nodes_.emplace_back();
-        const int fresh = static_cast<int>(nodes_.size()) - 1;
-        nodes_[node].next.emplace(c, fresh);
-        node = fresh;
-      } else {
-        node = it->second;
-      }
-    }
-    nodes_[node].terminal = true;
-  }
-
-  std::vector<std::string> split(std::string_view text) const {
-    const CodePoints cp = to_code_points(text);
-    const std::vector<char32_t>& t = cp.cps;
-    const size_t n = t.size();
-    std::vector<size_t> offsets = {0};
-    std::vector<std::pair<size_t, int>> states;  // (start, node), ordered by start
-    size_t skip = 0;
-    for (size_t current = 0; current < n; ++current) {
-      if (skip != 0 && current < skip) continue;
-      const char32_t current_char = t[current];
-      std::vector<size_t> to_remove;
-      bool reset = false;
-      for (auto& state : states) {
-        size_t start = state.first;
-        const int node = state.second;
-        if (nodes_[node].terminal) {
-          // A match ended before `current`: look for the earliest start with the longest
-          // match, including partial matches that started earlier.
-          size_t end = current;
-          for (const auto& [lookstart, lookstart_node] : states) {
-            int looknode = lookstart_node;
-            size_t lookahead_index = 0;
-            if (lookstart > start) break;
-            if (lookstart < start) {
-              // Its pointer was already advanced past `current` (or left stale on a
-              // mismatch, exactly as in HF).
-              lookahead_index = current + 1;
-              end = current + 1;
-            } else {
-              lookahead_index = current;
-              end = current;
-            }
-            if (nodes_[looknode].terminal) {
-              start = lookstart;
-              end = lookahead_index;
-              skip = lookahead_index;
-            }
-            while (lookahead_index < n) {
-              const int next = child(looknode, t[lookahead_index]);
-              if (next < 0) break;
-              looknode = next;
-              ++lookahead_index;
-              if (nodes_[looknode].terminal) {
-                start = lookstart;
-                end = lookahead_index;
-                skip = lookahead_index;
-              }
-            }
-          }
-          offsets.push_back(start);
-          offsets.push_back(end);
-          reset = true;
-          break;
-        }
-        const int next = child(node, current_char);
-        if (next >= 0) {
-          state.second = next;
-        } else {
-          to_remove.push_back(start);
-        }
-      }
-      if (reset) {
-        states.clear();
-      } else if (!to_remove.empty()) {
-        std::erase_if(states, [&](const auto& s) {
-          return std::find(to_remove.begin(), to_remove.end(), s.first) != to_remove.end();
-        });
-      }
-      if (current >= skip) {
-        const int first = child(0, current_char);
-        if (first >= 0) states.emplace_back(current, first);
-      }
-    }
-    for (const auto& [start, node] : states) {
-      if (nodes_[node].terminal) {
-        offsets.push_back(start);
-        offsets.push_back(n);
-        break;
-      }
-    }
-    // cut_text
-    offsets.push_back(n);
-    std::vector<std::string> pieces;
-    size_t start = 0;
-    for (size_t end : offsets) {
-      if (start >= end) continue;  // HF logs an error for start > end and skips the cut
-      pieces.emplace_back(text.substr(cp.offsets[start], cp.offsets[end] - cp.offsets[start]));
-      start = end;
-    }
-    return pieces;
-  }
-
- private:
-  struct Node {
-    std::map<char32_t, int> next;
-    bool terminal = false;
-  };
-
-  int child(int node, char32_t c) const {
-    const auto it = nodes_[node].next.find(c);
-    return it == nodes_[node].next.end() ? -1 : it->second;
-  }
-
-  std::vector<Node> nodes_;
-};
-
-// ---------------------------------------------------------------------------------------------
-// Loading helpers.
-
-// An AddedToken as HF stores it (normalized/special do not change slow Llama tokenization).
-struct AddedToken {
-  std::string content;
-  bool lstrip = false;
-  bool rstrip = false;
-  bool single_word = false;
-};
-
-// A special-token attribute value: a plain string, or an AddedToken dict (has_flags).
-struct TokenSpec {
-  AddedToken token;
-  bool has_flags = false;
-};
-
-std::optional<Json> read_json_file(const std::filesystem::path& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) return std::nullopt;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("tokenizer: cannot open " + path.string());
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  try {
-    return Json::parse(buffer.str());
-  } catch (const std::exception& e) {
-    throw Error("tokenizer: " + path.string() + ": invalid JSON: " + e.what());
-  }
-}
-
-bool read_bool(const Json& obj, const std::string& key, bool fallback, const std::string& file) {
-  const auto it = obj.find(key);
-  if (it == obj.end() || it->is_null()) return fallback;
-  if (!it->is_boolean()) {
-    throw Error("tokenizer: " + file + ": key '" + key + "' must be true/false, found " +
-                it->dump());
-  }
-  return it->get<bool>();
-}
-
-// Parses a token value: "text" or {"content": "text", "lstrip": ..., ...}. nullopt for null.
-std::optional<TokenSpec> parse_token_spec(const Json& value, const std::string& file,
-                                          const std::string& key) {
-  if (value.is_null()) return std::nullopt;
-  TokenSpec spec;
-  if (value.is_string()) {
-    spec.token.content = value.get<std::string>();
-    return spec;
-  }
-  if (value.is_object()) {
-    const auto it = value.find("content");
-    if (it == value.end() || !it->is_string()) {
-      throw Error("tokenizer: " + file + ": key '" + key +
-                  "' is an object without a string \"content\": " + value.dump());
-    }
-    spec.token.content = it->get<std::string>();
-    spec.token.lstrip = read_bool(value, "lstrip", false, file);
-    spec.token.rstrip = read_bool(value, "rstrip", false, file);
-    spec.token.single_word = read_bool(value, "single_word", false, file);
-    spec.has_flags = true;
-    return spec;
-  }
-  throw Error("tokenizer: " + file + ": key '" + key +
-              "' must be a string, null or an object with \"content\", found " + value.dump());
-}
-
-std::vector<TokenSpec> parse_token_list(const Json& value, const std::string& file,
-                                        const std::string& key) {
-  std::vector<TokenSpec> out;
-  if (value.is_null()) return out;
-  if (!value.is_array()) {
-    throw Error("tokenizer: " + file + ": key '" + key + "' must be a list, found " + value.dump());
-  }
-  for (size_t i = 0; i < value.size(); ++i) {
-    auto spec = parse_token_spec(value[i], file, key + "[" + std::to_string(i) + "]");
-    if (!spec) {
-      throw Error("tokenizer: " + file + ": key '" + key + "[" + std::to_string(i) + "]' is null");
-    }
-    out.push_back(*spec);
-  }
-  return out;
-}
-
-// SPECIAL_TOKENS_ATTRIBUTES of PreTrainedTokenizerBase, in order (without the list).
-constexpr std::array<const char*, 7> kSpecialAttributes = {
-    "bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"};
 
 }  // namespace
 
@@ -567,92 +238,16 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::string& model_dir) {
   const std::filesystem::path dir(model_dir);
   auto impl = std::make_unique<Impl>();
 
-  const std::filesystem::path config_path = dir / "tokenizer_config.json";
-  const std::string config_file = config_path.string();
-  const Json config = read_json_file(config_path).value_or(Json::object());
-  if (!config.is_object()) throw Error("tokenizer: " + config_file + ": not a JSON object");
-
-  // legacy=None (missing or null) means legacy=True in v4.44.2.
-  impl->legacy = read_bool(config, "legacy", true, config_file);
-  impl->add_prefix_space = read_bool(config, "add_prefix_space", true, config_file);
-  impl->add_bos = read_bool(config, "add_bos_token", true, config_file);
-  impl->clean_up_tokenization_spaces =
-      read_bool(config, "clean_up_tokenization_spaces", false, config_file);
-  impl->split_special_tokens = read_bool(config, "split_special_tokens", false, config_file);
-
-  // Special-token attributes: LlamaTokenizer's defaults, then tokenizer_config.json.
-  std::optional<TokenSpec> specs[kSpecialAttributes.size()];
-  specs[0] = TokenSpec{{"<s>"}, false};
-  specs[1] = TokenSpec{{"</s>"}, false};
-  specs[2] = TokenSpec{{"<unk>"}, false};
-  std::vector<TokenSpec> additional;
-  for (size_t k = 0; k < kSpecialAttributes.size(); ++k) {
-    const auto it = config.find(kSpecialAttributes[k]);
-    if (it != config.end()) specs[k] = parse_token_spec(*it, config_file, kSpecialAttributes[k]);
-  }
-  if (const auto it = config.find("additional_special_tokens"); it != config.end()) {
-    additional = parse_token_list(*it, config_file, "additional_special_tokens");
-  }
-
-  // Added tokens (_from_pretrained).
-  std::vector<std::pair<int32_t, AddedToken>> decoder;  // in file order
-  if (const auto it = config.find("added_tokens_decoder"); it != config.end()) {
-    if (!it->is_object()) {
-      throw Error("tokenizer: " + config_file + ": key 'added_tokens_decoder' must be an object");
-    }
-    for (const auto& [key, value] : it->items()) {
-      const std::string where = "added_tokens_decoder." + key;
-      int32_t id = -1;
-      try {
-        size_t used = 0;
-        const long parsed = std::stol(key, &used);
-        if (used != key.size() || parsed < 0 || parsed > INT32_MAX) throw std::exception();
-        id = static_cast<int32_t>(parsed);
-      } catch (const std::exception&) {
-        throw Error("tokenizer: " + config_file + ": key '" + where +
-                    "' is not a non-negative token id");
-      }
-      auto spec = parse_token_spec(value, config_file, where);
-      if (!spec || !spec->has_flags) {
-        throw Error("tokenizer: " + config_file + ": key '" + where +
-                    "' must be an object with \"content\"");
-      }
-      decoder.emplace_back(id, spec->token);
-    }
-  } else {
-    // Legacy files: special_tokens_map.json overrides the config's special tokens (the
-    // additional list is merged), then added_tokens.json gives ids.
-    const std::filesystem::path map_path = dir / "special_tokens_map.json";
-    const std::string map_file = map_path.string();
-    if (const auto map = read_json_file(map_path)) {
-      if (!map->is_object()) throw Error("tokenizer: " + map_file + ": not a JSON object");
-      for (size_t k = 0; k < kSpecialAttributes.size(); ++k) {
-        const auto it = map->find(kSpecialAttributes[k]);
-        if (it != map->end()) specs[k] = parse_token_spec(*it, map_file, kSpecialAttributes[k]);
-      }
-      if (const auto it = map->find("additional_special_tokens"); it != map->end()) {
-        for (const TokenSpec& s : parse_token_list(*it, map_file, "additional_special_tokens")) {
-          const bool present = std::any_of(additional.begin(), additional.end(), [&](auto& a) {
-            return a.token.content == s.token.content;
-          });
-          if (!present) additional.push_back(s);
-        }
-      }
-    }
-    const std::filesystem::path added_path = dir / "added_tokens.json";
-    const std::string added_file = added_path.string();
-    if (const auto added = read_json_file(added_path)) {
-      if (!added->is_object()) throw Error("tokenizer: " + added_file + ": not a JSON object");
-      for (const auto& [content, value] : added->items()) {
-        if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
-            value.get<int64_t>() > INT32_MAX) {
-          throw Error("tokenizer: " + added_file + ": key '" + content +
-                      "' must be a non-negative token id, found " + value.dump());
-        }
-        decoder.emplace_back(static_cast<int32_t>(value.get<int64_t>()), AddedToken{content});
-      }
-    }
-  }
+  const TokenizerFiles files = read_tokenizer_files(dir);
+  const std::string& config_file = files.config_file;
+  impl->legacy = files.legacy;
+  impl->add_prefix_space = files.add_prefix_space;
+  impl->add_bos = files.add_bos;
+  impl->clean_up_tokenization_spaces = files.clean_up_tokenization_spaces;
+  impl->split_special_tokens = files.split_special_tokens;
+  const auto& specs = files.specs;
+  const std::vector<TokenSpec>& additional = files.additional;
+  const std::vector<std::pair<int32_t, AddedToken>>& decoder = files.decoder;
 
   const std::filesystem::path model_path = dir / "tokenizer.model";
   load_sentencepiece(impl->sp, model_path, impl->legacy);

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "model/utf8.h"
+
 namespace flamingo {
 namespace {
 
@@ -21,25 +23,6 @@ size_t suffix_prefix_overlap(std::string_view s, std::string_view pattern, bool 
 }
 
 }  // namespace
-
-size_t complete_utf8_prefix(std::string_view s) {
-  // Look back at most 3 bytes for the lead byte of the last character.
-  const size_t n = s.size();
-  for (size_t back = 1; back <= std::min<size_t>(4, n); ++back) {
-    const auto c = static_cast<unsigned char>(s[n - back]);
-    if ((c & 0xC0) == 0x80) continue;  // continuation byte
-    size_t len = 1;
-    if ((c & 0xE0) == 0xC0) {
-      len = 2;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4;
-    }
-    return back < len ? n - back : n;
-  }
-  return n;  // only continuation bytes: malformed, nothing to wait for
-}
 
 TextStream::TextStream(std::vector<std::string> stop_strings) {
   for (std::string& s : stop_strings) {

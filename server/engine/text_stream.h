@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "model/utf8.h"  // complete_utf8_prefix
+
 namespace flamingo {
 
 class TextStream {
@@ -43,8 +45,5 @@ class TextStream {
   size_t released_ = 0;
   bool stopped_ = false;
 };
-
-// Length of the longest prefix of `s` that ends on a complete UTF-8 character.
-size_t complete_utf8_prefix(std::string_view s);
 
 }  // namespace flamingo
