@@ -165,6 +165,7 @@ int run(int argc, char** argv) {
     ec.kv_cache_bytes = args.kv_cache_mb << 20;
     ec.image_cache_bytes = args.image_cache_mb << 20;
     ec.token_budget = args.token_budget;
+    ec.image_budget = args.image_budget;
     ec.prefix_caching = args.prefix_caching;
     ec.limits = args.limits;
     int last_pct = -1;

@@ -29,6 +29,7 @@ struct ServerArgs {
   int64_t kv_cache_mb = 0;     // 0: auto
   int64_t image_cache_mb = 0;  // 0: auto
   int32_t token_budget = 512;
+  int32_t image_budget = 8;
   bool prefix_caching = true;
   int32_t load_delay_ms = 0;  // wait before loading the model (tests of the loading state)
   ServerLimits limits;

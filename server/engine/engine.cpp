@@ -33,7 +33,7 @@ EngineImpl::EngineImpl(const EngineConfig& config) : config_(config) {
   // one for its prompt.
   const int32_t jobs = l.max_queued_requests + l.max_running_requests;
   const SchedulerConfig sc{l.max_running_requests, jobs * (std::max(0, l.max_candidates) + 1),
-                           config.token_budget};
+                           config.token_budget, config.image_budget};
   image_bytes_ = model.image_kv_bytes();
   const int64_t block_bytes = model.kv_block_bytes(std::max(config.block_size, 1));
   const CacheSizes sizes =
@@ -42,8 +42,8 @@ EngineImpl::EngineImpl(const EngineConfig& config) : config_(config) {
   cache_ = std::make_unique<KvCache>(mc, sizes.kv_blocks, config.block_size, model.dtype());
   blocks_ = std::make_unique<BlockManager>(static_cast<int32_t>(sizes.kv_blocks), config.block_size,
                                            config.prefix_caching);
-  scheduler_ = std::make_unique<Scheduler>(sc, *blocks_);
   media_ = std::make_unique<MediaCache>(sizes.image_cache_bytes);
+  scheduler_ = std::make_unique<Scheduler>(sc, *blocks_, media_.get(), image_bytes_);
 
   desc_.model_dir = config.model_dir;
   desc_.family = mc.model_type;

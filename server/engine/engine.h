@@ -34,6 +34,7 @@ struct EngineConfig {
   int64_t kv_cache_bytes = 0;     // 0: see cache_sizing.h (a context per running sequence)
   int64_t image_cache_bytes = 0;  // 0: see cache_sizing.h (4 images per running sequence)
   int32_t token_budget = 512;     // tokens per step (prefill chunking)
+  int32_t image_budget = 8;       // images encoded per step at most (scheduler.h); 0: no limit
   bool prefix_caching = true;
   bool warm_up = true;  // start() runs one request with an image through the engine first
   ServerLimits limits;

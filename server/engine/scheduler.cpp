@@ -28,8 +28,9 @@ int32_t StepPlan::num_logit_rows() const {
   return n;
 }
 
-Scheduler::Scheduler(SchedulerConfig config, BlockManager& blocks)
-    : config_(config), blocks_(blocks) {
+Scheduler::Scheduler(SchedulerConfig config, BlockManager& blocks, const MediaCache* media,
+                     int64_t image_bytes)
+    : config_(config), blocks_(blocks), media_(media), image_bytes_(image_bytes) {
   if (config.max_running < 1) {
     fail("max_running must be >= 1, got " + std::to_string(config.max_running));
   }
@@ -39,6 +40,9 @@ Scheduler::Scheduler(SchedulerConfig config, BlockManager& blocks)
   }
   if (config.max_queued < 0) {
     fail("max_queued must be >= 0, got " + std::to_string(config.max_queued));
+  }
+  if (config.image_budget < 0) {
+    fail("image_budget must be >= 0, got " + std::to_string(config.image_budget));
   }
 }
 
@@ -101,6 +105,20 @@ bool Scheduler::abort(int64_t id) {
 
 // ---- scheduling ----
 
+std::vector<uint64_t> Scheduler::new_images(const Seq& s,
+                                            const std::vector<uint64_t>& counted) const {
+  std::vector<uint64_t> out;
+  if (media_ == nullptr) return out;
+  for (uint64_t key : s.request.image_hashes) {
+    if (media_->contains(key) || std::find(counted.begin(), counted.end(), key) != counted.end() ||
+        std::find(out.begin(), out.end(), key) != out.end()) {
+      continue;
+    }
+    out.push_back(key);
+  }
+  return out;
+}
+
 SeqChunk Scheduler::chunk_of(int64_t id, const Seq& s, int32_t begin, int32_t end) {
   const auto n = static_cast<int32_t>(s.tokens.size());
   SeqChunk c{id, begin, end, end == n && s.request.score_from == 0};
@@ -159,16 +177,27 @@ StepPlan Scheduler::schedule() {
     s.num_computed = end;
   }
 
-  // 2b. Admission, FIFO, none in a step that preempted; stop at the first allocate failure.
+  // 2b. Admission, FIFO, none in a step that preempted; stop at the first sequence that does
+  // not fit (KV blocks, the step's image budget, the image cache's free room).
+  std::vector<uint64_t> encoding;  // images this step's admissions will have encoded
+  const int64_t image_room =
+      media_ ? media_->budget_bytes() - (media_->used_bytes() - media_->evictable_bytes()) : 0;
   while (!preempted && budget > 0 && !waiting_.empty() && num_running() < config_.max_running) {
     const int64_t id = waiting_.front();
     Seq& s = seqs_.at(id);
+    const std::vector<uint64_t> fresh = new_images(s, encoding);
+    if (!fresh.empty()) {
+      const auto after = static_cast<int64_t>(encoding.size() + fresh.size());
+      if (config_.image_budget > 0 && !encoding.empty() && after > config_.image_budget) break;
+      if (after * image_bytes_ > image_room && !running_.empty()) break;  // wait for room
+    }
     const int32_t score_from = s.request.score_from;
     const std::optional<int32_t> cached =
         blocks_.allocate(id, s.tokens, s.image_hash, score_from > 0 ? score_from - 1 : -1);
     if (!cached) break;
     waiting_.pop_front();
     running_.push_back(id);
+    encoding.insert(encoding.end(), fresh.begin(), fresh.end());
     const auto n = static_cast<int32_t>(s.tokens.size());
     const int32_t end = std::min(n, *cached + budget);
     plan.chunks.push_back(chunk_of(id, s, *cached, end));

@@ -14,7 +14,11 @@
 //      running < max_running and token budget remains (none in a step that preempted). A new
 //      sequence gets blocks for all its known tokens via BlockManager::allocate; its
 //      prefix-cache hit is not recomputed. Prefills are chunked to the remaining budget.
-//      Admission stops at the first allocate failure (no head-of-line skipping).
+//      Images the media cache does not hold yet are encoded in the step that admits their
+//      sequence: at most image_budget of them per step (the step's first sequence with new
+//      images always gets them all), and only while they fit the cache's room not referenced
+//      by running jobs (else the sequence waits, unless nothing runs that could free room).
+//      Admission stops at the first sequence that does not fit (no head-of-line skipping).
 // A computed token counts as computed from the moment it is scheduled; update() then
 // registers the now-written full blocks in the prefix cache (commit_full_blocks).
 //
@@ -29,6 +33,7 @@
 
 #include "model/batch.h"
 #include "server/engine/block_manager.h"
+#include "server/engine/media_cache.h"
 
 namespace flamingo {
 
@@ -49,6 +54,7 @@ struct SchedulerConfig {
   int32_t max_running = 32;    // sequences holding KV blocks at once
   int32_t max_queued = 256;    // add() refuses beyond this many waiting requests
   int32_t token_budget = 512;  // tokens per step; must be >= max_running
+  int32_t image_budget = 0;    // images to encode per step; 0: no limit
 };
 
 struct SeqChunk {
@@ -90,8 +96,11 @@ class Scheduler {
     kTooLong,    // prompt + max_new_tokens - 1 KV slots exceed the whole cache
   };
 
-  // Throws flamingo::Error unless 1 <= max_running <= token_budget and max_queued >= 0.
-  Scheduler(SchedulerConfig config, BlockManager& blocks);
+  // Throws flamingo::Error unless 1 <= max_running <= token_budget, max_queued >= 0 and
+  // image_budget >= 0. `media` (may be null: images cost nothing) is consulted, never changed:
+  // the engine acquires the planned jobs' images; each costs image_bytes.
+  Scheduler(SchedulerConfig config, BlockManager& blocks, const MediaCache* media = nullptr,
+            int64_t image_bytes = 0);
 
   // Throws flamingo::Error on a duplicate id, empty prompt, image_of_token size != prompt size,
   // an image index outside [-1, images) or max_new_tokens < 1.
@@ -138,10 +147,14 @@ class Scheduler {
   Seq& seq_or_throw(int64_t id);
   const Seq& seq_or_throw(int64_t id) const;
   void preempt_newest();
+  // Images of `s` that the media cache does not hold and `counted` does not list.
+  std::vector<uint64_t> new_images(const Seq& s, const std::vector<uint64_t>& counted) const;
   static SeqChunk chunk_of(int64_t id, const Seq& s, int32_t begin, int32_t end);
 
   SchedulerConfig config_;
   BlockManager& blocks_;
+  const MediaCache* media_;
+  int64_t image_bytes_;
   std::unordered_map<int64_t, Seq> seqs_;
   std::deque<int64_t> waiting_;
   std::vector<int64_t> running_;

@@ -520,5 +520,96 @@ TEST(SchedulerTest, ScoringSequenceArgumentsChecked) {
   EXPECT_EQ(s.add(score_request(5, 65, 1)), Scheduler::AddResult::kTooLong);
 }
 
+// ---- images in the plan ----
+
+// n text tokens after one image per key in `keys` (each image attends from its own token).
+SequenceRequest image_request(int64_t id, const std::vector<uint64_t>& keys, int32_t base) {
+  SequenceRequest r = text_request(id, 4, 2, base);
+  r.image_hashes = keys;
+  for (size_t i = 0; i < keys.size() && i < r.image_of_token.size(); ++i) {
+    r.image_of_token[i] = static_cast<int32_t>(i);
+  }
+  return r;
+}
+
+// image_budget 2: step 1 admits A (new image 1), B (new image 2) and C (image 1 again:
+// counted once), then stops at D (image 3 would be the third). Step 2 admits D (image 3) and
+// stops at E (3 more). In step 3 E comes first: a step's first sequence with new images gets
+// all of them, even more than the budget.
+TEST(SchedulerTest, ImageBudgetSpreadsNewImagesOverSteps) {
+  BlockManager bm(64, kBs);
+  MediaCache media(10000);
+  SchedulerConfig c = config(8, 64);
+  c.image_budget = 2;
+  Scheduler s(c, bm, &media, 100);
+  s.add(image_request(1, {1}, 100));
+  s.add(image_request(2, {2}, 200));
+  s.add(image_request(3, {1}, 300));
+  s.add(image_request(4, {3}, 400));
+  s.add(image_request(5, {4, 5, 6}, 500));
+  expect_plan(s.schedule(), {{1, 0, 4, true}, {2, 0, 4, true}, {3, 0, 4, true}});
+  // The engine acquires the planned images; they are then cached.
+  for (uint64_t key : {1, 2}) ASSERT_TRUE(media.acquire(key, 100));
+  s.update(std::vector<StepResult>{{1, 9, false}, {2, 9, false}, {3, 9, false}});
+  StepPlan p2 = s.schedule();
+  ASSERT_EQ(p2.chunks.size(), 4u);  // three decodes, then D alone
+  EXPECT_EQ(p2.chunks[3].id, 4);
+  ASSERT_TRUE(media.acquire(3, 100));
+  s.update(std::vector<StepResult>{{1, 9, false}, {2, 9, false}, {3, 9, false}, {4, 9, false}});
+  const StepPlan p3 = s.schedule();
+  EXPECT_EQ(p3.chunks.back().id, 5);  // alone in its step: all 3 new images at once
+}
+
+// Images already cached cost nothing; with no media cache (nullptr) nothing is limited.
+TEST(SchedulerTest, CachedImagesDoNotCountAgainstTheImageBudget) {
+  BlockManager bm(64, kBs);
+  MediaCache media(10000);
+  for (uint64_t key : {1, 2, 3}) {
+    const auto l = media.acquire(key, 100);
+    ASSERT_TRUE(l);
+    media.release(l->slot);  // cached, unreferenced
+  }
+  SchedulerConfig c = config(8, 64);
+  c.image_budget = 1;
+  Scheduler s(c, bm, &media, 100);
+  for (int64_t id = 1; id <= 3; ++id) s.add(image_request(id, {static_cast<uint64_t>(id)}, 100));
+  EXPECT_EQ(s.schedule().chunks.size(), 3u);
+
+  BlockManager bm2(64, kBs);
+  Scheduler none(c, bm2);
+  for (int64_t id = 1; id <= 3; ++id) none.add(image_request(id, {100u + id}, 100));
+  EXPECT_EQ(none.schedule().chunks.size(), 3u);
+}
+
+// The image cache holds 3 images; 2 are referenced by a running job: a sequence with 2 new
+// images waits (instead of being admitted and then refused for lack of room) until the
+// running job's images are released; with nothing running it is admitted (and the engine
+// refuses it if it can never fit).
+TEST(SchedulerTest, WaitsForImageCacheRoomWhileOthersRun) {
+  BlockManager bm(64, kBs);
+  MediaCache media(300);
+  Scheduler s(config(8, 64), bm, &media, 100);
+  s.add(image_request(1, {1, 2}, 100));
+  expect_plan(s.schedule(), {{1, 0, 4, true}});
+  const auto a = media.acquire(1, 100);
+  const auto b = media.acquire(2, 100);
+  ASSERT_TRUE(a && b);
+  s.update(std::vector<StepResult>{{1, 9, false}});
+  s.add(image_request(2, {3, 4}, 200));
+  expect_plan(s.schedule(), {{1, 4, 5, true}});  // 2 waits: 200 bytes, 100 free
+  const auto fin = s.update(std::vector<StepResult>{{1, 9, false}});  // max_new_tokens 2
+  ASSERT_EQ(fin.size(), 1u);
+  media.release(a->slot);
+  media.release(b->slot);
+  expect_plan(s.schedule(), {{2, 0, 4, true}});  // room now (unreferenced entries evictable)
+  s.update(std::vector<StepResult>{{2, 9, false}});
+
+  BlockManager bm2(64, kBs);
+  MediaCache small(100);
+  Scheduler alone(config(8, 64), bm2, &small, 100);
+  alone.add(image_request(7, {8, 9}, 700));
+  expect_plan(alone.schedule(), {{7, 0, 4, true}});  // nothing runs that could free room
+}
+
 }  // namespace
 }  // namespace flamingo
