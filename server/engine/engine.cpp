@@ -251,9 +251,11 @@ void EngineImpl::run() {
       expire_deadlines();
       if (scheduler_->has_work()) step();
     } catch (const std::exception& e) {
-      // A failed step leaves the batch's state unknown: end every job rather than hang.
+      // A failed step leaves the batch's state unknown: end every job rather than hang, then
+      // close the step's plan (its sequences are gone) so that the next jobs run.
       spdlog::error("engine step failed: {}", e.what());
       end_all(JobStatus::kFailed, std::string("engine error: ") + e.what());
+      scheduler_->update({});
     }
     publish_stats();
   }

@@ -121,7 +121,8 @@ class Scheduler {
   // token, finishes sequences at max_new_tokens or when flagged and scoring sequences whose
   // tokens are all computed (kScored), frees their blocks. Throws
   // flamingo::Error, state unchanged, if a result names no wants_logits chunk of the last
-  // plan, appears twice, or a live wants_logits chunk has no result.
+  // plan, appears twice, or a live wants_logits chunk has no result. update({}) after every
+  // sequence of the plan was aborted closes it (what the engine does after a failed step).
   std::vector<FinishedSeq> update(std::span<const StepResult> results);
 
   int32_t num_waiting() const { return static_cast<int32_t>(waiting_.size()); }

@@ -158,6 +158,28 @@ TEST_F(EngineTest, RejectsJobLargerThanTheCache) {
   EXPECT_NE(r.message.find(std::to_string(slots)), std::string::npos) << r.message;
 }
 
+// A step that throws (here: an image with the wrong number of pixel values, which the
+// request builder would never hand over) fails the jobs of that moment with the engine's
+// message, and the engine goes on serving the next job.
+TEST_F(EngineTest, AFailedStepFailsItsJobsAndTheEngineGoesOn) {
+  GenerateJob bad = make_job(EngineCase{"A photo of", {"cat_face_28x28.png"}, 3, {}});
+  bad.images[0].pixels.resize(7);
+  bad.images[0].key ^= 0x5a5a;  // not the cached cat
+  auto bad_sink = std::make_shared<JobCollector>();
+  ASSERT_EQ(engine_->submit(std::move(bad), bad_sink).code, Admission::kAccepted);
+  bad_sink->wait();
+  EXPECT_EQ(bad_sink->outcome.status, JobStatus::kFailed);
+  EXPECT_NE(bad_sink->outcome.message.find("image has 7 values"), std::string::npos)
+      << bad_sink->outcome.message;
+
+  const EngineCase k{"A photo of", {"leaf_42x42.png"}, 4, {}};
+  auto sink = std::make_shared<JobCollector>();
+  ASSERT_EQ(engine_->submit(make_job(k), sink).code, Admission::kAccepted);
+  sink->wait();
+  EXPECT_EQ(sink->outcome.status, JobStatus::kLength) << sink->outcome.message;
+  EXPECT_EQ(sink->tokens, solo(k).token_ids);
+}
+
 TEST(EngineDrainTest, DrainFinishesAcceptedJobsAndRefusesNewOnes) {
   EngineConfig c;
   c.model_dir = kGoldenModel;
