@@ -126,7 +126,7 @@ int generate(const CliArgs& a, const GenerateJob& job, Engine& engine, std::ostr
   json lp = json::array();
   for (float v : sink->logprobs) lp.push_back(number_or_null(v));
   r["logprobs"] = lp;
-  r["finish_reason"] = o.status == JobStatus::kStop ? "stop" : "length";
+  r["finish_reason"] = job_status_name(o.status);
   r["seed"] = o.seed;
   r["dtype"] = d.dtype;
   r["weights"] = d.weights;

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "server/proto_requests.h"
+#include "server/proto_responses.h"
 
 namespace flamingo {
 namespace {
@@ -20,88 +21,6 @@ Clock::time_point steady_deadline(const grpc::CallbackServerContext* context) {
   if (deadline == std::chrono::system_clock::time_point::max()) return Clock::time_point::max();
   const auto left = deadline - std::chrono::system_clock::now();
   return Clock::now() + std::chrono::duration_cast<Clock::duration>(left);
-}
-
-v1::FinishReason finish_reason(JobStatus s) {
-  switch (s) {
-    case JobStatus::kLength:
-      return v1::LENGTH;
-    case JobStatus::kStop:
-      return v1::STOP;
-    default:
-      return v1::CANCELLED;
-  }
-}
-
-const char* finish_name(JobStatus s) {
-  switch (s) {
-    case JobStatus::kLength:
-      return "length";
-    case JobStatus::kStop:
-      return "stop";
-    case JobStatus::kCancelled:
-      return "cancelled";
-    case JobStatus::kDeadline:
-      return "deadline";
-    case JobStatus::kRejected:
-      return "rejected";
-    case JobStatus::kShutdown:
-      return "shutdown";
-    case JobStatus::kFailed:
-      return "failed";
-  }
-  return "?";
-}
-
-Status job_status(JobStatus s, const std::string& message) {
-  switch (s) {
-    case JobStatus::kLength:
-    case JobStatus::kStop:
-      return Status::OK;
-    case JobStatus::kCancelled:
-      return Status(StatusCode::CANCELLED, "request cancelled");
-    case JobStatus::kDeadline:
-      return Status(StatusCode::DEADLINE_EXCEEDED, "deadline exceeded");
-    case JobStatus::kRejected:
-      return Status(StatusCode::RESOURCE_EXHAUSTED, message);
-    case JobStatus::kShutdown:
-      return Status(StatusCode::UNAVAILABLE, message);
-    case JobStatus::kFailed:
-      return Status(StatusCode::INTERNAL, message);
-  }
-  return Status(StatusCode::INTERNAL, "unknown job status");
-}
-
-Status admission_status(const AdmissionResult& r) {
-  return Status(
-      r.code == Admission::kShuttingDown ? StatusCode::UNAVAILABLE : StatusCode::RESOURCE_EXHAUSTED,
-      r.message);
-}
-
-void add_top(google::protobuf::RepeatedPtrField<v1::TopLogprobs>* out,
-             const std::vector<std::pair<int32_t, double>>& top) {
-  v1::TopLogprobs* t = out->Add();
-  for (const auto& [id, lp] : top) {
-    t->add_token_ids(id);
-    t->add_logprobs(static_cast<float>(lp));
-  }
-}
-
-template <typename Message>
-void append_delta(Message* m, const JobDelta& d) {
-  m->mutable_text()->append(d.text);
-  for (int32_t t : d.token_ids) m->add_token_ids(t);
-  for (float lp : d.logprobs) m->add_logprobs(lp);
-  for (const auto& top : d.top_logprobs) add_top(m->mutable_top_logprobs(), top);
-}
-
-template <typename Message>
-void set_usage_and_finish(Message* m, const JobOutcome& o) {
-  m->set_finish_reason(finish_reason(o.status));
-  m->mutable_usage()->set_prompt_tokens(o.prompt_tokens);
-  m->mutable_usage()->set_completion_tokens(o.completion_tokens);
-  m->mutable_usage()->set_images(o.images);
-  m->set_seed(o.seed);
 }
 
 // What every generate-like call does around the engine: admission, cancellation, the log
@@ -174,7 +93,7 @@ class GenerateCall : public JobSink {
         "request {} {}: prompt_tokens={} cached={} completion_tokens={} images={} ttft={:.3f}s "
         "total={:.3f}s finish={}{}{}",
         request_id_, rpc_, o->prompt_tokens, o->cached_prompt_tokens, o->completion_tokens,
-        o->images, o->time_to_first_token_s, o->total_s, finish_name(o->status),
+        o->images, o->time_to_first_token_s, o->total_s, job_status_name(o->status),
         status.ok() ? "" : " status=", status.ok() ? "" : std::string(outcome));
   }
 
@@ -395,22 +314,6 @@ class ScoreCall final : public grpc::ServerUnaryReactor {
   bool cancelled_ = false;
   std::string request_id_;
 };
-
-void fill_limits(v1::ServerLimits* out, const ServerLimits& l, int64_t max_prompt_tokens) {
-  out->set_max_images_per_request(l.max_images_per_request);
-  out->set_max_image_bytes(l.max_image_bytes);
-  out->set_max_image_pixels(l.max_image_pixels);
-  out->set_max_prompt_tokens(static_cast<int32_t>(max_prompt_tokens));
-  out->set_max_new_tokens(l.max_new_tokens);
-  out->set_max_queued_requests(l.max_queued_requests);
-  out->set_max_running_requests(l.max_running_requests);
-  out->set_max_stop_strings(l.max_stop_strings);
-  out->set_max_stop_string_bytes(l.max_stop_string_bytes);
-  out->set_max_top_logprobs(l.max_top_logprobs);
-  out->set_max_candidates(l.max_candidates);
-  out->set_max_text_bytes(l.max_text_bytes);
-  out->set_default_max_new_tokens(l.default_max_new_tokens);
-}
 
 }  // namespace
 

@@ -57,6 +57,28 @@ enum class JobStatus {
   kFailed,     // internal error (message)
 };
 
+// "length", "stop", "cancelled", "deadline", "rejected", "shutdown", "failed": the name logs,
+// metrics and the CLI's finish_reason use.
+inline const char* job_status_name(JobStatus s) {
+  switch (s) {
+    case JobStatus::kLength:
+      return "length";
+    case JobStatus::kStop:
+      return "stop";
+    case JobStatus::kCancelled:
+      return "cancelled";
+    case JobStatus::kDeadline:
+      return "deadline";
+    case JobStatus::kRejected:
+      return "rejected";
+    case JobStatus::kShutdown:
+      return "shutdown";
+    case JobStatus::kFailed:
+      return "failed";
+  }
+  return "?";
+}
+
 struct JobOutcome {
   JobStatus status = JobStatus::kLength;
   std::string message;             // for kRejected / kFailed
