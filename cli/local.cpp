@@ -93,7 +93,7 @@ void check_admitted(const AdmissionResult& r) {
 
 std::unique_ptr<Engine> start_engine(const CliArgs& a, const ServerLimits& limits) {
   // stdout carries only the result: the engine's warnings and errors go to stderr.
-  spdlog::set_default_logger(spdlog::stderr_logger_st("flamingo-cli"));
+  spdlog::set_default_logger(spdlog::stderr_logger_mt("flamingo-cli"));
   spdlog::set_level(spdlog::level::warn);
   EngineConfig c;
   c.model_dir = a.model_dir;
