@@ -16,6 +16,7 @@
 #include "model/error.h"
 #include "model/image_preprocess.h"
 #include "model/tokenizer.h"
+#include "server/engine/collecting_sink.h"
 #include "server/engine/engine.h"
 #include "server/request_builder.h"
 
@@ -56,37 +57,6 @@ ServerLimits cli_limits(const CliArgs& a) {
   return l;
 }
 
-// Waits for one job's deltas and outcome (sinks run on the engine thread).
-class Collector : public JobSink {
- public:
-  void on_delta(JobDelta d) override {
-    std::lock_guard lock(mu_);
-    add(d);
-  }
-  void on_finish(JobDelta last, JobOutcome o) override {
-    std::lock_guard lock(mu_);
-    add(last);
-    outcome_ = std::move(o);
-    cv_.notify_all();
-  }
-  const JobOutcome& wait() {
-    std::unique_lock lock(mu_);
-    cv_.wait(lock, [this] { return outcome_.has_value(); });
-    return *outcome_;
-  }
-  std::vector<float> logprobs;
-  std::vector<std::vector<std::pair<int32_t, double>>> top;
-
- private:
-  void add(const JobDelta& d) {
-    logprobs.insert(logprobs.end(), d.logprobs.begin(), d.logprobs.end());
-    top.insert(top.end(), d.top_logprobs.begin(), d.top_logprobs.end());
-  }
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::optional<JobOutcome> outcome_;
-};
-
 void check_admitted(const AdmissionResult& r) {
   if (r.code != Admission::kAccepted) throw Error(r.message);
 }
@@ -108,7 +78,7 @@ std::unique_ptr<Engine> start_engine(const CliArgs& a, const ServerLimits& limit
 }
 
 int generate(const CliArgs& a, const GenerateJob& job, Engine& engine, std::ostream& out) {
-  auto sink = std::make_shared<Collector>();
+  auto sink = std::make_shared<CollectingSink>();
   const std::vector<int32_t> prompt = job.prompt;
   const size_t images = job.images.size();
   check_admitted(engine.submit(GenerateJob(job), sink));
@@ -135,7 +105,7 @@ int generate(const CliArgs& a, const GenerateJob& job, Engine& engine, std::ostr
                 {"images", images}};
   if (a.top_logprobs > 0) {
     json top = json::array();
-    for (const auto& step : sink->top) {
+    for (const auto& step : sink->top_logprobs) {
       json s = {{"token_ids", json::array()}, {"logprobs", json::array()}};
       for (const auto& [id, v] : step) {
         s["token_ids"].push_back(id);

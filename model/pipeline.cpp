@@ -1,7 +1,5 @@
 #include "model/pipeline.h"
 
-#include <cstring>
-
 #include "model/error.h"
 
 namespace flamingo {
@@ -41,22 +39,6 @@ TokenizedPrompt Pipeline::tokenize(const std::vector<PromptItem>& items, size_t 
   TokenizedPrompt t = build_idefics_prompt(*tokenizer_, items);
   check_rows(t.token_ids);
   return t;
-}
-
-PreparedPrompt Pipeline::prepare(const std::vector<PromptItem>& items,
-                                 const std::vector<RgbImage>& images) const {
-  TokenizedPrompt t = tokenize(items, images.size());
-  PreparedPrompt p{std::move(t.token_ids), std::move(t.image_of_token), {}};
-  if (!images.empty()) {
-    const int64_t s = image_config_.image_size;
-    at::Tensor pixels = at::empty({static_cast<int64_t>(images.size()), 3, s, s}, at::kFloat);
-    for (size_t i = 0; i < images.size(); ++i) {
-      std::vector<float> chw = preprocess_image(images[i], image_config_);
-      std::memcpy(pixels[i].data_ptr<float>(), chw.data(), chw.size() * sizeof(float));
-    }
-    p.images = model_->encode_images(pixels);
-  }
-  return p;
 }
 
 FamilyDefaults Pipeline::generation_defaults() const {

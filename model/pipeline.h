@@ -21,14 +21,6 @@ struct PipelineOptions {
   ModelOptions model;
 };
 
-// A prompt ready for the model: token ids, the image each token attends to (-1: none) and
-// the K/V of those images, in prompt order.
-struct PreparedPrompt {
-  std::vector<int32_t> ids;
-  std::vector<int32_t> image_of_token;
-  std::vector<ImageKV> images;
-};
-
 // What every generation of the family honours.
 struct FamilyDefaults {
   std::vector<int32_t> stop_ids;    // </s>, <end_of_utterance> (when the model has its row)
@@ -47,9 +39,6 @@ class Pipeline {
   // Token ids and image indices of a prompt (no images encoded). Throws Error when the number
   // of image items and images differ or a token has no row in the model.
   TokenizedPrompt tokenize(const std::vector<PromptItem>& items, size_t num_images) const;
-  // tokenize() + image encoding: pixels -> vision -> perceiver -> cross-attention K/V.
-  PreparedPrompt prepare(const std::vector<PromptItem>& items,
-                         const std::vector<RgbImage>& images) const;
 
   FamilyDefaults generation_defaults() const;
 

@@ -7,6 +7,7 @@
 
 #include "model/error.h"
 #include "server/engine/cache_sizing.h"
+#include "server/engine/collecting_sink.h"
 #include "server/engine/engine_impl.h"
 
 namespace flamingo {
@@ -99,25 +100,11 @@ void EngineImpl::warm_up() {
   job.max_new_tokens = 2;
   job.ignore_eos = true;
   job.sampling.seed = 1;
-  struct Done : JobSink {
-    std::mutex mu;
-    std::condition_variable cv;
-    std::optional<JobOutcome> outcome;
-    void on_delta(JobDelta) override {}
-    void on_finish(JobDelta, JobOutcome o) override {
-      std::lock_guard lock(mu);
-      outcome = std::move(o);
-      cv.notify_all();
-    }
-  };
-  auto done = std::make_shared<Done>();
+  auto done = std::make_shared<CollectingSink>();
   const AdmissionResult r = submit(std::move(job), done);
   if (r.code != Admission::kAccepted) throw Error("engine warm-up: " + r.message);
-  std::unique_lock lock(done->mu);
-  done->cv.wait(lock, [&] { return done->outcome.has_value(); });
-  if (done->outcome->status != JobStatus::kLength) {
-    throw Error("engine warm-up failed: " + done->outcome->message);
-  }
+  const JobOutcome& o = done->wait();
+  if (o.status != JobStatus::kLength) throw Error("engine warm-up failed: " + o.message);
 }
 
 // ---- submitting threads ----

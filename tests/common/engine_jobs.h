@@ -101,7 +101,8 @@ inline GenerateJob golden_job(const Engine& engine, const EngineCase& k) {
   return job;
 }
 
-// `k` as the single-sequence pipeline's inputs (Pipeline::prepare(items, images)).
+// `k` as the reference generator's inputs (prepare(pipeline, items, images),
+// reference_generation.h).
 struct PipelineInput {
   std::vector<PromptItem> items;
   std::vector<RgbImage> images;

@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "model/flamingo.h"
-#include "tests/common/reference_generation.h"
 #include "tests/common/golden.h"
+#include "tests/common/reference_generation.h"
 
 namespace flamingo::testing {
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "model/error.h"
@@ -165,6 +166,22 @@ std::vector<double> prompt_logprobs(const FlamingoModel& model, const PreparedPr
                                     int64_t block_size) {
   return batch_prompt_logprobs(model, {prompt.ids}, {prompt.image_of_token}, prompt.images,
                                block_size)[0];
+}
+
+PreparedPrompt prepare(const Pipeline& pipeline, const std::vector<PromptItem>& items,
+                       const std::vector<RgbImage>& images) {
+  TokenizedPrompt t = pipeline.tokenize(items, images.size());
+  PreparedPrompt p{std::move(t.token_ids), std::move(t.image_of_token), {}};
+  if (!images.empty()) {
+    const int64_t s = pipeline.image_config().image_size;
+    at::Tensor pixels = at::empty({static_cast<int64_t>(images.size()), 3, s, s}, at::kFloat);
+    for (size_t i = 0; i < images.size(); ++i) {
+      std::vector<float> chw = preprocess_image(images[i], pipeline.image_config());
+      std::memcpy(pixels[i].data_ptr<float>(), chw.data(), chw.size() * sizeof(float));
+    }
+    p.images = pipeline.model().encode_images(pixels);
+  }
+  return p;
 }
 
 GenerationOptions with_defaults(const FamilyDefaults& defaults) {

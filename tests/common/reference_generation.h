@@ -17,6 +17,18 @@ namespace flamingo {
 
 class Tokenizer;
 
+// A prompt ready for the model: token ids, the image each token attends to (-1: none) and
+// the K/V of those images, in prompt order.
+struct PreparedPrompt {
+  std::vector<int32_t> ids;
+  std::vector<int32_t> image_of_token;
+  std::vector<ImageKV> images;
+};
+
+// pipeline.tokenize() + image encoding: pixels -> vision -> perceiver -> cross-attention K/V.
+PreparedPrompt prepare(const Pipeline& pipeline, const std::vector<PromptItem>& items,
+                       const std::vector<RgbImage>& images);
+
 struct GenerationOptions {
   int32_t max_new_tokens = 32;
   SamplingParams sampling;

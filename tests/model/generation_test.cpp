@@ -3,8 +3,6 @@
 // against fp32 (the bars), KV-cached decoding against full recomputation, and
 // batch invariance of a flattened decode batch mixing sequences of different lengths and
 // image counts.
-#include "tests/common/reference_generation.h"
-
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -12,6 +10,7 @@
 
 #include "model/error.h"
 #include "tests/common/golden_model.h"
+#include "tests/common/reference_generation.h"
 
 namespace flamingo {
 namespace {

@@ -11,10 +11,10 @@
 #include <nlohmann/json.hpp>
 
 #include "model/flamingo.h"
-#include "tests/common/reference_generation.h"
 #include "model/prompt.h"
 #include "tests/common/golden.h"
 #include "tests/common/process.h"
+#include "tests/common/reference_generation.h"
 
 namespace flamingo {
 namespace {

@@ -16,11 +16,11 @@
 #include "kernels/cpu_isa.h"
 #include "model/error.h"
 #include "model/flamingo.h"
-#include "tests/common/reference_generation.h"
 #include "model/safetensors.h"
 #include "tests/common/golden_model.h"
 #include "tests/common/model_error.h"
 #include "tests/common/process.h"
+#include "tests/common/reference_generation.h"
 
 namespace flamingo {
 namespace {

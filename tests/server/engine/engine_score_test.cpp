@@ -141,8 +141,8 @@ TEST_F(EngineScoreTest, MatchesTheReferenceScore) {
   ScoreJob job = score_job(*engine_, {"cat_face_28x28.png"}, "This is", candidates);
   job.prompt_logprobs = true;
   const PreparedPrompt base =
-      pipeline->prepare({PromptItem::make_image(), PromptItem::make_text("This is")},
-                        {read_image_file(kGoldenImages + "cat_face_28x28.png", {})});
+      prepare(*pipeline, {PromptItem::make_image(), PromptItem::make_text("This is")},
+              {read_image_file(kGoldenImages + "cat_face_28x28.png", {})});
   ASSERT_EQ(base.ids, job.sequences[0]);
   const std::vector<std::vector<double>> lp = batch_prompt_logprobs(
       pipeline->model(), job.sequences, job.image_of_token, base.images, kBlockSize);

@@ -57,7 +57,7 @@ class EngineTest : public ::testing::Test {
     GenerationOptions o = with_defaults(pipeline_->generation_defaults());
     o.max_new_tokens = k.max_new_tokens;
     o.sampling = k.sampling;
-    return generate(*pipeline_, pipeline_->prepare(in.items, in.images), o);
+    return generate(*pipeline_, prepare(*pipeline_, in.items, in.images), o);
   }
 
   static Engine* engine_;
@@ -246,8 +246,8 @@ TEST(EngineBf16Test, BatchedMatchesSoloWhereFp32MarginIsLarge) {
     GenerationOptions o = with_defaults(fp32->generation_defaults());
     o.max_new_tokens = cases[i].max_new_tokens;
     o.top_logprobs = 2;
-    const GenerationResult ref = generate(*fp32, fp32->prepare(in.items, in.images), o);
-    const GenerationResult solo = generate(*bf16, bf16->prepare(in.items, in.images), o);
+    const GenerationResult ref = generate(*fp32, prepare(*fp32, in.items, in.images), o);
+    const GenerationResult solo = generate(*bf16, prepare(*bf16, in.items, in.images), o);
     for (size_t t = 0; t < solo.token_ids.size() && t < ref.token_ids.size(); ++t) {
       const double margin = ref.top_logprobs[t][0].second - ref.top_logprobs[t][1].second;
       if (margin <= 0.5 || solo.token_ids[t] != ref.token_ids[t]) break;

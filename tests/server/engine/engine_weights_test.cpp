@@ -194,7 +194,7 @@ TEST_P(EngineWeightsTest, EngineEqualsSingleSequenceGenerator) {
     o.max_new_tokens = ks[i].max_new_tokens;
     o.ignore_eos = true;
     o.block_size = kBlockSize;
-    const GenerationResult want = generate(*pipeline, pipeline->prepare(in.items, in.images), o);
+    const GenerationResult want = generate(*pipeline, prepare(*pipeline, in.items, in.images), o);
     EXPECT_EQ(sinks[i]->tokens, want.token_ids) << "case " << i;
     std::vector<float> want_lp;
     for (double lp : want.logprobs) want_lp.push_back(static_cast<float>(lp));
