@@ -1,152 +1,24 @@
-// Tests for server/request_builder.{h,cpp}, with the golden checkpoint's real tokenizer, config
-// and images. Oracles: build_idefics_prompt over hand-written item lists (the IDEFICS
-// caption/VQA layouts), decode_image + preprocess_image + media_key called directly, and the
-// Score candidate rule re-derived here. Every validation case checks the field, the limit's
-// flag and the values in the message.
+// Tests for server/request_builder.{h,cpp} (Score in request_builder_score_test.cpp), with the
+// golden checkpoint's real tokenizer, config and images. Oracles: build_idefics_prompt over
+// hand-written item lists (the IDEFICS caption/VQA layouts), decode_image +
+// preprocess_image + media_key called directly. Every validation case checks the field, the
+// limit's flag and the values in the message.
 #include "server/request_builder.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <limits>
-#include <sstream>
 #include <string>
 #include <vector>
 
-#include "model/config.h"
-#include "model/image_decode.h"
-#include "model/image_preprocess.h"
-#include "model/prompt.h"
-#include "server/engine/media_cache.h"
-#include "server/proto_requests.h"
-#include "tests/model/spm_oracle.h"
+#include "tests/server/request_builder_test_util.h"
 
 namespace flamingo {
 namespace {
 
-const std::string kGolden = FLAMINGO_GOLDEN_DIR;
-const std::string kModelDir = kGolden + "/model";
-using P = PromptItem;
-
-std::string read_bytes(const std::string& name) {
-  std::ifstream in(kGolden + "/images/" + name, std::ios::binary);
-  EXPECT_TRUE(in) << name;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-const std::string& cat() {
-  static const std::string b = read_bytes("cat_face_28x28.png");
-  return b;
-}
-const std::string& leaf() {
-  static const std::string b = read_bytes("leaf_42x42.png");
-  return b;
-}
-const std::string& chair() {
-  static const std::string b = read_bytes("chair_baseline_100x80.jpg");
-  return b;
-}
-
-void add_text(v1::GenerateRequest& r, const std::string& s) { r.add_prompt()->set_text(s); }
-void add_image(v1::GenerateRequest& r, const std::string& bytes) {
-  r.add_prompt()->mutable_image()->set_data(bytes);
-}
-void add_text(v1::ScoreRequest& r, const std::string& s) { r.add_prompt()->set_text(s); }
-void add_image(v1::ScoreRequest& r, const std::string& bytes) {
-  r.add_prompt()->mutable_image()->set_data(bytes);
-}
-
-// The builder as the gRPC service calls it: flamingo.v1 messages converted by to_input
-// (server/proto_requests.h), so every case below also covers the conversion.
-class ProtoBuilder {
- public:
-  explicit ProtoBuilder(RequestBuilder b) : b_(std::move(b)) {}
-  GenerateJob build_generate(const v1::GenerateRequest& r) const {
-    return b_.build_generate(to_input(r));
-  }
-  GenerateJob build_caption(const v1::CaptionRequest& r) const {
-    return b_.build_caption(to_input(r));
-  }
-  GenerateJob build_question(const v1::QuestionRequest& r) const {
-    return b_.build_question(to_input(r));
-  }
-  ScoreJob build_score(const v1::ScoreRequest& r) const { return b_.build_score(to_input(r)); }
-  int64_t max_prompt_tokens() const { return b_.max_prompt_tokens(); }
-
- private:
-  RequestBuilder b_;
-};
-
-class RequestBuilderTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    tok_ = Tokenizer::load(kModelDir).release();
-    config_ = new ModelConfig(load_model_config(kModelDir));
-    image_config_ = new ImagePreprocessConfig(
-        load_preprocess_config(kModelDir, static_cast<int>(config_->vision.image_size)));
-  }
-  static void TearDownTestSuite() {
-    delete tok_;
-    delete config_;
-    delete image_config_;
-  }
-
-  static int64_t context() { return config_->max_position_embeddings; }
-
-  ProtoBuilder builder(ServerLimits limits = {}, int64_t context_length = 0,
-                       int64_t rows = 0) const {
-    return ProtoBuilder(
-        RequestBuilder(*tok_, *image_config_, limits, context_length ? context_length : context(),
-                       rows ? rows : config_->total_vocab(), PromptTemplates::idefics()));
-  }
-
-  static std::vector<int32_t> ids(const std::vector<PromptItem>& items) {
-    return build_idefics_prompt(*tok_, items).token_ids;
-  }
-
-  // The image an engine would get for these bytes, computed without the builder.
-  static ImageInput expected_image(const std::string& bytes) {
-    const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
-    ImageInput in;
-    in.key = media_key(std::span(p, bytes.size()), image_config_->image_size, image_config_->mean,
-                       image_config_->std);
-    in.pixels = preprocess_image(decode_image(p, bytes.size(), ImageLimits{}, "x"), *image_config_);
-    return in;
-  }
-
-  static Tokenizer* tok_;
-  static ModelConfig* config_;
-  static ImagePreprocessConfig* image_config_;
-};
-
-Tokenizer* RequestBuilderTest::tok_ = nullptr;
-ModelConfig* RequestBuilderTest::config_ = nullptr;
-ImagePreprocessConfig* RequestBuilderTest::image_config_ = nullptr;
-
-// Runs `fn`, expects InvalidRequest for `field`, and every fragment in its one-line message.
-template <typename Fn>
-void expect_invalid(Fn&& fn, const std::string& field, const std::vector<std::string>& fragments) {
-  try {
-    fn();
-    ADD_FAILURE() << "no InvalidRequest, expected field " << field;
-  } catch (const InvalidRequest& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(e.field(), field) << msg;
-    EXPECT_EQ(msg.rfind(field + ": ", 0), 0u) << msg;
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-    for (const auto& f : fragments) EXPECT_NE(msg.find(f), std::string::npos) << f << " | " << msg;
-  }
-}
-
-v1::GenerateRequest text_request(const std::string& text) {
-  v1::GenerateRequest r;
-  add_text(r, text);
-  return r;
-}
+using namespace flamingo::testing;
 
 TEST_F(RequestBuilderTest, GenerateBuildsTokensImagesAndDefaults) {
   v1::GenerateRequest r;
@@ -623,135 +495,6 @@ TEST_F(RequestBuilderTest, CaptionPromptTokensOverContext) {
   EXPECT_EQ(builder(limits, n + 3).build_caption(c).max_new_tokens, 3);
   expect_invalid([&] { builder(limits, n + 2).build_caption(c); }, "max_new_tokens",
                  {std::to_string(n), "3", std::to_string(n + 2)});
-}
-
-// The Score candidate rule, re-derived: candidate appended to the last text item (or a new text
-// item after a trailing image); its tokens start where it first differs from the prompt.
-struct Expected {
-  std::vector<int32_t> ids;
-  int32_t first_new;
-};
-Expected score_rule(const Tokenizer& tok, std::vector<PromptItem> items, const std::string& cand) {
-  const std::vector<int32_t> base = build_idefics_prompt(tok, items).token_ids;
-  if (!items.empty() && items.back().kind == PromptItem::Kind::kText) {
-    items.back().text += cand;
-  } else {
-    items.push_back(PromptItem::make_text(cand));
-  }
-  Expected e{build_idefics_prompt(tok, items).token_ids, 0};
-  const auto diff = std::mismatch(e.ids.begin(), e.ids.end(), base.begin(), base.end());
-  e.first_new = std::max<int32_t>(static_cast<int32_t>(diff.first - e.ids.begin()), 1);
-  return e;
-}
-
-TEST_F(RequestBuilderTest, ScoreSequencesAndFirstNew) {
-  v1::ScoreRequest r;
-  add_image(r, cat());
-  add_text(r, "This animal is a");
-  r.add_candidates(" cat");
-  r.add_candidates(" dog");
-  r.add_candidates("lso");
-  const ScoreJob job = builder().build_score(r);
-  const std::vector<PromptItem> items = {P::make_image(), P::make_text("This animal is a")};
-  const TokenizedPrompt base = build_idefics_prompt(*tok_, items);
-  ASSERT_EQ(job.sequences.size(), 4u);
-  ASSERT_EQ(job.first_new.size(), 3u);
-  ASSERT_EQ(job.image_of_token.size(), 4u);
-  EXPECT_EQ(job.sequences[0], base.token_ids);
-  EXPECT_EQ(job.image_of_token[0], base.image_of_token);
-  const char* cands[] = {" cat", " dog", "lso"};
-  for (int c = 0; c < 3; ++c) {
-    const Expected e = score_rule(*tok_, items, cands[c]);
-    EXPECT_EQ(job.sequences[c + 1], e.ids) << cands[c];
-    EXPECT_EQ(job.first_new[c], e.first_new) << cands[c];
-    EXPECT_EQ(job.image_of_token[c + 1].size(), e.ids.size());
-  }
-  // " cat" leaves the prompt's tokens intact: its own tokens start right after them.
-  EXPECT_EQ(job.first_new[0], static_cast<int32_t>(base.token_ids.size()));
-  ASSERT_EQ(job.images.size(), 1u);
-  EXPECT_EQ(job.images[0].key, expected_image(cat()).key);
-
-  // A candidate that merges with the prompt's last token ("▁t" + "he" -> "▁the" in this
-  // vocabulary): its own tokens start at the changed token, inside the prompt.
-  v1::ScoreRequest r3;
-  add_text(r3, "This animal is t");
-  r3.add_candidates("he");
-  const ScoreJob j3 = builder().build_score(r3);
-  const Expected e3 = score_rule(*tok_, {P::make_text("This animal is t")}, "he");
-  EXPECT_EQ(j3.sequences[1], e3.ids);
-  EXPECT_EQ(j3.first_new[0], static_cast<int32_t>(j3.sequences[0].size()) - 1);
-  EXPECT_EQ(j3.sequences[1].size(), j3.sequences[0].size());
-  EXPECT_EQ(tok_->id_to_piece(j3.sequences[1].back()), "\u2581the");
-
-  // Trailing image: the candidate becomes a new text item after it.
-  v1::ScoreRequest r2;
-  add_text(r2, "Look:");
-  add_image(r2, leaf());
-  r2.add_candidates("green");
-  const ScoreJob j2 = builder().build_score(r2);
-  const std::vector<int32_t> want =
-      ids({P::make_text("Look:"), P::make_image(), P::make_text("green")});
-  EXPECT_EQ(j2.sequences[1], want);
-  EXPECT_EQ(j2.first_new[0], static_cast<int32_t>(j2.sequences[0].size()));
-}
-
-TEST_F(RequestBuilderTest, ScoreWithoutCandidatesWhenNotRequired) {
-  const RequestBuilder b(*tok_, *image_config_, {}, context(), config_->total_vocab(),
-                         PromptTemplates::idefics());
-  ScoreInput in;
-  in.prompt = {PromptPart::of_text("Answer:")};
-  EXPECT_THROW(b.build_score(in), InvalidRequest);  // the gRPC rule: candidates required
-  in.candidates_required = false;
-  in.prompt_logprobs = true;
-  const ScoreJob job = b.build_score(in);
-  EXPECT_TRUE(job.prompt_logprobs);
-  ASSERT_EQ(job.sequences.size(), 1u);
-  EXPECT_EQ(job.sequences[0], ids({P::make_text("Answer:")}));
-  EXPECT_TRUE(job.first_new.empty());
-}
-
-TEST_F(RequestBuilderTest, ScoreErrors) {
-  const ProtoBuilder b = builder();
-  v1::ScoreRequest r;
-  r.add_candidates("x");
-  expect_invalid([&] { b.build_score(r); }, "prompt", {"empty"});
-  add_text(r, "Answer:");
-  r.clear_candidates();
-  expect_invalid([&] { b.build_score(r); }, "candidates", {"empty"});
-  r.add_candidates("yes");
-  r.add_candidates("");
-  expect_invalid([&] { b.build_score(r); }, "candidates[1]", {"empty"});
-  r.set_candidates(1, "   ");  // spaces only: stripped by the layout, adds nothing
-  expect_invalid([&] { b.build_score(r); }, "candidates[1]", {"'   '", "adds no tokens"});
-  r.set_candidates(1, "no");
-  EXPECT_NO_THROW(b.build_score(r));
-
-  ServerLimits limits;
-  limits.max_candidates = 2;
-  r.add_candidates("maybe");
-  expect_invalid([&] { builder(limits).build_score(r); }, "candidates",
-                 {"3 candidates", "limit 2", "--max-candidates"});
-  limits = {};
-  limits.max_text_bytes = 12;  // "Answer:" 7 + "yes" 3 + "no" 2 + "maybe" 5 = 17
-  expect_invalid([&] { builder(limits).build_score(r); }, "prompt + candidates",
-                 {"17", "12", "--max-text-bytes"});
-
-  // A candidate whose sequence no longer fits in the context.
-  const int64_t n = static_cast<int64_t>(ids({P::make_text("Answer:")}).size());
-  v1::ScoreRequest r2;
-  add_text(r2, "Answer:");
-  r2.add_candidates(" yes");
-  r2.add_candidates(" a much longer candidate answer than the other one");
-  const int64_t n1 =
-      static_cast<int64_t>(score_rule(*tok_, {P::make_text("Answer:")}, " yes").ids.size());
-  ASSERT_GT(n1, n);
-  expect_invalid([&] { builder({}, n1).build_score(r2); }, "candidates[1]",
-                 {std::to_string(n1), "context length"});
-
-  v1::ScoreRequest r3;
-  add_image(r3, "junk bytes");
-  r3.add_candidates("x");
-  expect_invalid([&] { b.build_score(r3); }, "prompt[0].image.data", {"unknown image format"});
 }
 
 }  // namespace
