@@ -166,7 +166,8 @@ TEST(SchedulerTest, CachedImagesDoNotCountAgainstTheImageBudget) {
 
   BlockManager bm2(64, kBs);
   Scheduler none(c, bm2);
-  for (int64_t id = 1; id <= 3; ++id) none.add(image_request(id, {static_cast<uint64_t>(100 + id)}, 100));
+  for (int64_t id = 1; id <= 3; ++id)
+    none.add(image_request(id, {static_cast<uint64_t>(100 + id)}, 100));
   EXPECT_EQ(none.schedule().chunks.size(), 3u);
 }
 
