@@ -340,7 +340,11 @@ void rows_blocked(const QuantX& qx, const WeightView& w, int64_t m, float* y, co
       }
       for (int64_t i = 0; i < mc; ++i) {
         float* yrow = y + (m0 + i) * w.n + n;
-        for (int64_t j = 0; j < nb; ++j) yrow[j] = reduce16(acc + i * acc_ld + j * kLanes);
+        if (nb == 8 && &kern != &kAvx2Kernels) {  // the AVX-512 kernels
+          detail::reduce16x8(acc + i * acc_ld, yrow);
+        } else {
+          for (int64_t j = 0; j < nb; ++j) yrow[j] = reduce16(acc + i * acc_ld + j * kLanes);
+        }
       }
     }
   }

@@ -26,6 +26,35 @@ inline float reduce16(const float* l) {
   return (t[0] + t[2]) + (t[1] + t[3]);
 }
 
+// GCC 12 warns about the undefined lanes its _mm512_shuffle_f32x4 starts from: a false positive.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// reduce16 of 8 columns' lane sums at once (column j's at sums + 16 j, 64-byte aligned) into
+// out[0..7]: the same adds in the same tree, so the same bits.
+__attribute__((target("avx512f"))) inline void reduce16x8(const float* sums, float* out) {
+  __m512 v[8];
+  for (int j = 0; j < 8; ++j) v[j] = _mm512_load_ps(sums + j * kLanes);
+  __m512 p[4];  // [s_2i | s_2i+1], s[i] = l[i] + l[i + 8]
+  for (int i = 0; i < 4; ++i) {
+    p[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                         _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
+  }
+  __m512 q[2];  // [t_4i | t_4i+1 | t_4i+2 | t_4i+3], t[i] = s[i] + s[i + 4]
+  for (int i = 0; i < 2; ++i) {
+    q[i] = _mm512_add_ps(_mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0x88),
+                         _mm512_shuffle_f32x4(p[2 * i], p[2 * i + 1], 0xDD));
+  }
+  // Lane block b: [t0 + t2, t1 + t3] of column b, then of column b + 4.
+  const __m512 u =
+      _mm512_add_ps(_mm512_shuffle_ps(q[0], q[1], 0x44), _mm512_shuffle_ps(q[0], q[1], 0xEE));
+  // Lane block b: [column b, column b + 4, (again)].
+  const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(u, u, 0x88), _mm512_shuffle_ps(u, u, 0xDD));
+  const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+  _mm256_storeu_ps(out, _mm512_castps512_ps256(_mm512_permutexvar_ps(order, r)));
+}
+#pragma GCC diagnostic pop
+
 // How far ahead of the weight rows the streaming route prefetches (bytes; 0: off).
 // FLAMINGO_KERNEL_PREFETCH overrides the default 2048 (for tuning on a new machine).
 int64_t prefetch_bytes();

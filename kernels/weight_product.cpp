@@ -352,7 +352,11 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
       }
       for (int64_t i = 0; i < mc; ++i) {
         float* yrow = a.y + (m0 + i) * w.n + n;
-        for (int64_t j = 0; j < nb; ++j) yrow[j] = reduce16(acc + i * acc_ld + j * kLanes);
+        if (nb == 8 && &kern == &kAvx512Kernels) {
+          detail::reduce16x8(acc + i * acc_ld, yrow);
+        } else {
+          for (int64_t j = 0; j < nb; ++j) yrow[j] = reduce16(acc + i * acc_ld + j * kLanes);
+        }
       }
     }
   }
