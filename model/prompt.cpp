@@ -11,12 +11,14 @@ namespace {
 constexpr std::string_view kFakeToken = "<fake_token_around_image>";
 constexpr std::string_view kImageToken = "<image>";
 
-// Python's item.strip(" "): spaces only, not newlines or tabs.
-std::string strip_spaces(const std::string& s) {
+// Python's str.lstrip(" ") / rstrip(" "): spaces only, not newlines or tabs.
+std::string strip_spaces_left(const std::string& s) {
   const size_t begin = s.find_first_not_of(' ');
-  if (begin == std::string::npos) return {};
+  return begin == std::string::npos ? std::string() : s.substr(begin);
+}
+std::string strip_spaces_right(const std::string& s) {
   const size_t end = s.find_last_not_of(' ');
-  return s.substr(begin, end - begin + 1);
+  return end == std::string::npos ? std::string() : s.substr(0, end + 1);
 }
 
 int32_t require_added_token(const Tokenizer& tok, std::string_view token) {
@@ -48,24 +50,44 @@ TokenizedPrompt build_idefics_prompt(const Tokenizer& tok, const std::vector<Pro
 
   bool last_was_image = false;
   bool last_was_text = false;
-  for (size_t i = 0; i < items.size(); ++i) {
+  for (size_t i = 0; i < items.size();) {
     if (i > 0) last_was_text = !last_was_image;
-    const PromptItem& item = items[i];
-    if (item.kind == PromptItem::Kind::kText) {
-      if (end_of_utterance && last_was_text) {
-        flush();
-        segments.push_back(TokenSegment::added(*end_of_utterance));
-      }
-      run += strip_spaces(item.text);
-      last_was_image = false;
-    } else {
+    if (items[i].kind == PromptItem::Kind::kImage) {
       flush();
       if (!last_was_image) segments.push_back(TokenSegment::added(fake_id));
       segments.push_back(TokenSegment::added(image_id));
       segments.push_back(TokenSegment::added(fake_id));
       ++out.num_images;
       last_was_image = true;
+      ++i;
+      continue;
     }
+    // One processor text item: a kText item, or kText/kToken items joined by their tokens.
+    size_t end = i + 1;
+    while (end < items.size() && items[end].kind != PromptItem::Kind::kImage &&
+           (items[end].kind == PromptItem::Kind::kToken ||
+            items[end - 1].kind == PromptItem::Kind::kToken)) {
+      ++end;
+    }
+    if (end_of_utterance && last_was_text) {
+      flush();
+      segments.push_back(TokenSegment::added(*end_of_utterance));
+    }
+    for (size_t j = i; j < end; ++j) {
+      const PromptItem& item = items[j];
+      if (item.kind == PromptItem::Kind::kToken) {
+        flush();
+        segments.push_back(TokenSegment::added(item.id));
+        continue;
+      }
+      // Python's item.strip(" ") applies to the ends of the whole item only.
+      std::string text = item.text;
+      if (j + 1 == end) text = strip_spaces_right(text);
+      if (j == i) text = strip_spaces_left(text);
+      run += text;
+    }
+    last_was_image = false;
+    i = end;
   }
   flush();
 

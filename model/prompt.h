@@ -14,13 +14,19 @@
 
 namespace flamingo {
 
+// kToken: one added token by id (a chat template's "<end_of_utterance>"), written as if its
+// string stood inside the text around it: it and the kText items directly before and after it
+// form ONE processor text item (no <end_of_utterance> inserted between them, spaces stripped
+// only at the ends of the whole), split at the token as HF's trie would split that string.
 struct PromptItem {
-  enum class Kind { kText, kImage };
+  enum class Kind { kText, kImage, kToken };
   Kind kind = Kind::kText;
   std::string text;  // kText only
+  int32_t id = -1;   // kToken only: an added token's id
 
-  static PromptItem make_text(std::string text) { return {Kind::kText, std::move(text)}; }
-  static PromptItem make_image() { return {Kind::kImage, {}}; }
+  static PromptItem make_text(std::string text) { return {Kind::kText, std::move(text), -1}; }
+  static PromptItem make_image() { return {Kind::kImage, {}, -1}; }
+  static PromptItem make_token(int32_t id) { return {Kind::kToken, {}, id}; }
 };
 
 struct TokenizedPrompt {
@@ -36,7 +42,8 @@ struct TokenizedPrompt {
 // item (an empty text item in between breaks that sharing); "<end_of_utterance>" between two
 // consecutive text items iff the tokenizer lists it among its additional special tokens.
 // Consecutive text items form ONE sentencepiece segment, as in HF's concatenated string.
-// Text is literal: "<image>" inside a text item stays text. Text items that look like URLs
+// Text is literal: "<image>" inside a text item stays text. kToken items: see PromptItem; an id
+// that is not an added token throws. Text items that look like URLs
 // are text here (HF would fetch them as images). Throws flamingo::Error if the tokenizer has
 // no bos token or lacks "<fake_token_around_image>" / "<image>" as added tokens.
 TokenizedPrompt build_idefics_prompt(const Tokenizer& tok, const std::vector<PromptItem>& items);

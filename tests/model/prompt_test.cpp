@@ -208,6 +208,37 @@ TEST(PromptOracle, EndOfUtterance) {
   EXPECT_EQ(count_eou({P::make_image(), P::make_text("a")}), 0);
 }
 
+// A kToken item stands inside the text around it: the same ids as HF splitting the whole
+// string with its trie (encode_with_special_tokens, checked against HF in tokenizer_test), no
+// <end_of_utterance> inserted around it, spaces stripped at the ends of the whole only.
+TEST(PromptOracle, TokenItemsJoinTheTextAroundThem) {
+  const std::string dir =
+      ft::make_tokenizer_variant(kModelDir, "p_eou_token", [](auto& config, auto&, auto&) {
+        config["additional_special_tokens"].push_back("<end_of_utterance>");
+      });
+  const auto tok = Tokenizer::load(dir);
+  const int32_t eou = *tok->end_of_utterance_id();
+  using P = PromptItem;
+  auto with_bos = [&](std::string_view text) {
+    std::vector<int32_t> ids = {tok->bos_id()};
+    for (int32_t id : tok->encode_with_special_tokens(text)) ids.push_back(id);
+    return ids;
+  };
+  EXPECT_EQ(build_idefics_prompt(*tok, {P::make_text("  User: hi "), P::make_token(eou),
+                                        P::make_text(" \nAssistant: ")})
+                .token_ids,
+            with_bos("User: hi <end_of_utterance> \nAssistant:"));
+  EXPECT_EQ(build_idefics_prompt(*tok, {P::make_token(eou), P::make_token(eou), P::make_text("x")})
+                .token_ids,
+            with_bos("<end_of_utterance><end_of_utterance>x"));
+  // Two text items without a token between them are still two items.
+  const auto ids = build_idefics_prompt(*tok, {P::make_text("a"), P::make_token(eou),
+                                               P::make_text("b"), P::make_text("c")})
+                       .token_ids;
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), eou), 2);
+  EXPECT_THROW(build_idefics_prompt(*tok, {P::make_text("a"), P::make_token(5)}), Error);
+}
+
 TEST(PromptOracle, EndOfUtteranceLegacyFiles) {
   const std::string dir = ft::make_tokenizer_variant(
       kModelDir, "p_eou_files", [](auto& config, auto& map, auto& added) {
