@@ -19,6 +19,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 image=${FLAMINGO_IMAGE:-flamingo-serve:check}
 port=${FLAMINGO_CHECK_PORT:-50091}
 metrics_port=$((port + 1000))
+http_port=$((port + 2000))
 keep=0
 [[ ${1:-} == --keep ]] && keep=1
 name=flamingo-check-$$
@@ -92,9 +93,18 @@ wait_healthy() {  # $1: container
 # (Without systemd, podman cannot schedule the periodic health checks and says so on stderr;
 # the script runs them itself with `podman healthcheck run`.)
 podman run -d --name "$name" "${run_opts[@]}" -e FLAMINGO_HEALTH_PORT="$port" "$image" \
-  --port "$port" --metrics-port "$metrics_port" >/dev/null 2>/tmp/$name-run.log ||
-  fail "podman run: $(cat /tmp/$name-run.log)"
+  --port "$port" --metrics-port "$metrics_port" --http-port "$http_port" \
+  >/dev/null 2>/tmp/$name-run.log || fail "podman run: $(cat /tmp/$name-run.log)"
 wait_healthy "$name"
+chat=$(/usr/bin/python3 - "$http_port" <<'EOF'
+import sys, urllib.request
+body = b'{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 3}'
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/v1/chat/completions", data=body,
+                             headers={"Content-Type": "application/json"})
+print(urllib.request.urlopen(req, timeout=30).read().decode())
+EOF
+) || fail "HTTP chat completion failed"
+grep -q '"object":"chat.completion"' <<<"$chat" || fail "no chat completion over HTTP: $chat"
 [[ $(podman exec "$name" id -u) != 0 ]] || fail "the server runs as root"
 out=$(podman exec "$name" flamingo-cli generate --server "127.0.0.1:$port" --prompt "a photo of" \
   --max-new-tokens 4 --ignore-eos --json) || fail "generate failed"
@@ -156,7 +166,8 @@ model=$here/build/models/idefics-tiny-random
 [[ -f $model/config.json ]] || fail "no model at $model to mount (build first)"
 podman run -d --name "$name-ro" "${run_opts[@]}" -e FLAMINGO_HEALTH_PORT="$port" --read-only \
   -v "$model:/model:ro" "$image" \
-  --model /model --port "$port" --metrics-port "$metrics_port" >/dev/null 2>/tmp/$name-run.log ||
+  --model /model --port "$port" --metrics-port "$metrics_port" --http-port "$http_port" \
+  >/dev/null 2>/tmp/$name-run.log ||
   fail "podman run: $(cat /tmp/$name-run.log)"
 wait_healthy "$name-ro"
 info=$(podman exec "$name-ro" flamingo-cli info --server "127.0.0.1:$port") || fail "info failed"

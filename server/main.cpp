@@ -13,6 +13,7 @@
 #include <climits>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -20,8 +21,10 @@
 
 #include "model/error.h"
 #include "model/install_paths.h"
+#include "server/chat_template.h"
 #include "server/engine/engine.h"
 #include "server/grpc_service.h"
+#include "server/http/openai_server.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
 #include "server/prompt_templates.h"
@@ -54,6 +57,36 @@ std::string templates_path(const ServerArgs& args, const std::string& model_dir,
   if (std::filesystem::exists(bundled)) return bundled.string();
   throw Error("no prompt templates for model family '" + family + "': pass --templates FILE (" +
               bundled.string() + " does not exist)");
+}
+
+// --chat-template, else <model>/flamingo_chat_template.json, else the bundled
+// templates/<family>-chat.json.
+std::string chat_template_path(const ServerArgs& args, const std::string& model_dir,
+                               const std::string& family) {
+  if (!args.chat_template_path.empty()) return args.chat_template_path;
+  const std::filesystem::path in_model =
+      std::filesystem::path(model_dir) / "flamingo_chat_template.json";
+  if (std::filesystem::exists(in_model)) return in_model.string();
+  const std::filesystem::path bundled =
+      std::filesystem::path(bundled_templates_dir(FLAMINGO_TEMPLATES_DIR)) /
+      (family + "-chat.json");
+  if (std::filesystem::exists(bundled)) return bundled.string();
+  throw Error("no chat template for model family '" + family + "': pass --chat-template FILE (" +
+              bundled.string() + " does not exist) or --http-port 0");
+}
+
+// The model folder's name ("/m/idefics-9b/" -> "idefics-9b").
+std::string folder_name(const std::string& dir) {
+  std::filesystem::path p(dir);
+  if (!p.has_filename()) p = p.parent_path();
+  return p.filename().string();
+}
+
+// The largest HTTP body a request within the limits can need: every image base64-encoded at
+// its largest, all the text escaped, and room for the JSON around them.
+int64_t http_body_limit(const ServerLimits& l) {
+  return static_cast<int64_t>(l.max_images_per_request) * ((l.max_image_bytes + 2) / 3 * 4 + 1024) +
+         6 * l.max_text_bytes + (1 << 20);
 }
 
 int64_t receive_limit(const ServerLimits& l) {
@@ -99,14 +132,22 @@ int run(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::atomic<bool> stop_requested{false};
+  bool serving = false;  // guarded by stop_mu: set once the model is loaded, before attaching
   std::mutex stop_mu;
   std::condition_variable stop_cv;
   std::thread stop_thread([&] {
     pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
     const int sig = signal_stop.wait();
     if (sig == SignalStop::kCancelled) return;  // run() is returning
-    spdlog::info("received {}: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    const char* name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
     std::lock_guard lock(stop_mu);
+    if (!serving) {
+      // Still loading: no request was accepted, nothing to drain; a load can take minutes.
+      spdlog::info("received {} while loading: exiting", name);
+      spdlog::default_logger()->flush();
+      std::_Exit(0);
+    }
+    spdlog::info("received {}: draining", name);
     stop_requested = true;
     stop_cv.notify_all();
   });
@@ -152,8 +193,34 @@ int run(int argc, char** argv) {
     }
   }
 
+  std::unique_ptr<OpenAIServer> http;
+  if (args.http_port != 0) {
+    OpenAIServerConfig hc;
+    hc.host = args.http_host.empty() ? args.host : args.http_host;
+    hc.port = args.http_port;
+    hc.threads = args.http_threads;
+    hc.keep_alive_timeout_s = args.http_keep_alive_s;
+    hc.served_model_name =
+        args.served_model_name.empty() ? folder_name(args.model_dir) : args.served_model_name;
+    hc.media.max_image_bytes = args.limits.max_image_bytes;
+    hc.media.allowed_local_media_path = args.allowed_local_media_path;
+    hc.media.max_n = args.max_choices;
+    hc.max_body_bytes = http_body_limit(args.limits);
+    http = std::make_unique<OpenAIServer>(hc, metrics, [&metrics] { return metrics.render(); });
+    try {
+      const int port = http->start();
+      spdlog::info("http listening on http://{}:{} (OpenAI-compatible API, model id '{}')", hc.host,
+                   port, hc.served_model_name);
+    } catch (const std::exception& e) {
+      spdlog::error("{}", e.what());
+      server->Shutdown();
+      return 1;
+    }
+  }
+
   std::unique_ptr<Engine> engine;
   std::unique_ptr<RequestBuilder> request_builder;
+  std::unique_ptr<ChatTemplate> chat_template;
   try {
     EngineConfig ec;
     ec.model_dir = args.model_dir;
@@ -188,6 +255,11 @@ int run(int argc, char** argv) {
                                                        args.limits, d.context_length, d.vocab_size,
                                                        PromptTemplates::load_file(tpl));
     spdlog::info("prompt templates: {}", tpl);
+    if (http) {
+      const std::string chat = chat_template_path(args, args.model_dir, d.family);
+      chat_template = std::make_unique<ChatTemplate>(ChatTemplate::load_file(chat));
+      spdlog::info("chat template: {}", chat);
+    }
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
     health->Shutdown();
@@ -201,7 +273,12 @@ int run(int argc, char** argv) {
     m.set_kv_blocks_used(s.kv_blocks_used);
     m.set_kv_blocks_free(s.kv_blocks_free);
   });
+  {
+    std::lock_guard lock(stop_mu);
+    serving = true;
+  }
   service.attach(engine.get(), request_builder.get());
+  if (http) http->attach(engine.get(), request_builder.get(), chat_template.get());
   health->SetServingStatus("", true);
   health->SetServingStatus(kServiceName, true);
   {
@@ -219,6 +296,7 @@ int run(int argc, char** argv) {
   }
   health->Shutdown();  // NOT_SERVING for every service from now on
   service.begin_shutdown();
+  if (http) http->begin_shutdown();
   const bool drained = engine->drain(args.drain_timeout_s);
   if (!drained) {
     spdlog::warn("drain timeout ({} s) passed: unfinished requests answered UNAVAILABLE",
@@ -229,6 +307,7 @@ int run(int argc, char** argv) {
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(drained ? 200 : 1000));
   server->Wait();
+  if (http) http->stop();
   if (metrics_http) metrics_http->stop();
   spdlog::info("stopped");
   return 0;

@@ -118,6 +118,12 @@ RequestBuilder::RequestBuilder(const Tokenizer& tokenizer, ImagePreprocessConfig
   }
 }
 
+std::optional<int32_t> RequestBuilder::template_token(std::string_view token) const {
+  const std::optional<int32_t> id = tokenizer_.token_to_id(token);
+  if (!id || !tokenizer_.is_special(*id) || *id < 0 || *id >= vocab_rows_) return std::nullopt;
+  return id;
+}
+
 int64_t RequestBuilder::max_prompt_tokens() const {
   if (limits_.max_prompt_tokens > 0)
     return std::min<int64_t>(limits_.max_prompt_tokens, context_length_);
@@ -289,6 +295,9 @@ CollectedPrompt collect_prompt(const std::vector<PromptPart>& prompt) {
       case PromptPart::Kind::kImage:
         c.images.push_back({part.image, field + ".image"});
         c.items.push_back(PromptItem::make_image());
+        break;
+      case PromptPart::Kind::kToken:  // a template's token: tokenize() checks its row
+        c.items.push_back(PromptItem::make_token(part.token));
         break;
       case PromptPart::Kind::kNone:
         throw InvalidRequest(field, "has neither text nor image");

@@ -32,7 +32,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "model/error.h"
@@ -86,6 +88,12 @@ class RequestBuilder {
   int64_t max_prompt_tokens() const;
   const PromptTemplates& templates() const { return templates_; }
   const ServerLimits& limits() const { return limits_; }
+  const Tokenizer& tokenizer() const { return tokenizer_; }
+  int64_t vocab_rows() const { return vocab_rows_; }
+  int64_t context_length() const { return context_length_; }
+  // A template's special-token string -> its id when it is an added (special) token of the
+  // tokenizer with an embedding row, else nullopt (the template then spells it as text).
+  std::optional<int32_t> template_token(std::string_view token) const;
 
  private:
   void check_images(const std::vector<ImageRef>& images) const;

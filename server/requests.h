@@ -14,16 +14,20 @@
 
 namespace flamingo {
 
-// One part of a prompt: text, an image's encoded bytes (PNG or JPEG), or neither (a part the
-// client left empty: refused with "has neither text nor image").
+// One part of a prompt: text, an image's encoded bytes (PNG or JPEG), an added token by id
+// (only from a front end's chat template, never from a client's bytes; see model/prompt.h's
+// PromptItem::kToken), or neither (a part the client left empty: refused with "has neither
+// text nor image").
 struct PromptPart {
-  enum class Kind { kText, kImage, kNone };
+  enum class Kind { kText, kImage, kToken, kNone };
   Kind kind = Kind::kNone;
   std::string_view text;   // kText
   std::string_view image;  // kImage: encoded bytes
+  int32_t token = -1;      // kToken
 
   static PromptPart of_text(std::string_view t) { return {Kind::kText, t, {}}; }
   static PromptPart of_image(std::string_view bytes) { return {Kind::kImage, {}, bytes}; }
+  static PromptPart of_token(int32_t id) { return {Kind::kToken, {}, {}, id}; }
 };
 
 // Zeros mean "unset" (the defaults of flamingo.v1.SamplingParams).

@@ -75,6 +75,25 @@ const std::vector<Flag>& flags() {
        false},
       {"--load-delay-ms", "wait this long before loading the model (tests of the loading state)",
        &ServerArgs::load_delay_ms, 0, 600000},
+      {"--http-port", "OpenAI-compatible HTTP API port (/v1/chat/completions ...); 0 turns it off",
+       &ServerArgs::http_port, 0, 65535},
+      {"--http-host", "address of the HTTP API; default: --host", &ServerArgs::http_host},
+      {"--http-threads", "HTTP connections served at once (each open connection holds one)",
+       &ServerArgs::http_threads, 1, 65536},
+      {"--http-keep-alive",
+       "seconds an idle HTTP keep-alive connection stays open (also bounds the wait for them "
+       "at shutdown)",
+       &ServerArgs::http_keep_alive_s, 1, 3600},
+      {"--served-model-name", "the model id of the HTTP API; default: the model folder's name",
+       &ServerArgs::served_model_name},
+      {"--chat-template",
+       "chat template (JSON, server/chat_template.h); default: "
+       "<model>/flamingo_chat_template.json, "
+       "else the family's bundled one",
+       &ServerArgs::chat_template_path},
+      {"--allowed-local-media-path", "folder whose files HTTP requests may name as file:// images",
+       &ServerArgs::allowed_local_media_path},
+      {"--max-choices", "largest n (choices) of an HTTP request", &ServerArgs::max_choices, 1, 128},
       {"--max-images", "images per request", &ServerLimits::max_images_per_request, 0, 4096},
       {"--max-image-bytes", "encoded bytes per image", &ServerLimits::max_image_bytes, 1, 1 << 30},
       {"--max-image-pixels", "declared width x height per image", &ServerLimits::max_image_pixels,
@@ -233,7 +252,9 @@ std::string server_usage() {
   std::ostringstream s;
   s << "usage: flamingo-server [flags]\n"
        "Serves an IDEFICS checkpoint over gRPC (service flamingo.v1.Flamingo, plus\n"
-       "grpc.health.v1.Health and server reflection). SIGTERM/SIGINT drain and exit 0.\n\n"
+       "grpc.health.v1.Health and server reflection) and over the OpenAI-compatible HTTP API\n"
+       "(/v1/chat/completions, /v1/completions, /v1/models on --http-port).\n"
+       "SIGTERM/SIGINT drain and exit 0.\n\n"
        "flags (--name VALUE or --name=VALUE; default in brackets):\n";
   const ServerArgs defaults;
   for (const Flag& f : flags()) {

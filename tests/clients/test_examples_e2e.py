@@ -5,7 +5,7 @@ Runs only when FLAMINGO_SERVER_BIN names the server binary (skipped otherwise):
     FLAMINGO_SERVER_BIN=build/bin/flamingo-server /usr/bin/python3 -m unittest -v \
         tests/clients/test_examples_e2e.py
 
-The server starts with `--port 0 --metrics-port 0` plus $FLAMINGO_SERVER_ARGS (e.g.
+The server starts with `--port 0 --metrics-port 0 --http-port 0` plus $FLAMINGO_SERVER_ARGS (e.g.
 "--model DIR"); its bound port comes from the "listening on HOST:PORT" stderr line. Stubs:
 $FLAMINGO_STUBS, else generated into a temporary folder. The last test SIGTERMs the server
 and expects exit code 0.
@@ -94,7 +94,7 @@ class ExamplesE2E(unittest.TestCase):
         import flamingo_client
 
         cls.fc = flamingo_client
-        argv = [SERVER_BIN, "--port", "0", "--metrics-port", "0"]
+        argv = [SERVER_BIN, "--port", "0", "--metrics-port", "0", "--http-port", "0"]
         argv += shlex.split(os.environ.get("FLAMINGO_SERVER_ARGS", ""))
         cls.server = ServerProcess(argv)
         m = cls.server.wait_for(LISTENING.pattern, 60)

@@ -166,6 +166,18 @@ HealthResult wait_health(const std::shared_ptr<grpc::Channel>& channel, const st
   return r;
 }
 
+// A stop while the model loads (minutes for a 9b checkpoint) ends the process at once: no
+// request was accepted, so there is nothing to drain, and "ready" is never logged.
+TEST(HealthE2E, StopWhileLoadingExitsAtOnce) {
+  std::unique_ptr<ServerProcess> server =
+      start_server({"--load-delay-ms", "60000"}, /*wait_ready=*/false);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(stop_server(*server, Ms(5000)), std::optional<int>(0)) << server->describe();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, Ms(5000));
+  EXPECT_FALSE(server->wait_for_log(" ready", Ms(0))) << server->describe();
+  EXPECT_TRUE(server->wait_for_log("while loading: exiting", Ms(0))) << server->describe();
+}
+
 TEST(HealthE2E, NotServingWhileLoadingServingWhenReadyNotServingWhileDraining) {
   std::unique_ptr<ServerProcess> server =
       start_server({"--load-delay-ms", "2000"}, /*wait_ready=*/false);

@@ -74,7 +74,8 @@ inline int free_port() {
   return port;
 }
 
-// Starts flamingo-server on a free loopback port (--port 0) with `args` added; waits for the
+// Starts flamingo-server on a free loopback port (--port 0), the HTTP API off unless `args`
+// names --http-port, with `args` added; waits for the
 // "listening" line and, unless wait_ready is false, for "ready". `env` ("NAME=value" entries)
 // is added to the server's environment through /usr/bin/env, which execs the server in its
 // own place (same process, so signals and the exit code are the server's).
@@ -82,9 +83,13 @@ inline std::unique_ptr<ServerProcess> start_server(std::vector<std::string> args
                                                    bool wait_ready = true,
                                                    const std::vector<std::string>& env = {}) {
   std::vector<std::string> all = {"--host", "127.0.0.1", "--port", "0", "--dtype", "float32"};
-  bool has_metrics = false;
-  for (const std::string& a : args) has_metrics |= a == "--metrics-port";
+  bool has_metrics = false, has_http = false;
+  for (const std::string& a : args) {
+    has_metrics |= a == "--metrics-port";
+    has_http |= a == "--http-port";
+  }
   if (!has_metrics) all.insert(all.end(), {"--metrics-port", "0"});
+  if (!has_http) all.insert(all.end(), {"--http-port", "0"});  // off (its default is 8000)
   all.insert(all.end(), args.begin(), args.end());
   std::string binary = kServerBinary;
   if (!env.empty()) {

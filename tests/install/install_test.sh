@@ -38,7 +38,8 @@ out=$("$prefix/bin/flamingo-cli" generate --prompt "a photo of" --max-new-tokens
 grep -q '"token_ids"' <<< "$out" || fail "no tokens: $out"
 
 log=$prefix/server.log
-"$prefix/bin/flamingo-server" --port 0 --metrics-port 0 > "$log" 2>&1 &
+http_port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$prefix/bin/flamingo-server" --port 0 --metrics-port 0 --http-port "$http_port" > "$log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 300); do
   grep -q "ready: model $data/models/idefics-tiny-random" "$log" &&
@@ -48,6 +49,8 @@ for _ in $(seq 1 300); do
 done
 grep -q "prompt templates: $data/templates/idefics.json" "$log" ||
   fail "server did not load the installed templates: $(cat "$log")"
+grep -q "chat template: $data/templates/idefics-chat.json" "$log" ||
+  fail "server did not load the installed chat template: $(cat "$log")"
 kill -TERM "$server_pid"
 wait "$server_pid" || fail "server exit status $? after SIGTERM: $(cat "$log")"
 server_pid=

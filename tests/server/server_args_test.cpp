@@ -105,6 +105,31 @@ TEST(ServerArgsTest, WeightsFlag) {
   EXPECT_NE(std::find(lines.begin(), lines.end(), "weights = int8"), lines.end());
 }
 
+TEST(ServerArgsTest, HttpFlags) {
+  const ServerArgs d = parse({});
+  EXPECT_EQ(d.http_port, 8000);
+  EXPECT_TRUE(d.http_host.empty());  // --host
+  EXPECT_EQ(d.max_choices, 8);
+  EXPECT_TRUE(d.served_model_name.empty());
+  const ServerArgs a = parse({"--http-port", "0", "--http-host", "0.0.0.0", "--served-model-name",
+                              "idefics", "--chat-template", "/t.json", "--allowed-local-media-path",
+                              "/media", "--max-choices", "3", "--http-threads", "16"});
+  EXPECT_EQ(a.http_port, 0);
+  EXPECT_EQ(a.http_host, "0.0.0.0");
+  EXPECT_EQ(a.served_model_name, "idefics");
+  EXPECT_EQ(a.chat_template_path, "/t.json");
+  EXPECT_EQ(a.allowed_local_media_path, "/media");
+  EXPECT_EQ(a.max_choices, 3);
+  EXPECT_EQ(a.http_threads, 16);
+  expect_usage_error({"--http-port", "70000"}, "--http-port: expected an integer in [0, 65535]");
+  expect_usage_error({"--max-choices", "0"}, "--max-choices");
+  for (const char* flag :
+       {"--http-port", "--http-host", "--served-model-name", "--chat-template",
+        "--allowed-local-media-path", "--max-choices", "--http-threads", "--http-keep-alive"}) {
+    EXPECT_NE(server_usage().find(flag), std::string::npos) << flag;
+  }
+}
+
 TEST(ServerArgsTest, HelpListsEveryLimitFlag) {
   const std::string help = server_usage();
   for (const char* flag :
