@@ -33,6 +33,11 @@ packages=(
 )
 if [ "$with_server" = 1 ]; then
   packages+=(libgrpc++-dev protobuf-compiler-grpc libcpp-httplib-dev python3-grpcio python3-protobuf python3-matplotlib)
+  # Node.js and npm for the openai-SDK test of the HTTP API (tests/clients/openai_sdk). A
+  # Node.js from elsewhere (nodesource's bundles npm and conflicts with Debian's npm) is kept.
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    packages+=(nodejs npm)
+  fi
 fi
 
 # Debian 12 keeps its sources in deb822 form; enable deb-src for `apt-get source`.
@@ -103,5 +108,16 @@ if [ ! -f "$prefix/lib/libsentencepiece.a" ]; then
   )
   rm -rf "$work"
   echo "install-deps: sentencepiece (static, no bundled protobuf) in $prefix"
+fi
+# The official openai JavaScript SDK, pinned by tests/clients/openai_sdk/package-lock.json, from
+# the npm registry (the one download besides Debian's archive). Without it that test is skipped.
+sdk=$here/tests/clients/openai_sdk
+if [ "$with_server" = 1 ] && [ ! -d "$sdk/node_modules/openai" ]; then
+  if (cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error); then
+    echo "install-deps: openai SDK for the HTTP API test in $sdk/node_modules"
+  else
+    echo "install-deps: WARNING: 'npm ci' in $sdk failed (no access to the npm registry?):" \
+      "the openai SDK test will be skipped" >&2
+  fi
 fi
 echo "install-deps: done"
