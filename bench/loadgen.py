@@ -16,6 +16,10 @@ by gRPC status code. Writes --json and --plot (2 panels: throughput, latency vs 
     /usr/bin/python3 bench/loadgen.py --server 127.0.0.1:50051 --concurrency 1,2,4,8 \
         --requests 32 --max-new-tokens 32 --json out.json --plot out.png
     /usr/bin/python3 bench/loadgen.py --rates 0.5,1,2 --duration 60 --images-mix 1,1,1,1,1
+    /usr/bin/python3 bench/loadgen.py --http http://127.0.0.1:8000 --concurrency 1,4,16
+
+With --http it drives the OpenAI-compatible API instead (streaming /v1/chat/completions, the
+images as data: URLs, the chat template around the text: a few more prompt tokens than gRPC).
 """
 
 import argparse
@@ -258,6 +262,88 @@ def make_sender(client, max_new_tokens, ignore_eos=True, temperature=0.0, timeou
     return send
 
 
+def make_http_sender(base_url, model, max_new_tokens, ignore_eos=True, temperature=0.0,
+                     timeout=None):
+    """A function spec -> RequestRecord that runs one streaming /v1/chat/completions (the
+    OpenAI-compatible API) with the images as data: URLs. Tokens per chunk come from the
+    chunk's logprobs (one entry per token), so the latency columns match the gRPC sender's."""
+    import base64
+    import http.client
+    import urllib.parse
+
+    url = urllib.parse.urlsplit(base_url)
+
+    def send(spec):
+        imgs, text = spec
+        content = [{"type": "image_url", "image_url": {
+            "url": ("data:image/png;base64," if b[:4] == b"\x89PNG" else "data:image/jpeg;base64,")
+            + base64.b64encode(b).decode()}} for b in imgs]
+        content.append({"type": "text", "text": text})
+        body = {"model": model, "messages": [{"role": "user", "content": content}],
+                "max_tokens": max_new_tokens, "temperature": temperature,
+                "ignore_eos": ignore_eos, "stream": True, "logprobs": True,
+                "stream_options": {"include_usage": True}}
+        rec = RequestRecord(start=time.monotonic(), images=len(imgs))
+        conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
+        try:
+            conn.request("POST", "/v1/chat/completions", json.dumps(body),
+                         {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            if resp.status != 200:
+                rec.status = f"HTTP_{resp.status}"
+                rec.error = resp.read(500).decode(errors="replace")
+            else:
+                for line in resp:
+                    line = line.strip()
+                    if not line.startswith(b"data: ") or line == b"data: [DONE]":
+                        continue
+                    now = time.monotonic()
+                    chunk = json.loads(line[6:])
+                    if "error" in chunk:
+                        rec.status, rec.error = "STREAM_ERROR", chunk["error"].get("message", "")
+                        break
+                    if chunk.get("usage"):
+                        rec.prompt_tokens = chunk["usage"]["prompt_tokens"]
+                    for choice in chunk.get("choices", []):
+                        lp = choice.get("logprobs") or {}
+                        n = len(lp.get("content") or [])
+                        if n:
+                            rec.chunk_times.append(now)
+                            rec.chunk_tokens.append(n)
+                        if choice.get("finish_reason"):
+                            rec.finish_reason = choice["finish_reason"]
+        except Exception as e:  # noqa: BLE001 (a benchmark must not die on one bad request)
+            rec.status = "CLIENT_ERROR"
+            rec.error = f"{type(e).__name__}: {e}"
+        finally:
+            conn.close()
+        rec.end = time.monotonic()
+        return rec
+
+    return send
+
+
+def http_model_info(base_url, wait_s):
+    """Waits until GET /health answers 200 (at most wait_s), then returns /v1/models' first
+    entry."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(base_url + "/health", timeout=5) as r:
+                if r.status == 200:
+                    break
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"error: {base_url}/health not ready after {wait_s} s")
+        time.sleep(0.2)
+    with urllib.request.urlopen(base_url + "/v1/models", timeout=10) as r:
+        return json.loads(r.read())["data"][0]
+
+
 def run_concurrency(send, workload, concurrency, requests=None, duration=None):
     """Closed loop: `concurrency` workers; stops issuing after `requests` in all or `duration`
     seconds (whichever first), then waits for the in-flight ones. Returns (records, wall_s)."""
@@ -415,6 +501,9 @@ def build_parser():
     p = argparse.ArgumentParser(
         description="Load generator for flamingo-server (GenerateStream): TTFT, TPOT, ITL, throughput.")
     p.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)")
+    p.add_argument("--http", metavar="URL",
+                   help="drive the OpenAI-compatible HTTP API at URL (e.g. http://127.0.0.1:8000: "
+                        "streaming /v1/chat/completions) instead of gRPC GenerateStream")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--concurrency", type=lambda s: parse_list(s, int, "integers"),
                       help="closed-loop levels, e.g. 1,2,4,8 (the default)")
@@ -464,19 +553,26 @@ def main(argv=None):
 
     images = load_images(args.images_dir)
     workload = Workload(images, args.images_mix, seed=args.seed)
-    client = FlamingoClient(args.server)
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
-    try:
-        client.wait_until_serving(args.wait_ready)
-    except TimeoutError as e:
-        raise SystemExit(f"error: {e}")
-    try:
-        info = json_format.MessageToDict(client.model_info(timeout=30),
-                                         preserving_proto_field_name=True)
-    except grpc.RpcError as e:
-        info = {"error": f"{e.code().name}: {e.details()}"}
-    send = make_sender(client, args.max_new_tokens, ignore_eos=args.ignore_eos,
-                       temperature=args.temperature, timeout=args.timeout)
+    client = None
+    if args.http:
+        base = args.http.rstrip("/")
+        info = http_model_info(base, args.wait_ready)
+        send = make_http_sender(base, info["id"], args.max_new_tokens, ignore_eos=args.ignore_eos,
+                                temperature=args.temperature, timeout=args.timeout)
+    else:
+        client = FlamingoClient(args.server)
+        try:
+            client.wait_until_serving(args.wait_ready)
+        except TimeoutError as e:
+            raise SystemExit(f"error: {e}")
+        try:
+            info = json_format.MessageToDict(client.model_info(timeout=30),
+                                             preserving_proto_field_name=True)
+        except grpc.RpcError as e:
+            info = {"error": f"{e.code().name}: {e.details()}"}
+        send = make_sender(client, args.max_new_tokens, ignore_eos=args.ignore_eos,
+                           temperature=args.temperature, timeout=args.timeout)
     for _ in range(args.warmup):
         rec = send(workload.draw())
         if not rec.ok:
@@ -495,7 +591,8 @@ def main(argv=None):
         log(f"{mode} {level:g}: {lv['completed']}/{lv['requests']} ok in {wall:.1f} s, "
             f"{lv['output_token_throughput']:.1f} tok/s, TTFT p50 {_fmt(lv['ttft_ms']['p50'], 0)} ms"
             + (f", errors {lv['errors']}" if lv["errors"] else ""))
-    client.close()
+    if client is not None:
+        client.close()
 
     print(format_table(results))
     report = {
@@ -504,7 +601,7 @@ def main(argv=None):
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(),
         "config": {
-            "server": args.server, "mode": mode, "levels": levels, "requests": args.requests,
+            "server": args.http or args.server, "api": "http" if args.http else "grpc", "mode": mode, "levels": levels, "requests": args.requests,
             "duration": args.duration, "max_new_tokens": args.max_new_tokens,
             "ignore_eos": args.ignore_eos, "temperature": args.temperature,
             "images_mix": args.images_mix, "images": [n for n, _ in images], "seed": args.seed,
