@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
@@ -111,6 +112,12 @@ int run(int argc, char** argv) {
                 bundled_templates_dir(FLAMINGO_TEMPLATES_DIR).c_str());
     return 0;
   }
+  // Every HTTP and gRPC connection is a descriptor; a fresh Debian's soft limit is 1024. Take the
+  // hard limit (httplib and gRPC poll, so descriptors past FD_SETSIZE are fine).
+  if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
   spdlog::set_default_logger(spdlog::stderr_color_mt("flamingo-server"));  // logs go to stderr
   spdlog::set_level(spdlog::level::from_str(args.log_level));
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
@@ -205,6 +212,10 @@ int run(int argc, char** argv) {
     hc.media.max_image_bytes = args.limits.max_image_bytes;
     hc.media.allowed_local_media_path = args.allowed_local_media_path;
     hc.media.max_n = args.max_choices;
+    hc.media.fetch.allow = args.allow_image_urls;
+    hc.media.fetch.allow_private = args.allow_private_image_urls;
+    hc.media.fetch.timeout_s = args.image_url_timeout_s;
+    hc.media.fetch.max_redirects = args.image_url_max_redirects;
     hc.max_body_bytes = http_body_limit(args.limits);
     http = std::make_unique<OpenAIServer>(hc, metrics, [&metrics] { return metrics.render(); });
     try {

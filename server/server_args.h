@@ -33,14 +33,18 @@ struct ServerArgs {
   bool prefix_caching = true;
   int32_t load_delay_ms = 0;  // wait before loading the model (tests of the loading state)
   // The OpenAI-compatible HTTP API (server/http/openai_server.h).
-  int32_t http_port = 8000;              // 0: off
-  std::string http_host;                 // empty: --host
-  int32_t http_threads = 64;             // HTTP connections served at once
-  int32_t http_keep_alive_s = 2;         // idle keep-alive connections closed after this
-  std::string served_model_name;         // empty: the model folder's name
-  std::string chat_template_path;        // empty: <model>/flamingo_chat_template.json or bundled
-  std::string allowed_local_media_path;  // empty: file:// image URLs refused
-  int32_t max_choices = 8;               // largest n of a chat/completions request
+  int32_t http_port = 8000;               // 0: off
+  std::string http_host;                  // empty: --host
+  int32_t http_threads = 1024;            // HTTP connections served at once
+  int32_t http_keep_alive_s = 2;          // idle keep-alive connections closed after this
+  std::string served_model_name;          // empty: the model folder's name
+  std::string chat_template_path;         // empty: <model>/flamingo_chat_template.json or bundled
+  std::string allowed_local_media_path;   // empty: file:// image URLs refused
+  bool allow_image_urls = false;          // http(s) image URLs fetched by the server
+  bool allow_private_image_urls = false;  // ... also from private / loopback addresses
+  double image_url_timeout_s = 10;
+  int32_t image_url_max_redirects = 3;
+  int32_t max_choices = 8;  // largest n of a chat/completions request
   ServerLimits limits;
   bool help = false;
 };

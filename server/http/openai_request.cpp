@@ -207,7 +207,9 @@ std::string fetch_image(std::string_view url, const MediaPolicy& policy, const s
   if (starts_with(url, "data:")) return decode_data_url(url, policy.max_image_bytes, param);
   if (starts_with(url, "file://")) return read_local_image(url, policy, param);
   if (starts_with(url, "http://") || starts_with(url, "https://")) {
-    bad(param, "http(s) image URLs are not fetched by this server; send the image as a data: URL");
+    ImageFetchPolicy fetch = policy.fetch;
+    fetch.max_bytes = policy.max_image_bytes;
+    return fetch_image_url(url, fetch, param);
   }
   bad(param, "expected a data:, file:// or http(s):// URL");
 }

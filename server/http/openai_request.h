@@ -13,8 +13,8 @@
 //   suffix, and prompts given as token ids or as several prompts.
 // - Image URLs: data:image/...;base64,... always; file:// only under
 //   MediaPolicy::allowed_local_media_path (canonical path inside it, a regular file);
-//   http(s):// are refused (fetching is not implemented; the message says so). Each image at
-//   most max_image_bytes, checked before decoding base64 or reading the file.
+//   http(s):// only with MediaPolicy::fetch.allow (server/http/image_fetch.h). Each image at
+//   most max_image_bytes, checked before decoding base64, reading the file or the download.
 // - OpenAI's defaults where ours differ: temperature 1 and top_p 1 when absent; seed absent or
 //   0 means a random seed (as in gRPC); choice i of n > 1 samples with seed + i.
 #pragma once
@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "server/chat_template.h"
+#include "server/http/image_fetch.h"
 #include "server/requests.h"
 
 namespace flamingo {
@@ -58,6 +59,7 @@ class HttpError : public std::runtime_error {
 struct MediaPolicy {
   int64_t max_image_bytes = 20 << 20;
   std::string allowed_local_media_path;  // empty: file:// URLs refused
+  ImageFetchPolicy fetch;                // http(s):// URLs (fetch.max_bytes: max_image_bytes)
   int32_t max_n = 8;                     // largest n
 };
 

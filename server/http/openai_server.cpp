@@ -16,6 +16,7 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -23,6 +24,7 @@
 #include <cstring>
 #include <ctime>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "model/error.h"
@@ -30,6 +32,7 @@
 #include "server/chat_template.h"
 #include "server/engine/engine.h"
 #include "server/http/client_socket.h"
+#include "server/http/connection_threads.h"
 #include "server/http/openai_response.h"
 #include "server/metrics.h"
 #include "server/request_builder.h"
@@ -483,7 +486,50 @@ struct OpenAIServer::Impl {
     return model;
   }
 
+  // Framing that proxies and servers may read differently (request smuggling) is refused
+  // before the body is read: several or malformed Content-Length headers, Transfer-Encoding
+  // other than exactly "chunked", or both headers.
+  HttpError body_too_large() const {
+    return HttpError(413,
+                     "body: larger than the limit " + std::to_string(config.max_body_bytes) +
+                         " bytes (derived from --max-images, --max-image-bytes and "
+                         "--max-text-bytes)",
+                     "body", "", "request_too_large");
+  }
+
+  static std::optional<std::string> framing_error(const httplib::Request& req) {
+    const size_t lengths = req.get_header_value_count("Content-Length");
+    const size_t encodings = req.get_header_value_count("Transfer-Encoding");
+    if (lengths > 1) return "more than one Content-Length header";
+    if (encodings > 1) return "more than one Transfer-Encoding header";
+    if (lengths == 1 && encodings == 1) return "both Content-Length and Transfer-Encoding";
+    if (lengths == 1) {
+      const std::string v = req.get_header_value("Content-Length");
+      if (v.empty() || v.size() > 18 ||
+          !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        return "malformed Content-Length '" + v.substr(0, 40) + "'";
+      }
+    }
+    if (encodings == 1 && req.get_header_value("Transfer-Encoding") != "chunked") {
+      return "unsupported Transfer-Encoding (only \"chunked\")";
+    }
+    return std::nullopt;
+  }
+
   void register_routes(httplib::Server& s) {
+    s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      std::optional<HttpError> error;
+      if (const std::optional<std::string> framing = framing_error(req)) {
+        error = HttpError(400, "body: " + *framing, "body");
+      } else if (req.has_header("Content-Length") &&
+                 std::stoll(req.get_header_value("Content-Length")) > config.max_body_bytes) {
+        error = body_too_large();  // before waiting for a body that large
+      }
+      if (!error) return httplib::Server::HandlerResponse::Unhandled;
+      send_error(res, *error);
+      if (req.get_header_value("Connection") != "close") res.set_header("Connection", "close");
+      return httplib::Server::HandlerResponse::Handled;
+    });
     s.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
       handle_generate(ApiKind::kChat, req, res);
     });
@@ -514,18 +560,17 @@ struct OpenAIServer::Impl {
       res.set_content(render_metrics ? render_metrics() : std::string(),
                       "text/plain; version=0.0.4; charset=utf-8");
     });
-    s.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    s.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;
       if (res.status == 413) {
-        send_error(res, HttpError(413,
-                                  "the request body exceeds the limit (derived from "
-                                  "--max-images, --max-image-bytes and --max-text-bytes)",
-                                  "body", "", "request_too_large"));
+        send_error(res, body_too_large());
       } else if (res.status == 404) {
         send_error(
             res, HttpError(404, "no such endpoint: " + req.method + " " + req.path.substr(0, 200) +
                                     " (POST /v1/chat/completions, POST /v1/completions, "
                                     "GET /v1/models, GET /health, GET /metrics)"));
+      } else if (res.status == 400) {
+        send_error(res, HttpError(400, "malformed HTTP request"));
       } else {
         send_error(res, HttpError(res.status, "HTTP error " + std::to_string(res.status)));
       }
@@ -555,15 +600,19 @@ int OpenAIServer::start() {
   const std::string where = c.host + ":" + std::to_string(c.port);
   auto server = std::make_unique<httplib::Server>();
   const size_t threads = static_cast<size_t>(std::max(1, c.threads));
-  server->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  server->new_task_queue = [threads] { return new ConnectionThreads(threads); };
   server->set_keep_alive_timeout(c.keep_alive_timeout_s);
   server->set_keep_alive_max_count(static_cast<size_t>(c.keep_alive_max_requests));
   server->set_read_timeout(c.read_timeout_s, 0);
   server->set_payload_max_length(static_cast<size_t>(c.max_body_bytes));
   // SO_REUSEADDR only (httplib's default adds SO_REUSEPORT: a second server could share it).
-  server->set_socket_options([](auto sock) {
+  // The listening socket is remembered to widen its backlog after binding: httplib listens with
+  // a backlog of 5, and a burst of connections then waits for SYN retransmits (1 s each).
+  auto listen_fd = std::make_shared<std::atomic<int>>(-1);
+  server->set_socket_options([listen_fd](auto sock) {
     int yes = 1;
     ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    listen_fd->store(sock);
   });
   impl_->register_routes(*server);
   errno = 0;
@@ -580,6 +629,7 @@ int OpenAIServer::start() {
                           : std::string(": the address cannot be resolved or bound")) +
                 " (is the port in use? choose another with --http-port, or 0 to turn HTTP off)");
   }
+  if (const int fd = listen_fd->load(); fd >= 0) ::listen(fd, SOMAXCONN);
   httplib::Server* raw = server.get();
   impl_->listen_returned = false;
   impl_->thread = std::thread([this, raw] {

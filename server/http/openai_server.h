@@ -28,7 +28,7 @@ struct OpenAIServerConfig {
   std::string served_model_name;  // the id /v1/models lists and requests may name
   MediaPolicy media;
   int64_t max_body_bytes = 64 << 20;  // larger bodies: 413
-  int32_t threads = 64;               // connections served at once (each holds one)
+  int32_t threads = 1024;  // connections served at once (a thread each, started on demand)
   // Idle keep-alive connections are closed after this; it also bounds how long stop() waits
   // for them (httplib serves a connection on one thread until it closes).
   int32_t keep_alive_timeout_s = 2;

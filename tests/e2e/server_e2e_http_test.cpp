@@ -3,10 +3,22 @@
 // prompt, seed and sampling give the same text and logprobs through both front ends), streaming
 // against non-streaming, n choices, client aborts freeing the KV cache, and the error statuses
 // 400/404/413/429/503 in OpenAI's shape. The official SDK's view: tests/clients/openai_sdk.
+#ifndef CPPHTTPLIB_OPENSSL_SUPPORT  // as Debian's libcpp-httplib.so was built
+#define CPPHTTPLIB_OPENSSL_SUPPORT
+#endif
+#ifndef CPPHTTPLIB_ZLIB_SUPPORT
+#define CPPHTTPLIB_ZLIB_SUPPORT
+#endif
+#ifndef CPPHTTPLIB_BROTLI_SUPPORT
+#define CPPHTTPLIB_BROTLI_SUPPORT
+#endif
 #include <gtest/gtest.h>
+#include <httplib.h>
+#include <sys/resource.h>
 
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <sstream>
 
 #include "tests/e2e/http_client.h"
 #include "tests/e2e/server_e2e_util.h"
@@ -310,6 +322,127 @@ TEST_F(HttpE2E, BadRequestsAnswer400NamingTheField) {
   const HttpResponse ok = http_post(port_, path, user_chat("x", 2, {{"frobnicate", 1}}).dump());
   EXPECT_EQ(ok.status, 200) << ok.body;
   EXPECT_EQ(ok.headers.at("x-ignored-parameters"), "frobnicate");
+}
+
+// Image URLs: fetched from a loopback server only with --allow-image-urls and
+// --allow-private-image-urls; the answer equals the data: URL's.
+TEST(HttpE2EImageUrls, FetchedOnlyWhenAllowed) {
+  httplib::Server images;
+  const std::string png = image_bytes("cat_face_28x28.png");
+  images.Get("/cat.png", [&png](const httplib::Request&, httplib::Response& res) {
+    res.set_content(png, "image/png");
+  });
+  const int image_port = images.bind_to_any_port("127.0.0.1");
+  std::thread image_thread([&] { images.listen_after_bind(); });
+  while (!images.is_running()) std::this_thread::sleep_for(Ms(1));
+  const std::string url = "http://127.0.0.1:" + std::to_string(image_port) + "/cat.png";
+  auto chat = [](const std::string& image_url) {
+    return user_chat(json::array({{{"type", "text"}, {"text", "What is this?"}},
+                                  {{"type", "image_url"}, {"image_url", {{"url", image_url}}}}}),
+                     6, {{"temperature", 0}})
+        .dump();
+  };
+
+  HttpServer plain = start_http_server({});
+  expect_error(http_post(plain.http_port, "/v1/chat/completions", chat(url)), 400,
+               "messages[0].content[1].image_url", "--allow-image-urls");
+  EXPECT_EQ(stop_server(*plain.process), std::optional<int>(0));
+
+  HttpServer public_only = start_http_server({"--allow-image-urls"});
+  expect_error(http_post(public_only.http_port, "/v1/chat/completions", chat(url)), 400,
+               "messages[0].content[1].image_url", "--allow-private-image-urls");
+  EXPECT_EQ(stop_server(*public_only.process), std::optional<int>(0));
+
+  HttpServer s = start_http_server({"--allow-image-urls", "--allow-private-image-urls"});
+  const HttpResponse by_url = http_post(s.http_port, "/v1/chat/completions", chat(url));
+  const HttpResponse by_data =
+      http_post(s.http_port, "/v1/chat/completions", chat(data_url("cat_face_28x28.png", "png")));
+  ASSERT_EQ(by_url.status, 200) << by_url.body;
+  ASSERT_EQ(by_data.status, 200) << by_data.body;
+  EXPECT_EQ(json::parse(by_url.body)["choices"], json::parse(by_data.body)["choices"]);
+  EXPECT_EQ(stop_server(*s.process), std::optional<int>(0));
+  images.stop();
+  image_thread.join();
+}
+
+// HTTP-level hostile input against a server with small limits; it must keep serving others.
+TEST(HttpE2EHostile, FramingSlowClientsIdleConnectionsAndBodyLimits) {
+  HttpServer s = start_http_server(
+      {"--max-images", "1", "--max-image-bytes", "1000", "--max-text-bytes", "1000"});
+  const int port = s.http_port;
+  const std::string body = user_chat("hi", 2).dump();
+  const std::string head = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
+  auto chunked = [](const std::string& b) {
+    std::ostringstream out;
+    out << std::hex << b.size() << "\r\n" << b << "\r\n0\r\n\r\n";
+    return out.str();
+  };
+  // Request smuggling shapes: refused before the body is read.
+  for (const std::string& raw :
+       {head + "Content-Length: " + std::to_string(body.size()) + "\r\nContent-Length: 5\r\n\r\n" +
+            body,
+        head + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(body),
+        head + "Transfer-Encoding: gzip, chunked\r\n\r\n" + chunked(body),
+        head + "Content-Length: -1\r\n\r\n" + body,
+        head + "Content-Length: 12abc\r\n\r\n" + body}) {
+    const HttpResponse r = http_raw(port, raw, 10);
+    EXPECT_EQ(r.status, 400) << raw.substr(0, 120) << "\n" << r.body;
+    EXPECT_EQ(json::parse(r.body)["error"]["param"], "body") << r.body;
+  }
+  EXPECT_EQ(http_raw(port, "NOT HTTP\r\n\r\n", 10).status, 400);
+  // A chunked body is fine.
+  EXPECT_EQ(http_raw(port, head + "Transfer-Encoding: chunked\r\n\r\n" + chunked(body)).status,
+            200);
+
+  // Bodies at and past the limit (1*(1336+1024) + 6*1000 + 1 MiB bytes; JSON allows spaces).
+  const size_t limit = 1 * ((1000 + 2) / 3 * 4 + 1024) + 6 * 1000 + (1 << 20);
+  const std::string at_limit = body + std::string(limit - body.size(), ' ');
+  EXPECT_EQ(http_post(port, "/v1/chat/completions", at_limit).status, 200);
+  const HttpResponse past = http_post(port, "/v1/chat/completions", at_limit + " ");
+  EXPECT_EQ(past.status, 413) << past.body;
+  // A Content-Length past the limit is answered without waiting for the body.
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(http_raw(port, head + "Content-Length: 999999999999\r\n\r\n{", 10).status, 413);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, Ms(2000));
+
+  // A client sending its body a byte at a time holds no engine slot and no one else waits.
+  std::thread slow([&] {
+    const int fd = http_connect(port);
+    const std::string raw = post_request("/v1/chat/completions", body);
+    const size_t split = raw.size() - 20;
+    send_all(fd, raw.substr(0, split));
+    for (size_t i = split; i < raw.size(); ++i) {
+      std::this_thread::sleep_for(Ms(100));
+      send_all(fd, raw.substr(i, 1));
+    }
+    char buf[4096];
+    std::string got;
+    ssize_t n;
+    while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) got.append(buf, static_cast<size_t>(n));
+    close(fd);
+    EXPECT_EQ(parse_response(got).status, 200) << got;
+  });
+  std::this_thread::sleep_for(Ms(200));
+  const auto t1 = std::chrono::steady_clock::now();
+  EXPECT_EQ(http_post(port, "/v1/chat/completions", body).status, 200);
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, Ms(1500)) << "waited for the slow client";
+  slow.join();
+
+  // A thousand idle connections (connected, nothing sent): others are still served.
+  rlimit rl{};
+  getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur < 4096 && rl.rlim_max >= 4096) {
+    rl.rlim_cur = 4096;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  std::vector<int> idle;
+  for (int i = 0; i < 1000; ++i) idle.push_back(http_connect(port));
+  const auto t2 = std::chrono::steady_clock::now();
+  EXPECT_EQ(http_post(port, "/v1/chat/completions", body).status, 200);
+  EXPECT_EQ(http_get_request(port, "/health").status, 200);
+  EXPECT_LT(std::chrono::steady_clock::now() - t2, Ms(2000)) << "queued behind idle connections";
+  for (int fd : idle) close(fd);
+  EXPECT_EQ(stop_server(*s.process), std::optional<int>(0)) << s.process->describe();
 }
 
 TEST(HttpE2ELimits, BodyTooLargeQueueFullAndLoading) {

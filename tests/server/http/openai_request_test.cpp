@@ -151,7 +151,7 @@ TEST(OpenAIRequest, DataUrlErrors) {
   expect_400(body("data:image/png;base64"), p, "malformed");
   expect_400(body("data:image/png;base64,"), p, "empty");
   expect_400(body("data:image/png;base64,iVBORw0KG"), p, "truncated");
-  expect_400(body("http://example.com/a.png"), p, "not fetched");
+  expect_400(body("http://example.com/a.png"), p, "--allow-image-urls");
   expect_400(body("ftp://x/a.png"), p, "expected a data:");
   expect_400(body("file:///etc/passwd"), p, "--allowed-local-media-path");
   MediaPolicy small;
