@@ -8,6 +8,13 @@ std::unique_ptr<Pipeline> Pipeline::load(const std::string& dir, const PipelineO
   std::unique_ptr<Pipeline> p(new Pipeline());
   p->tokenizer_ = Tokenizer::load(dir);
   p->model_ = FlamingoModel::load(dir, options.model);
+  const int64_t rows = p->model_->config().total_vocab();
+  if (p->tokenizer_->sp_size() > rows) {
+    throw Error(dir + ": the tokenizer has " + std::to_string(p->tokenizer_->sp_size()) +
+                " sentencepiece pieces but the model's embedding has only " + std::to_string(rows) +
+                " rows (config.json vocab_size + additional_vocab_size): a tokenizer of another "
+                "checkpoint?");
+  }
   p->image_config_ =
       load_preprocess_config(dir, static_cast<int>(p->model_->config().vision.image_size));
   if (p->image_config_.image_size != p->model_->config().vision.image_size) {
@@ -45,6 +52,16 @@ FamilyDefaults Pipeline::generation_defaults() const {
   FamilyDefaults o;
   for (const char* banned : {"<image>", "<fake_token_around_image>"}) {
     if (auto id = tokenizer_->token_to_id(banned)) o.banned_ids.push_back(*id);
+  }
+  const int32_t rows = static_cast<int32_t>(model_->config().total_vocab());
+  for (int32_t id = 0; id < rows; ++id) {
+    if (tokenizer_->has_token(id)) continue;
+    o.banned_ids.push_back(id);
+    if (!o.rows_without_tokens.empty() && o.rows_without_tokens.back().second == id - 1) {
+      o.rows_without_tokens.back().second = id;
+    } else {
+      o.rows_without_tokens.emplace_back(id, id);
+    }
   }
   if (tokenizer_->eos_id() >= 0) o.stop_ids.push_back(tokenizer_->eos_id());
   if (auto eou = tokenizer_->end_of_utterance_id()) {

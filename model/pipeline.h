@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "model/flamingo.h"
@@ -23,13 +24,21 @@ struct PipelineOptions {
 
 // What every generation of the family honours.
 struct FamilyDefaults {
-  std::vector<int32_t> stop_ids;    // </s>, <end_of_utterance> (when the model has its row)
-  std::vector<std::string> stop;    // "<end_of_utterance>" when the model can only spell it
-  std::vector<int32_t> banned_ids;  // never sampled: <image>, <fake_token_around_image>
+  std::vector<int32_t> stop_ids;  // </s>, <end_of_utterance> (when the model has its row)
+  std::vector<std::string> stop;  // "<end_of_utterance>" when the model can only spell it
+  // Never sampled: <image>, <fake_token_around_image>, and every id that has an embedding row
+  // but no token in the tokenizer (a padded vocabulary).
+  std::vector<int32_t> banned_ids;
+  // Those ids without a token, as inclusive ranges [first, last] (for the load log).
+  std::vector<std::pair<int32_t, int32_t>> rows_without_tokens;
 };
 
 class Pipeline {
  public:
+  // Loads tokenizer, model and preprocessing config. Throws Error for a bad folder, and when
+  // the tokenizer has more sentencepiece pieces than the model has embedding rows (a tokenizer
+  // of another checkpoint; the message names both sizes). Fewer pieces than rows (a padded
+  // vocabulary) is fine: generation_defaults() bans the ids without a token.
   static std::unique_ptr<Pipeline> load(const std::string& dir, const PipelineOptions& options);
 
   const FlamingoModel& model() const { return *model_; }

@@ -196,10 +196,15 @@ struct Tokenizer::Impl {
     const auto it = added_by_id.find(id);
     if (it != added_by_id.end()) return it->second.content;
     if (id < 0 || id >= sp_size) {
-      int32_t size = sp_size;
-      if (!added_by_id.empty()) size = std::max(size, added_by_id.rbegin()->first + 1);
-      throw Error("tokenizer: token id " + std::to_string(id) + " is outside the vocabulary [0, " +
-                  std::to_string(size) + ")");
+      std::string added;
+      if (!added_by_id.empty()) {
+        added = " or an added token (ids " + std::to_string(added_by_id.begin()->first) + ".." +
+                std::to_string(added_by_id.rbegin()->first) + ", " +
+                std::to_string(added_by_id.size()) + " of them)";
+      }
+      throw Error("tokenizer: token id " + std::to_string(id) +
+                  " has no token: not a sentencepiece piece (ids 0.." +
+                  std::to_string(sp_size - 1) + ")" + added);
     }
     return sp.IdToPiece(id);
   }
@@ -459,6 +464,9 @@ int32_t Tokenizer::size() const {
 }
 
 int32_t Tokenizer::sp_size() const { return impl_->sp_size; }
+bool Tokenizer::has_token(int32_t id) const {
+  return (id >= 0 && id < impl_->sp_size) || impl_->added_by_id.count(id) > 0;
+}
 bool Tokenizer::is_special(int32_t id) const { return impl_->all_special_ids.count(id) > 0; }
 bool Tokenizer::add_bos() const { return impl_->add_bos; }
 bool Tokenizer::legacy() const { return impl_->legacy; }

@@ -59,7 +59,7 @@ class Tokenizer {
   // Throws flamingo::Error for an id outside [0, size()).
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens) const;
 
-  // Added-token content or sentencepiece piece; throws for an id outside [0, size()).
+  // Added-token content or sentencepiece piece; throws for an id without one (!has_token).
   std::string id_to_piece(int32_t id) const;
   // Added/special token or sentencepiece piece; nullopt if neither.
   std::optional<int32_t> token_to_id(std::string_view token) const;
@@ -68,8 +68,10 @@ class Tokenizer {
   int32_t eos_id() const;
   int32_t unk_id() const;
   int32_t pad_id() const;
-  int32_t size() const;               // max(sentencepiece pieces, largest added id + 1)
-  int32_t sp_size() const;            // sentencepiece pieces only (HF vocab_size)
+  int32_t size() const;     // max(sentencepiece pieces, largest added id + 1)
+  int32_t sp_size() const;  // sentencepiece pieces only (HF vocab_size)
+  // A sentencepiece piece or an added token has this id (ids between them may have none).
+  bool has_token(int32_t id) const;
   bool is_special(int32_t id) const;  // HF all_special_ids
   bool add_bos() const;               // add_bos_token
   bool legacy() const;

@@ -37,7 +37,7 @@ faster. Same arguments -> byte-identical files.
 
 Usage:
   make_checkpoint.py --preset tiny|small|golden --out DIR [--seed N] [--dtype float32|bfloat16]
-      [--shards N] [--cross-layer-interval N] [--no-qk-layer-norms]
+      [--shards N] [--cross-layer-interval N] [--no-qk-layer-norms] [--vocab-rows R]
       [--no-qk-layer-norms-perceiver] [--stray-buffer] [--alpha-type float|vector]
       [--minimal-config] [--tokenizer-model FILE] [--tokenizer-cache DIR]
       [size overrides, see --help]
@@ -140,7 +140,7 @@ def param_specs(c):
     named_parameters() order (a module's own parameters before its children's)."""
     H, I, E = c.hidden_size, c.intermediate_size, c.vision_embed_dim
     ph, pd = c.perceiver_heads, c.perceiver_head_dim
-    specs = [("model.embed_tokens.weight", (c.vocab_size, H), "unit"),
+    specs = [("model.embed_tokens.weight", (vocab_rows(c), H), "unit"),
              ("model.embed_tokens.additional_embedding.weight", (2, H), "unit")]
     v = "model.vision_model."
     n_pos = (c.image_size // c.patch_size) ** 2 + 1
@@ -205,7 +205,7 @@ def param_specs(c):
             specs += [(p + "cross_attn.q_layer_norm.weight", (hd,), "norm"),
                       (p + "cross_attn.k_layer_norm.weight", (hd,), "norm")]
         specs += mlp(p)
-    specs += [("model.norm.weight", (H,), "norm"), ("lm_head.weight", (c.vocab_size, H), "head"),
+    specs += [("model.norm.weight", (H,), "norm"), ("lm_head.weight", (vocab_rows(c), H), "head"),
               ("lm_head.additional_fc.weight", (2, H), "head")]
     return specs
 
@@ -422,6 +422,12 @@ def write_tokenizer_files(out, vocab):
 # ----------------------------------------------------------------------------- config
 
 
+def vocab_rows(c):
+    """Rows of the embedding and lm_head (config vocab_size): the tokenizer's piece count unless
+    --vocab-rows sets another (a padded vocabulary, or a tokenizer that does not fit)."""
+    return c.vocab_rows or c.vocab_size
+
+
 def model_config(c, dtype, minimal):
     vision = dict(embed_dim=c.vision_embed_dim, image_size=c.image_size,
                   intermediate_size=c.vision_intermediate_size, patch_size=c.patch_size,
@@ -435,7 +441,7 @@ def model_config(c, dtype, minimal):
                      qk_layer_norms_perceiver=c.qk_layer_norms_perceiver)
     perceiver = {k: v for k, v in perceiver.items() if PERCEIVER_DEFAULTS[k] != v}
     perceiver["model_type"] = "idefics"
-    text = dict(vocab_size=c.vocab_size, additional_vocab_size=2, hidden_size=c.hidden_size,
+    text = dict(vocab_size=vocab_rows(c), additional_vocab_size=2, hidden_size=c.hidden_size,
                 intermediate_size=c.intermediate_size, num_hidden_layers=c.num_hidden_layers,
                 num_attention_heads=c.num_attention_heads, dropout=0.0, hidden_act="silu",
                 initializer_range=0.02, alpha_initializer="zeros", alphas_initializer_range=0.0,
@@ -499,6 +505,10 @@ def parse_args(argv):
                 "perceiver_depth", "perceiver_heads", "perceiver_head_dim"):
         ap.add_argument("--" + key.replace("_", "-"), type=int)
     ap.add_argument("--rms-norm-eps", type=float)
+    ap.add_argument("--vocab-rows", type=int,
+                    help="embedding/lm_head rows (config vocab_size) other than the tokenizer's "
+                         "piece count: more pads the vocabulary (rows without a token), fewer "
+                         "makes a checkpoint whose tokenizer does not fit (tests)")
     a = ap.parse_args(argv)
     c = argparse.Namespace(**PRESETS[a.preset])
     for k in list(vars(c)) + ["cross_layer_interval"]:
@@ -506,6 +516,7 @@ def parse_args(argv):
             setattr(c, k, getattr(a, k))
     c.qk_layer_norms, c.qk_layer_norms_perceiver = a.qk_layer_norms, a.qk_layer_norms_perceiver
     c.alpha_type = a.alpha_type
+    c.vocab_rows = a.vocab_rows
     checks = [(c.hidden_size % c.num_attention_heads == 0, "hidden_size % num_attention_heads"),
               (c.vision_embed_dim % c.vision_heads == 0, "vision_embed_dim % vision_heads"),
               (c.num_hidden_layers % c.cross_layer_interval == 0,
@@ -554,7 +565,7 @@ def main(argv=None):
     write_tokenizer_files(a.out, c.vocab_size)
     write_configs(a.out, c, a.dtype, a.minimal_config)
     print(f"make_checkpoint: wrote {a.out} ({n_params} parameters, {c.shards} shard(s), "
-          f"{a.dtype}, vocab {c.vocab_size}+2)")
+          f"{a.dtype}, vocab {c.vocab_size} pieces, {vocab_rows(c)}+2 rows)")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,20 @@ EngineImpl::EngineImpl(const EngineConfig& config) : config_(config) {
   po.model.progress = config.progress;
   pipeline_ = Pipeline::load(config.model_dir, po);
   defaults_ = pipeline_->generation_defaults();
+  if (!defaults_.rows_without_tokens.empty()) {
+    std::string ranges;
+    int64_t count = 0;
+    for (const auto& [first, last] : defaults_.rows_without_tokens) {
+      ranges += (ranges.empty() ? "" : ", ") +
+                (first == last ? std::to_string(first)
+                               : std::to_string(first) + ".." + std::to_string(last));
+      count += last - first + 1;
+    }
+    spdlog::warn(
+        "{}: {} embedding row(s) have no token in the tokenizer (ids {}): they are never "
+        "sampled (a padded vocabulary)",
+        config.model_dir, count, ranges);
+  }
   detokenizer_anchor_ = detokenizer_anchor(pipeline_->tokenizer());
   const FlamingoModel& model = pipeline_->model();
   const ModelConfig& mc = model.config();

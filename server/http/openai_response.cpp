@@ -33,6 +33,7 @@ json header(ApiKind api, const ResponseHeader& h, bool chunk) {
 
 TokenText token_text(const Tokenizer& tok, int32_t id) {
   TokenText out;
+  if (!tok.has_token(id)) return out;  // a padded vocabulary's row (never sampled): empty
   std::string piece = tok.id_to_piece(id);
   unsigned byte = 0;
   if (piece.size() == 6 && piece.rfind("<0x", 0) == 0 && piece[5] == '>' &&

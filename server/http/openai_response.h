@@ -19,7 +19,8 @@ class Tokenizer;
 class HttpError;
 
 // A token as OpenAI shows it: the piece with sentencepiece's "▁" as a space, a byte piece
-// "<0x0A>" as its byte; bytes: the token's bytes (valid UTF-8 or not).
+// "<0x0A>" as its byte; bytes: the token's bytes (valid UTF-8 or not). Empty for an id
+// without a token (a padded vocabulary's row, seen only among top_logprobs).
 struct TokenText {
   std::string text;
   std::vector<int> bytes;

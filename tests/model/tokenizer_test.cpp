@@ -496,5 +496,25 @@ TEST(TokenizerErrors, DecodeOutOfRange) {
   EXPECT_THROW(tok->decode(negative, true), Error);
 }
 
+// has_token: pieces 0..399 and the added tokens 400, 401; the message for an id without a token
+// says what the tokenizer has (it used to claim a range that contained the id).
+TEST(TokenizerErrors, IdsWithoutAToken) {
+  const auto tok = Tokenizer::load(kModelDir);
+  EXPECT_TRUE(tok->has_token(0));
+  EXPECT_TRUE(tok->has_token(399));
+  EXPECT_TRUE(tok->has_token(400));
+  EXPECT_TRUE(tok->has_token(401));
+  EXPECT_FALSE(tok->has_token(402));
+  EXPECT_FALSE(tok->has_token(-1));
+  try {
+    tok->id_to_piece(693);
+    FAIL() << "no throw";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "tokenizer: token id 693 has no token: not a sentencepiece piece (ids 0..399) or an "
+              "added token (ids 0..401, 5 of them)");
+  }
+}
+
 }  // namespace
 }  // namespace flamingo

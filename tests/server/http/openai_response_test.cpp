@@ -35,6 +35,9 @@ TEST(OpenAIResponse, TokenText) {
   EXPECT_EQ(t.text, " " + tok().id_to_piece(id).substr(3));
   EXPECT_EQ(t.bytes.size(), t.text.size());
   EXPECT_EQ(t.bytes[0], ' ');
+  // An id without a token (a padded vocabulary's row, among top_logprobs): empty, no throw.
+  EXPECT_EQ(token_text(tok(), 500).text, "");
+  EXPECT_TRUE(token_text(tok(), 500).bytes.empty());
   if (const auto nl = tok().token_to_id("<0x0A>")) {
     EXPECT_EQ(token_text(tok(), *nl).text, "\n");
     EXPECT_EQ(token_text(tok(), *nl).bytes, std::vector<int>{10});
