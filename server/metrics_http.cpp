@@ -1,18 +1,5 @@
 #include "server/metrics_http.h"
 
-// Debian's libcpp-httplib.so is built with these; its public structs (httplib::Request,
-// httplib::Client...) change layout with CPPHTTPLIB_OPENSSL_SUPPORT, so every file that
-// includes httplib.h must define them too (pkg-config --cflags cpp-httplib gives the same).
-#ifndef CPPHTTPLIB_OPENSSL_SUPPORT
-#define CPPHTTPLIB_OPENSSL_SUPPORT
-#endif
-#ifndef CPPHTTPLIB_ZLIB_SUPPORT
-#define CPPHTTPLIB_ZLIB_SUPPORT
-#endif
-#ifndef CPPHTTPLIB_BROTLI_SUPPORT
-#define CPPHTTPLIB_BROTLI_SUPPORT
-#endif
-#include <httplib.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -24,6 +11,7 @@
 #include <utility>
 
 #include "model/error.h"
+#include "server/http/httplib_config.h"
 
 namespace flamingo {
 namespace {

@@ -7,17 +7,6 @@
 // Thread-safety: enqueue and shutdown may be called from any thread.
 #pragma once
 
-#ifndef CPPHTTPLIB_OPENSSL_SUPPORT
-#define CPPHTTPLIB_OPENSSL_SUPPORT
-#endif
-#ifndef CPPHTTPLIB_ZLIB_SUPPORT
-#define CPPHTTPLIB_ZLIB_SUPPORT
-#endif
-#ifndef CPPHTTPLIB_BROTLI_SUPPORT
-#define CPPHTTPLIB_BROTLI_SUPPORT
-#endif
-#include <httplib.h>
-
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -25,6 +14,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+
+#include "server/http/httplib_config.h"
 
 namespace flamingo {
 

@@ -1,20 +1,8 @@
 // Fetching http(s) image URLs within limits. See image_fetch.h.
 
-// Debian's libcpp-httplib.so is built with these; its public structs change layout with them,
-// so every file that includes httplib.h must define them too (see server/metrics_http.cpp).
-#ifndef CPPHTTPLIB_OPENSSL_SUPPORT
-#define CPPHTTPLIB_OPENSSL_SUPPORT
-#endif
-#ifndef CPPHTTPLIB_ZLIB_SUPPORT
-#define CPPHTTPLIB_ZLIB_SUPPORT
-#endif
-#ifndef CPPHTTPLIB_BROTLI_SUPPORT
-#define CPPHTTPLIB_BROTLI_SUPPORT
-#endif
 #include "server/http/image_fetch.h"
 
 #include <arpa/inet.h>
-#include <httplib.h>
 #include <netdb.h>
 
 #include <algorithm>
@@ -22,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "server/http/httplib_config.h"
 #include "server/http/openai_request.h"
 
 namespace flamingo {

@@ -1,19 +1,7 @@
 // The OpenAI-compatible HTTP front end. See openai_server.h.
 
-// Debian's libcpp-httplib.so is built with these; its public structs change layout with them,
-// so every file that includes httplib.h must define them too (see server/metrics_http.cpp).
-#ifndef CPPHTTPLIB_OPENSSL_SUPPORT
-#define CPPHTTPLIB_OPENSSL_SUPPORT
-#endif
-#ifndef CPPHTTPLIB_ZLIB_SUPPORT
-#define CPPHTTPLIB_ZLIB_SUPPORT
-#endif
-#ifndef CPPHTTPLIB_BROTLI_SUPPORT
-#define CPPHTTPLIB_BROTLI_SUPPORT
-#endif
 #include "server/http/openai_server.h"
 
-#include <httplib.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -33,6 +21,7 @@
 #include "server/engine/engine.h"
 #include "server/http/client_socket.h"
 #include "server/http/connection_threads.h"
+#include "server/http/httplib_config.h"
 #include "server/http/openai_response.h"
 #include "server/metrics.h"
 #include "server/request_builder.h"
@@ -336,7 +325,8 @@ struct OpenAIServer::Impl {
         first.total_s, job_status_name(first.status), status);
   }
 
-  void handle_generate(ApiKind api, const httplib::Request& req, httplib::Response& res) {
+  void handle_generate(ApiKind api, const httplib::Request& req, const std::string& body,
+                       httplib::Response& res) {
     const std::string request_id =
         (api == ApiKind::kChat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id.fetch_add(1));
     res.set_header("X-Request-Id", request_id);
@@ -346,7 +336,7 @@ struct OpenAIServer::Impl {
     try {
       const Context ctx = available();
       engine = ctx.engine;
-      p = api == ApiKind::kChat ? prepare_chat(req.body, ctx) : prepare_completion(req.body, ctx);
+      p = api == ApiKind::kChat ? prepare_chat(body, ctx) : prepare_completion(body, ctx);
       if (!p.params.ignored.empty()) {
         const std::string list = header_list(p.params.ignored);
         res.set_header("X-Ignored-Parameters", list);
@@ -530,12 +520,30 @@ struct OpenAIServer::Impl {
       if (req.get_header_value("Connection") != "close") res.set_header("Connection", "close");
       return httplib::Server::HandlerResponse::Handled;
     });
-    s.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-      handle_generate(ApiKind::kChat, req, res);
-    });
-    s.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
-      handle_generate(ApiKind::kCompletion, req, res);
-    });
+    // The bodies are read here, within the limit: httplib 0.11 applies its payload limit to
+    // Content-Length bodies only, and would read a chunked body of any size into memory.
+    for (const auto& [path, api] : {std::pair{"/v1/chat/completions", ApiKind::kChat},
+                                    std::pair{"/v1/completions", ApiKind::kCompletion}}) {
+      s.Post(path, [this, api = api](const httplib::Request& req, httplib::Response& res,
+                                     const httplib::ContentReader& reader) {
+        std::string body;
+        bool too_large = false;
+        reader([&](const char* data, size_t n) {
+          if (static_cast<int64_t>(body.size() + n) > config.max_body_bytes) {
+            too_large = true;
+            return false;
+          }
+          body.append(data, n);
+          return true;
+        });
+        if (too_large) {
+          send_error(res, body_too_large());
+          res.set_header("Connection", "close");
+          return;
+        }
+        handle_generate(api, req, body, res);
+      });
+    }
     s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(dump(json{{"object", "list"}, {"data", json::array({model_json()})}}),
                       "application/json");

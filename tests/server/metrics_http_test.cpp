@@ -8,19 +8,8 @@
 #include <string>
 #include <thread>
 
-// Must match how Debian's libcpp-httplib.so was built (see server/metrics_http.cpp).
-#ifndef CPPHTTPLIB_OPENSSL_SUPPORT
-#define CPPHTTPLIB_OPENSSL_SUPPORT
-#endif
-#ifndef CPPHTTPLIB_ZLIB_SUPPORT
-#define CPPHTTPLIB_ZLIB_SUPPORT
-#endif
-#ifndef CPPHTTPLIB_BROTLI_SUPPORT
-#define CPPHTTPLIB_BROTLI_SUPPORT
-#endif
-#include <httplib.h>
-
 #include "model/error.h"
+#include "server/http/httplib_config.h"
 #include "server/metrics.h"
 
 namespace flamingo {

@@ -2,22 +2,13 @@
 // fetching from a loopback httplib server: the flags that allow it, size limits (by
 // Content-Length and by the body), redirects (followed, bounded, checked again), HTTP errors and
 // the time limit.
-#ifndef CPPHTTPLIB_OPENSSL_SUPPORT
-#define CPPHTTPLIB_OPENSSL_SUPPORT
-#endif
-#ifndef CPPHTTPLIB_ZLIB_SUPPORT
-#define CPPHTTPLIB_ZLIB_SUPPORT
-#endif
-#ifndef CPPHTTPLIB_BROTLI_SUPPORT
-#define CPPHTTPLIB_BROTLI_SUPPORT
-#endif
 #include "server/http/image_fetch.h"
 
 #include <gtest/gtest.h>
-#include <httplib.h>
 
 #include <thread>
 
+#include "server/http/httplib_config.h"
 #include "server/http/openai_request.h"
 
 namespace flamingo {
