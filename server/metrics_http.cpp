@@ -66,6 +66,18 @@ int MetricsHttpServer::start(const std::string& host, int port) {
                       "text/plain; charset=utf-8");
     }
   });
+  // httplib reads a request's body before routing, a chunked one without limit: none is needed.
+  server->set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!req.has_header("Transfer-Encoding") &&
+        (!req.has_header("Content-Length") || req.get_header_value("Content-Length") == "0")) {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
+    res.status = 400;
+    res.set_header("Connection", "close");
+    res.set_content("requests with a body are not served here (metrics are at GET /metrics)\n",
+                    "text/plain; charset=utf-8");
+    return httplib::Server::HandlerResponse::Handled;
+  });
   server->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (res.status == 404) {
       res.set_content("not found: " + req.path + " (metrics are at /metrics)\n",

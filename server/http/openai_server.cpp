@@ -514,6 +514,15 @@ struct OpenAIServer::Impl {
       } else if (req.has_header("Content-Length") &&
                  std::stoll(req.get_header_value("Content-Length")) > config.max_body_bytes) {
         error = body_too_large();  // before waiting for a body that large
+      } else if (const bool has_body = req.has_header("Transfer-Encoding") ||
+                                       (req.has_header("Content-Length") &&
+                                        req.get_header_value("Content-Length") != "0");
+                 has_body && !(req.method == "POST" && (req.path == "/v1/chat/completions" ||
+                                                        req.path == "/v1/completions"))) {
+        // httplib would read the body (a chunked one without limit) before routing.
+        error =
+            HttpError(404, "no such endpoint: " + req.method + " " + req.path.substr(0, 200) +
+                               " (with a body: POST /v1/chat/completions, POST /v1/completions)");
       }
       if (!error) return httplib::Server::HandlerResponse::Unhandled;
       send_error(res, *error);

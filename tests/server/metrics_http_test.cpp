@@ -55,6 +55,12 @@ TEST(MetricsHttpServerTest, ServesMetricsAnd404Elsewhere) {
     EXPECT_EQ(res->status, 404) << path;
   }
   EXPECT_EQ(renders.load(), 2);
+  // A request with a body is refused before the body is read (httplib would read a chunked
+  // one without limit).
+  res = cli.Post("/metrics", std::string(100, 'x'), "text/plain");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  EXPECT_EQ(renders.load(), 2);
 
   server.stop();
   EXPECT_FALSE(server.running());
