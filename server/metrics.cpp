@@ -369,8 +369,9 @@ const std::vector<double>& ServerMetrics::request_duration_buckets() {
 }
 
 ServerMetrics::ServerMetrics()
-    : requests_(registry_.counter_family(
-          "flamingo_requests_total", "Finished RPCs by method and outcome.", {"rpc", "outcome"})),
+    : requests_(registry_.counter_family("flamingo_requests_total",
+                                         "Finished requests by method, outcome and API.",
+                                         {"rpc", "outcome", "api"})),
       queue_length_(registry_.gauge("flamingo_queue_length",
                                     "Requests waiting for admission to the running batch.")),
       running_requests_(
@@ -393,24 +394,36 @@ ServerMetrics::ServerMetrics()
                                             request_duration_buckets())) {
   for (size_t r = 0; r < kNumRpcs; ++r) {
     for (size_t o = 0; o < kNumOutcomes; ++o) {
-      known_requests_[r][o] = &requests_.with({kRpcs[r], kOutcomes[o]});
+      known_requests_[r][o] = &requests_.with({kRpcs[r], kOutcomes[o], "grpc"});
+    }
+  }
+  for (size_t r = 0; r < kNumHttpRpcs; ++r) {
+    for (size_t o = 0; o < kNumOutcomes; ++o) {
+      known_http_requests_[r][o] = &requests_.with({kHttpRpcs[r], kOutcomes[o], "openai"});
     }
   }
 }
 
-void ServerMetrics::record_request(std::string_view rpc, std::string_view outcome) {
-  const auto r = std::find(std::begin(kRpcs), std::end(kRpcs), rpc) - std::begin(kRpcs);
+void ServerMetrics::record_request(std::string_view rpc, std::string_view outcome,
+                                   std::string_view api) {
   const auto o =
       std::find(std::begin(kOutcomes), std::end(kOutcomes), outcome) - std::begin(kOutcomes);
-  if (static_cast<size_t>(r) < kNumRpcs && static_cast<size_t>(o) < kNumOutcomes) {
-    known_requests_[r][o]->inc();
-  } else {
-    requests_.with({rpc, outcome}).inc();
+  if (static_cast<size_t>(o) < kNumOutcomes) {
+    if (api == "grpc") {
+      const auto r = std::find(std::begin(kRpcs), std::end(kRpcs), rpc) - std::begin(kRpcs);
+      if (static_cast<size_t>(r) < kNumRpcs) return known_requests_[r][o]->inc();
+    } else if (api == "openai") {
+      const auto r =
+          std::find(std::begin(kHttpRpcs), std::end(kHttpRpcs), rpc) - std::begin(kHttpRpcs);
+      if (static_cast<size_t>(r) < kNumHttpRpcs) return known_http_requests_[r][o]->inc();
+    }
   }
+  requests_.with({rpc, outcome, api}).inc();
 }
 
-double ServerMetrics::requests(std::string_view rpc, std::string_view outcome) {
-  return requests_.with({rpc, outcome}).value();
+double ServerMetrics::requests(std::string_view rpc, std::string_view outcome,
+                               std::string_view api) {
+  return requests_.with({rpc, outcome, api}).value();
 }
 
 void ServerMetrics::set_collector(Collector collector) {

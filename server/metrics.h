@@ -166,9 +166,11 @@ std::string format_metric_value(double value);
 std::string_view outcome_for_status_code(int code);
 
 // The server's metrics. Names (stable; all unlabelled unless noted):
-//   flamingo_requests_total{rpc,outcome}      counter: finished RPCs. rpc is one of kRpcs,
-//                                              outcome one of kOutcomes; all 6x7 series are
-//                                              exported from the start (as 0).
+//   flamingo_requests_total{rpc,outcome,api}  counter: finished requests. api "grpc" with rpc
+//                                              one of kRpcs, or api "openai" (the HTTP API)
+//                                              with rpc one of kHttpRpcs; outcome one of
+//                                              kOutcomes; all (6+2)x7 series are exported from
+//                                              the start (as 0).
 //   flamingo_queue_length                     gauge: requests waiting for admission.
 //   flamingo_running_requests                 gauge: sequences in the running batch.
 //   flamingo_kv_blocks_used                   gauge: KV cache blocks in use.
@@ -185,6 +187,7 @@ class ServerMetrics {
  public:
   static constexpr std::string_view kRpcs[] = {"Generate",       "GenerateStream", "Caption",
                                                "AnswerQuestion", "Score",          "GetModelInfo"};
+  static constexpr std::string_view kHttpRpcs[] = {"chat.completions", "completions"};
   static constexpr std::string_view kOutcomes[] = {
       "ok",          "invalid_argument", "resource_exhausted", "cancelled", "deadline_exceeded",
       "unavailable", "internal"};
@@ -199,11 +202,12 @@ class ServerMetrics {
   ServerMetrics(const ServerMetrics&) = delete;
   ServerMetrics& operator=(const ServerMetrics&) = delete;
 
-  // flamingo_requests_total{rpc, outcome} += 1. Known names take a lock-free path; other
+  // flamingo_requests_total{rpc, outcome, api} += 1. Known names take a lock-free path; other
   // values are recorded as given (a new series).
-  void record_request(std::string_view rpc, std::string_view outcome);
+  void record_request(std::string_view rpc, std::string_view outcome,
+                      std::string_view api = "grpc");
   // The current value of one flamingo_requests_total series (creates it if new).
-  double requests(std::string_view rpc, std::string_view outcome);
+  double requests(std::string_view rpc, std::string_view outcome, std::string_view api = "grpc");
 
   void set_queue_length(double n) { queue_length_.set(n); }
   void set_running_requests(double n) { running_requests_.set(n); }
@@ -240,11 +244,13 @@ class ServerMetrics {
 
  private:
   static constexpr size_t kNumRpcs = std::size(kRpcs);
+  static constexpr size_t kNumHttpRpcs = std::size(kHttpRpcs);
   static constexpr size_t kNumOutcomes = std::size(kOutcomes);
 
   MetricsRegistry registry_;
   CounterFamily& requests_;
   Counter* known_requests_[kNumRpcs][kNumOutcomes] = {};
+  Counter* known_http_requests_[kNumHttpRpcs][kNumOutcomes] = {};
   Gauge& queue_length_;
   Gauge& running_requests_;
   Gauge& kv_blocks_used_;

@@ -121,7 +121,9 @@ void EngineImpl::end_score(int64_t job, JobStatus status, const std::string& mes
     for (double v : o.logprobs) all += v;
     for (size_t i = 1; i < o.prompt_logprobs.size(); ++i) all += o.prompt_logprobs[i];
     if (std::isnan(all)) {  // a row never came back: a bug, not the client's
-      o = ScoreOutcome{JobStatus::kFailed, "engine: a Score token was never scored"};
+      o = ScoreOutcome{};
+      o.status = JobStatus::kFailed;
+      o.message = "engine: a Score token was never scored";
     }
   }
   o.total_s = seconds_between(run.job.arrival, Clock::now());

@@ -109,7 +109,11 @@ std::optional<ParsedUrl> parse_http_url(std::string_view url) {
   }
   if (const size_t hash = rest.find('#'); hash != std::string_view::npos)
     rest = rest.substr(0, hash);
-  out.target = rest.empty() || rest.front() != '/' ? "/" + std::string(rest) : std::string(rest);
+  std::string target;  // (built by hand: GCC 12 warns falsely on "/" + std::string(rest))
+  target.reserve(rest.size() + 1);
+  if (rest.empty() || rest.front() != '/') target.push_back('/');
+  target.append(rest.data(), rest.size());
+  out.target = std::move(target);
   return out;
 }
 

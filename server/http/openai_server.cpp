@@ -33,8 +33,9 @@ using nlohmann::json;
 constexpr auto kPoll =
     std::chrono::milliseconds(20);  // how often a waiting request checks its client
 
+// The rpc label of flamingo_requests_total{api="openai"} (ServerMetrics::kHttpRpcs).
 const char* rpc_name(ApiKind api) {
-  return api == ApiKind::kChat ? "http.chat.completions" : "http.completions";
+  return api == ApiKind::kChat ? "chat.completions" : "completions";
 }
 
 std::string_view outcome_for_http(int status) {
@@ -301,7 +302,7 @@ struct OpenAIServer::Impl {
 
   void record(ApiKind api, const std::string& request_id, int status, const Request* r,
               const std::string& message) {
-    metrics.record_request(rpc_name(api), outcome_for_http(status));
+    metrics.record_request(rpc_name(api), outcome_for_http(status), "openai");
     if (r == nullptr) {
       spdlog::info("request {} {} -> {}: {}", request_id.empty() ? "-" : request_id, rpc_name(api),
                    status, message);

@@ -536,8 +536,9 @@ TEST_F(ServerE2E, PrometheusEndpointCountsRequestsAndHasHistograms) {
                                             Ms(5000)));
   std::string before;
   ASSERT_EQ(http_get(port, "/metrics", &before), 200);
-  const std::string ok = "flamingo_requests_total{rpc=\"Generate\",outcome=\"ok\"}";
-  const std::string bad = "flamingo_requests_total{rpc=\"Generate\",outcome=\"invalid_argument\"}";
+  const std::string ok = "flamingo_requests_total{rpc=\"Generate\",outcome=\"ok\",api=\"grpc\"}";
+  const std::string bad =
+      "flamingo_requests_total{rpc=\"Generate\",outcome=\"invalid_argument\",api=\"grpc\"}";
   const std::string ttft = "flamingo_time_to_first_token_seconds_count";
   const std::string generated = "flamingo_generated_tokens_total";
 

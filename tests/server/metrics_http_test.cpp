@@ -83,8 +83,9 @@ TEST(MetricsHttpServerTest, ServesServerMetrics) {
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200);
   EXPECT_NE(res->body.find("# TYPE flamingo_requests_total counter\n"), std::string::npos);
-  EXPECT_NE(res->body.find("flamingo_requests_total{rpc=\"Caption\",outcome=\"ok\"} 1\n"),
-            std::string::npos)
+  EXPECT_NE(
+      res->body.find("flamingo_requests_total{rpc=\"Caption\",outcome=\"ok\",api=\"grpc\"} 1\n"),
+      std::string::npos)
       << res->body;
   EXPECT_NE(res->body.find("\nflamingo_kv_blocks_free 123\n"), std::string::npos) << res->body;
 }

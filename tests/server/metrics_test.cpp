@@ -453,10 +453,20 @@ TEST(ServerMetricsTest, ExportsExactlyTheDocumentedFamilies) {
                                              "internal"};
   int series = 0;
   for (const Sample& s : e.samples) series += s.name == "flamingo_requests_total";
-  EXPECT_EQ(series, 42);
+  EXPECT_EQ(series, 56);  // (6 gRPC + 2 HTTP rpcs) x 7 outcomes
+  for (const char* rpc : {"chat.completions", "completions"}) {
+    for (const auto& outcome : outcomes) {
+      EXPECT_EQ(e.value("flamingo_requests_total",
+                        {{"rpc", rpc}, {"outcome", outcome}, {"api", "openai"}}),
+                0)
+          << rpc << " " << outcome;
+    }
+  }
   for (const auto& rpc : rpcs) {
     for (const auto& outcome : outcomes) {
-      EXPECT_EQ(e.value("flamingo_requests_total", {{"rpc", rpc}, {"outcome", outcome}}), 0)
+      EXPECT_EQ(
+          e.value("flamingo_requests_total", {{"rpc", rpc}, {"outcome", outcome}, {"api", "grpc"}}),
+          0)
           << rpc << " " << outcome;
     }
   }
@@ -478,6 +488,8 @@ TEST(ServerMetricsTest, RecordsRequestsTokensAndLatencies) {
   m.record_request("Score", "invalid_argument");
   m.record_request("GenerateStream", outcome_for_status_code(1));  // CANCELLED
   m.record_request("Bogus", "weird");                              // recorded as given
+  m.record_request("chat.completions", "ok", "openai");
+  m.record_request("chat.completions", "ok", "openai");
   m.add_prompt_tokens(120);
   m.add_prompt_tokens(8);
   m.add_generated_tokens(64);
@@ -488,14 +500,26 @@ TEST(ServerMetricsTest, RecordsRequestsTokensAndLatencies) {
   m.observe_request_duration(1.5);
 
   const Exposition e = parse(m.render());
-  EXPECT_EQ(e.value("flamingo_requests_total", {{"rpc", "Generate"}, {"outcome", "ok"}}), 2);
-  EXPECT_EQ(e.value("flamingo_requests_total", {{"rpc", "Score"}, {"outcome", "invalid_argument"}}),
+  EXPECT_EQ(
+      e.value("flamingo_requests_total", {{"rpc", "Generate"}, {"outcome", "ok"}, {"api", "grpc"}}),
+      2);
+  EXPECT_EQ(e.value("flamingo_requests_total",
+                    {{"rpc", "Score"}, {"outcome", "invalid_argument"}, {"api", "grpc"}}),
+            1);
+  EXPECT_EQ(e.value("flamingo_requests_total",
+                    {{"rpc", "GenerateStream"}, {"outcome", "cancelled"}, {"api", "grpc"}}),
             1);
   EXPECT_EQ(
-      e.value("flamingo_requests_total", {{"rpc", "GenerateStream"}, {"outcome", "cancelled"}}), 1);
-  EXPECT_EQ(e.value("flamingo_requests_total", {{"rpc", "Bogus"}, {"outcome", "weird"}}), 1);
-  EXPECT_EQ(e.value("flamingo_requests_total", {{"rpc", "Caption"}, {"outcome", "ok"}}), 0);
+      e.value("flamingo_requests_total", {{"rpc", "Bogus"}, {"outcome", "weird"}, {"api", "grpc"}}),
+      1);
+  EXPECT_EQ(
+      e.value("flamingo_requests_total", {{"rpc", "Caption"}, {"outcome", "ok"}, {"api", "grpc"}}),
+      0);
   EXPECT_EQ(m.requests("Generate", "ok"), 2);
+  EXPECT_EQ(e.value("flamingo_requests_total",
+                    {{"rpc", "chat.completions"}, {"outcome", "ok"}, {"api", "openai"}}),
+            2);
+  EXPECT_EQ(m.requests("chat.completions", "ok", "openai"), 2);
   EXPECT_EQ(e.value("flamingo_prompt_tokens_total"), 128);
   EXPECT_EQ(e.value("flamingo_generated_tokens_total"), 64);
   EXPECT_EQ(e.value("flamingo_images_total"), 3);
@@ -574,9 +598,11 @@ TEST(ServerMetricsTest, ConcurrentRecordingAddsUp) {
   for (auto& th : threads) th.join();
   scraper.join();
   const Exposition e = parse(m.render());
-  EXPECT_EQ(e.value("flamingo_requests_total", {{"rpc", "Generate"}, {"outcome", "ok"}}),
-            kThreads / 2 * kPerThread);
-  EXPECT_EQ(e.value("flamingo_requests_total", {{"rpc", "GenerateStream"}, {"outcome", "ok"}}),
+  EXPECT_EQ(
+      e.value("flamingo_requests_total", {{"rpc", "Generate"}, {"outcome", "ok"}, {"api", "grpc"}}),
+      kThreads / 2 * kPerThread);
+  EXPECT_EQ(e.value("flamingo_requests_total",
+                    {{"rpc", "GenerateStream"}, {"outcome", "ok"}, {"api", "grpc"}}),
             kThreads / 2 * kPerThread);
   EXPECT_EQ(e.value("flamingo_generated_tokens_total"), kThreads * kPerThread);
   EXPECT_EQ(e.value("flamingo_inter_token_latency_seconds_bucket", {{"le", "0.0025"}}), 0);

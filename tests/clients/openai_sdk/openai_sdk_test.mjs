@@ -584,7 +584,7 @@ describe('flamingo-server OpenAI API through the openai SDK', { timeout: 120000 
 
   test('a client abort mid-stream frees the KV cache', { timeout: 20000 }, async () => {
     // The engine must free the blocks and the HTTP side count the request as cancelled (499).
-    const cancelledMetric = 'flamingo_requests_total{rpc="http.chat.completions",outcome="cancelled"}';
+    const cancelledMetric = 'flamingo_requests_total{rpc="chat.completions",outcome="cancelled",api="openai"}';
     const cancelledBefore = await metricValue(client, server, cancelledMetric, 0);
     const controller = new AbortController();
     const stream = await client.chat.completions.create({
