@@ -55,7 +55,7 @@ ImagePreprocessConfig load_preprocess_config(const std::string& model_dir, int c
   nlohmann::json root;
   try {
     root = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {
     throw Error(file + ": invalid JSON: " + e.what());
   }
   if (!root.is_object()) throw Error(file + ": expected a JSON object at the top level");

@@ -97,7 +97,7 @@ ChatTemplate ChatTemplate::parse(std::string_view json_text, const std::string& 
   json doc;
   try {
     doc = json::parse(json_text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a huge number
     p.fail("(file)", std::string("not valid JSON: ") + e.what());
   }
   p.check_keys(doc, "", {"description", "special_tokens", "roles", "generation_prompt", "stop"});

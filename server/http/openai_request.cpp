@@ -159,7 +159,7 @@ json parse_body(std::string_view body) {
   json doc;
   try {
     doc = json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a huge number
     throw HttpError(400, std::string("body: not valid JSON: ") + e.what(), "body");
   }
   if (!doc.is_object()) {

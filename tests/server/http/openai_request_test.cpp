@@ -85,6 +85,9 @@ TEST(OpenAIRequest, ReadsEveryParameter) {
 
 TEST(OpenAIRequest, ShapeErrorsNameTheParameter) {
   expect_400("{", "body", "not valid JSON");
+  expect_400("8e777", "body",
+             "not valid JSON");  // nlohmann's out_of_range, found by fuzz_chat_request
+  expect_400(R"({"messages": [], "n": 1e999})", "body", "not valid JSON");
   expect_400("[1]", "body", "JSON object");
   expect_400("{}", "messages", "missing");
   expect_400(R"({"messages": {}})", "messages", "expected an array");
