@@ -29,7 +29,7 @@ packages=(
   libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
   libpng-dev libturbojpeg0-dev libjpeg62-turbo-dev libxxhash-dev
   python3 python3-numpy python3-torch python3-pil sentencepiece python3-sentencepiece
-  clang-format ccache clang
+  clang-format ccache clang libclang-rt-14-dev
 )
 if [ "$with_server" = 1 ]; then
   packages+=(libgrpc++-dev protobuf-compiler-grpc libcpp-httplib-dev python3-grpcio python3-protobuf python3-matplotlib)
