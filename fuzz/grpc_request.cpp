@@ -1,0 +1,77 @@
+// Fuzz target: serialized flamingo.v1 request bytes as they arrive over gRPC, through what the
+// service does with them: protobuf parsing, conversion (server/proto_requests.h) and
+// RequestBuilder (limits, UTF-8, image probing and decoding, templates, tokenizing with the
+// golden tokenizer). The first byte picks the message: Generate, Caption, AnswerQuestion or
+// Score. Bytes protobuf refuses are answered by gRPC itself; errors are flamingo::Error.
+#include <google/protobuf/stubs/logging.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "model/error.h"
+#include "model/tokenizer.h"
+#include "server/proto_requests.h"
+#include "server/request_builder.h"
+
+namespace {
+
+struct World {
+  std::unique_ptr<flamingo::Tokenizer> tokenizer =
+      flamingo::Tokenizer::load(std::string(FLAMINGO_GOLDEN_DIR) + "/model");
+  flamingo::ServerLimits limits = [] {
+    flamingo::ServerLimits l;
+    l.max_image_bytes = 1 << 20;
+    l.max_image_pixels = 1'000'000;
+    l.max_images_per_request = 4;
+    return l;
+  }();
+  flamingo::RequestBuilder builder{*tokenizer, flamingo::ImagePreprocessConfig{32}, limits, 256,
+                                   402,        flamingo::PromptTemplates::idefics()};
+};
+
+const World& world() {
+  static const World w;
+  return w;
+}
+
+template <typename Message, typename Build>
+void run(const uint8_t* data, size_t size, Build build) {
+  Message m;
+  if (!m.ParseFromArray(data, static_cast<int>(size))) return;
+  try {
+    build(flamingo::to_input(m));
+  } catch (const flamingo::Error&) {
+  }
+}
+
+}  // namespace
+
+// protobuf logs every string field with invalid UTF-8 it refuses: not a finding, only noise.
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  google::protobuf::SetLogHandler(
+      [](google::protobuf::LogLevel, const char*, int, const std::string&) {});
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  const flamingo::RequestBuilder& b = world().builder;
+  const uint8_t* body = data + 1;
+  const size_t n = size - 1;
+  switch (data[0] % 4) {
+    case 0:
+      run<flamingo::v1::GenerateRequest>(body, n, [&b](const auto& in) { b.build_generate(in); });
+      break;
+    case 1:
+      run<flamingo::v1::CaptionRequest>(body, n, [&b](const auto& in) { b.build_caption(in); });
+      break;
+    case 2:
+      run<flamingo::v1::QuestionRequest>(body, n, [&b](const auto& in) { b.build_question(in); });
+      break;
+    default:
+      run<flamingo::v1::ScoreRequest>(body, n, [&b](const auto& in) { b.build_score(in); });
+  }
+  return 0;
+}
