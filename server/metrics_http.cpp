@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "model/error.h"
+#include "server/http/http_listener.h"
 #include "server/http/httplib_config.h"
 
 namespace flamingo {
@@ -26,7 +27,6 @@ struct MetricsHttpServer::Impl {
   RenderFn render;
   std::unique_ptr<httplib::Server> server;
   std::thread thread;
-  std::atomic<bool> listen_returned{false};
   std::atomic<int> port{0};
 };
 
@@ -42,19 +42,10 @@ int MetricsHttpServer::start(const std::string& host, int port) {
     throw Error("metrics: cannot start on " + where + ": already running on port " +
                 std::to_string(impl_->port.load()));
   }
-  if (port < 0 || port > 65535) {
-    throw Error("metrics: cannot bind " + where + ": port must be in [0, 65535]");
-  }
 
   auto server = std::make_unique<httplib::Server>();
   server->new_task_queue = [] { return new httplib::ThreadPool(kWorkerThreads); };
   server->set_keep_alive_timeout(kKeepAliveTimeoutSeconds);
-  // httplib's default sets SO_REUSEPORT, which lets a second process bind the same port and
-  // silently share the scrapes. SO_REUSEADDR only: quick restarts, but a port in use fails.
-  server->set_socket_options([](auto sock) {
-    int yes = 1;
-    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
   RenderFn render = impl_->render;
   server->Get("/metrics", [render](const httplib::Request&, httplib::Response& res) {
     try {
@@ -85,35 +76,7 @@ int MetricsHttpServer::start(const std::string& host, int port) {
     }
   });
 
-  errno = 0;
-  int bound = -1;
-  if (port == 0) {
-    bound = server->bind_to_any_port(host);
-  } else if (server->bind_to_port(host, port)) {
-    bound = port;
-  }
-  if (bound <= 0) {
-    const int err = errno;
-    throw Error("metrics: cannot bind " + where +
-                (err != 0 ? std::string(": ") + std::strerror(err)
-                          : std::string(": the address cannot be resolved or bound")));
-  }
-
-  impl_->listen_returned = false;
-  httplib::Server* raw = server.get();
-  impl_->thread = std::thread([this, raw] {
-    raw->listen_after_bind();
-    impl_->listen_returned = true;
-  });
-  // httplib's stop() is a no-op until the listen loop has started: wait for it so that a
-  // stop() right after start() cannot be lost (which would hang the join).
-  while (!raw->is_running() && !impl_->listen_returned) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  if (impl_->listen_returned) {
-    impl_->thread.join();
-    throw Error("metrics: cannot listen on " + where + ": the listen loop ended at once");
-  }
+  const int bound = start_listening(*server, host, port, "metrics", "", impl_->thread);
   impl_->server = std::move(server);
   impl_->port = bound;
   return bound;

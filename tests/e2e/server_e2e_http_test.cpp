@@ -70,7 +70,9 @@ HttpServer start_http_server(std::vector<std::string> args, bool wait_ready = tr
 }
 
 HttpServer& shared_server() {
-  static HttpServer s = start_http_server({});
+  // Long requests below must outlast a few round trips: the tiny model decodes 1000 tokens in
+  // well under a second, so they may run to 8000.
+  static HttpServer s = start_http_server({"--context-length", "8192", "--max-new-tokens", "8000"});
   return s;
 }
 
@@ -241,7 +243,7 @@ TEST_F(HttpE2E, SeveralChoicesAndTheCompletionsEndpoint) {
 }
 
 TEST_F(HttpE2E, ClientAbortFreesTheKvCache) {
-  const json body = user_chat("Tell me a very long story", 1000,
+  const json body = user_chat("Tell me a very long story", 8000,
                               {{"stream", true}, {"ignore_eos", true}, {"temperature", 0}});
   // The role chunk and one more event, then the client goes away.
   const std::string got = http_read_until(
@@ -254,7 +256,7 @@ TEST_F(HttpE2E, ClientAbortFreesTheKvCache) {
   EXPECT_EQ(idle.kv_blocks_free(), idle.kv_blocks_total()) << "the aborted stream still holds KV";
 
   // A non-streaming request whose client goes away before the answer.
-  const json long_body = user_chat("Another long story", 1000, {{"ignore_eos", true}});
+  const json long_body = user_chat("Another long story", 8000, {{"ignore_eos", true}});
   const int fd = http_connect(port_);
   ASSERT_TRUE(send_all(fd, post_request("/v1/chat/completions", long_body.dump())));
   std::this_thread::sleep_for(Ms(300));
@@ -295,7 +297,7 @@ TEST_F(HttpE2E, BadRequestsAnswer400NamingTheField) {
                "messages[0].content", "empty");
   expect_error(http_post(port_, path, user_chat("x", 2, {{"temperature", -1}}).dump()), 400,
                "temperature", "[0, 100]");
-  expect_error(http_post(port_, path, user_chat("x", 5000).dump()), 400, "max_tokens",
+  expect_error(http_post(port_, path, user_chat("x", 9000).dump()), 400, "max_tokens",
                "(--max-new-tokens)");
   const json bmp =
       json::array({{{"type", "image_url"},
@@ -472,27 +474,35 @@ TEST(HttpE2EHostile, FramingSlowClientsIdleConnectionsAndBodyLimits) {
 TEST(HttpE2ELimits, BodyTooLargeQueueFullAndLoading) {
   HttpServer s =
       start_http_server({"--max-images", "1", "--max-image-bytes", "1000", "--max-text-bytes",
-                         "1000", "--max-running", "1", "--max-queued", "0"});
+                         "1000", "--max-running", "1", "--max-queued", "0",
+                         // The busy request below must outlast a few round trips: the tiny
+                         // model decodes 1000 tokens in well under a second.
+                         "--context-length", "8192", "--max-new-tokens", "8000"});
   // The body limit derives from the image and text limits (about 1.05 MB here).
   // (Only the headers are sent: the server answers 413 from them and closes.)
   expect_error(http_raw(s.http_port,
                         "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
                         "Content-Length: 3145728\r\n\r\n"),
                413, "body", "--max-images");
-  // One running request fills the batch and the queue holds none: 429.
-  std::thread busy([&] {
-    http_post(s.http_port, "/v1/chat/completions",
-              user_chat("long", 300, {{"ignore_eos", true}}).dump());
-  });
-  auto stub = make_stub(s.process->address());
-  const auto deadline = std::chrono::steady_clock::now() + Ms(10000);
-  while (model_info(*stub).kv_blocks_free() == model_info(*stub).kv_blocks_total() &&
-         std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(Ms(5));
+  // One running request fills the batch and the queue holds none: 429. The long request
+  // streams with logprobs (a chunk per token even while its text is held back), so it runs for
+  // sure once a chunk with a logprob has arrived; closing its connection then cancels it.
+  const int busy = http_connect(s.http_port);
+  ASSERT_TRUE(send_all(
+      busy, post_request("/v1/chat/completions",
+                         user_chat("long", 8000,
+                                   {{"ignore_eos", true}, {"stream", true}, {"logprobs", true}})
+                             .dump())));
+  std::string got;
+  char buf[4096];
+  ssize_t n;
+  while (got.find("\"logprob\":") == std::string::npos &&
+         (n = recv(busy, buf, sizeof(buf), 0)) > 0) {
+    got.append(buf, static_cast<size_t>(n));
   }
   expect_error(http_post(s.http_port, "/v1/chat/completions", user_chat("x", 2).dump()), 429, "",
                "");
-  busy.join();
+  close(busy);
   EXPECT_EQ(stop_server(*s.process), std::optional<int>(0));
 
   // While the model loads: 503 (and /health says so).

@@ -294,7 +294,9 @@ describe('flamingo-server OpenAI API through the openai SDK', { timeout: 120000 
   let client;
 
   before(async () => {
-    server = await startServer();
+    // A long request must outlast a few round trips: the tiny model decodes 1000 tokens in well
+    // under a second, so requests may run to 8000.
+    server = await startServer(['--context-length', '8192', '--max-new-tokens', '8000']);
     client = clientFor(server);
   });
 
@@ -588,7 +590,7 @@ describe('flamingo-server OpenAI API through the openai SDK', { timeout: 120000 
     const cancelledBefore = await metricValue(client, server, cancelledMetric, 0);
     const controller = new AbortController();
     const stream = await client.chat.completions.create({
-      model: MODEL, messages: userText('Talk forever.'), max_tokens: 1000, ignore_eos: true,
+      model: MODEL, messages: userText('Talk forever.'), max_tokens: 8000, ignore_eos: true,
       stream: true,
     }, { signal: controller.signal });
     let contentChunks = 0;
@@ -663,13 +665,13 @@ describe('flamingo-server OpenAI API through the openai SDK', { timeout: 120000 
     assert.match(e.error.message, /base64/);
   });
 
-  test('400 BadRequestError: max_tokens above 1024', { timeout: 10000 }, async () => {
+  test('400 BadRequestError: max_tokens above --max-new-tokens (8000 here)', { timeout: 10000 }, async () => {
     const e = await expectBadRequest(client.chat.completions.create({
-      model: MODEL, messages: userText('hi'), max_tokens: 1025,
+      model: MODEL, messages: userText('hi'), max_tokens: 8001,
     }), 'max_tokens');
-    assert.match(e.error.message, /1024/);
+    assert.match(e.error.message, /8000/);
     await expectBadRequest(client.chat.completions.create({
-      model: MODEL, messages: userText('hi'), max_completion_tokens: 5000,
+      model: MODEL, messages: userText('hi'), max_completion_tokens: 9000,
     }), 'max_completion_tokens');
   });
 
@@ -688,12 +690,15 @@ describe('flamingo-server OpenAI API through the openai SDK', { timeout: 120000 
   });
 
   test('429 RateLimitError when --max-running 1 --max-queued 0 is full', { timeout: 30000 }, async () => {
-    const busy = await startServer(['--max-running', '1', '--max-queued', '0']);
+    // The long request must outlast the checks: the tiny model decodes 1000 tokens in well
+    // under a second, so it may run to 8000.
+    const busy = await startServer(['--max-running', '1', '--max-queued', '0',
+      '--context-length', '8192', '--max-new-tokens', '8000']);
     try {
       const busyClient = clientFor(busy);
       const controller = new AbortController();
       const stream = await busyClient.chat.completions.create({
-        model: MODEL, messages: userText('Go on and on.'), max_tokens: 1000, ignore_eos: true,
+        model: MODEL, messages: userText('Go on and on.'), max_tokens: 8000, ignore_eos: true,
         stream: true,
       }, { signal: controller.signal });
       const iterator = stream[Symbol.asyncIterator]();
