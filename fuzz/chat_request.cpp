@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "fuzz/request_world.h"
 #include "model/error.h"
 #include "model/tokenizer.h"
 #include "server/chat_template.h"
@@ -16,20 +17,9 @@
 
 namespace {
 
-struct World {
-  std::unique_ptr<flamingo::Tokenizer> tokenizer =
-      flamingo::Tokenizer::load(std::string(FLAMINGO_GOLDEN_DIR) + "/model");
+struct World : fuzz::RequestWorld {
   flamingo::ChatTemplate chat = flamingo::ChatTemplate::load_file(std::string(FLAMINGO_SOURCE_DIR) +
                                                                   "/templates/idefics-chat.json");
-  flamingo::ServerLimits limits = [] {
-    flamingo::ServerLimits l;
-    l.max_image_bytes = 1 << 20;
-    l.max_image_pixels = 1'000'000;
-    l.max_images_per_request = 4;
-    return l;
-  }();
-  flamingo::RequestBuilder builder{*tokenizer, flamingo::ImagePreprocessConfig{32}, limits, 256,
-                                   402,        flamingo::PromptTemplates::idefics()};
 };
 
 const World& world() {

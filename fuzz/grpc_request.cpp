@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "fuzz/request_world.h"
 #include "model/error.h"
 #include "model/tokenizer.h"
 #include "server/proto_requests.h"
@@ -17,24 +18,7 @@
 
 namespace {
 
-struct World {
-  std::unique_ptr<flamingo::Tokenizer> tokenizer =
-      flamingo::Tokenizer::load(std::string(FLAMINGO_GOLDEN_DIR) + "/model");
-  flamingo::ServerLimits limits = [] {
-    flamingo::ServerLimits l;
-    l.max_image_bytes = 1 << 20;
-    l.max_image_pixels = 1'000'000;
-    l.max_images_per_request = 4;
-    return l;
-  }();
-  flamingo::RequestBuilder builder{*tokenizer, flamingo::ImagePreprocessConfig{32}, limits, 256,
-                                   402,        flamingo::PromptTemplates::idefics()};
-};
-
-const World& world() {
-  static const World w;
-  return w;
-}
+const fuzz::RequestWorld& world() { return fuzz::request_world(); }
 
 template <typename Message, typename Build>
 void run(const uint8_t* data, size_t size, Build build) {
