@@ -3,18 +3,22 @@
 # without a compiler) and builds sentencepiece 0.1.97 from Debian's source package as a
 # static library without its bundled protobuf (see docs/BUILD.md for why).
 #
-# Usage: scripts/install-deps.sh [--no-server]
-#   --no-server   skip gRPC/Protobuf/Python client packages (model, kernels and CLI only)
+# Usage: scripts/install-deps.sh [--no-server] [--no-test-tools]
+#   --no-server      skip gRPC/Protobuf/Python client packages (model, kernels and CLI only)
+#   --no-test-tools  skip what only the tests use: clang (the fuzz targets), Node.js/npm and
+#                    the openai SDK (the HTTP API's SDK test); for builds without tests
 # Environment: DEPS_PREFIX (default: <repo>/.deps) receives the sentencepiece build.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 prefix=${DEPS_PREFIX:-$here/.deps}
 with_server=1
+with_test_tools=1
 for arg in "$@"; do
   case "$arg" in
     --no-server) with_server=0 ;;
-    -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+    --no-test-tools) with_test_tools=0 ;;
+    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
     *) echo "install-deps.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -29,13 +33,16 @@ packages=(
   libspdlog-dev libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
   libpng-dev libturbojpeg0-dev libjpeg62-turbo-dev libxxhash-dev
   python3 python3-numpy python3-torch python3-pil sentencepiece python3-sentencepiece
-  clang-format ccache clang libclang-rt-14-dev
+  clang-format ccache
 )
+if [ "$with_test_tools" = 1 ]; then
+  packages+=(clang libclang-rt-14-dev)  # libFuzzer and the sanitizer runtimes (fuzz/)
+fi
 if [ "$with_server" = 1 ]; then
   packages+=(libgrpc++-dev protobuf-compiler-grpc libcpp-httplib-dev python3-grpcio python3-protobuf python3-matplotlib)
   # Node.js and npm for the openai-SDK test of the HTTP API (tests/clients/openai_sdk). A
   # Node.js from elsewhere (nodesource's bundles npm and conflicts with Debian's npm) is kept.
-  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  if [ "$with_test_tools" = 1 ] && { ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; }; then
     packages+=(nodejs npm)
   fi
 fi
@@ -112,7 +119,7 @@ fi
 # The official openai JavaScript SDK, pinned by tests/clients/openai_sdk/package-lock.json, from
 # the npm registry (the one download besides Debian's archive). Without it that test is skipped.
 sdk=$here/tests/clients/openai_sdk
-if [ "$with_server" = 1 ] && [ ! -d "$sdk/node_modules/openai" ]; then
+if [ "$with_server" = 1 ] && [ "$with_test_tools" = 1 ] && [ ! -d "$sdk/node_modules/openai" ]; then
   if (cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error); then
     echo "install-deps: openai SDK for the HTTP API test in $sdk/node_modules"
   else
