@@ -45,35 +45,36 @@ namespace {
 
 constexpr const char* kServiceName = "flamingo.v1.Flamingo";
 
-// --templates, else <model>/flamingo_templates.json, else the bundled templates/<family>.json
-// (model/install_paths.h: FLAMINGO_TEMPLATES_DIR, the installed tree, the source tree).
-std::string templates_path(const ServerArgs& args, const std::string& model_dir,
-                           const std::string& family) {
-  if (!args.templates_path.empty()) return args.templates_path;
-  const std::filesystem::path in_model =
-      std::filesystem::path(model_dir) / "flamingo_templates.json";
-  if (std::filesystem::exists(in_model)) return in_model.string();
+// A template file: the flag's value, else <model>/<in_model>, else the bundled
+// templates/<bundled> (model/install_paths.h: FLAMINGO_TEMPLATES_DIR, the installed tree, the
+// source tree). `what` and `hint` name it in the error when none exists.
+std::string template_path(const std::string& flag_value, const std::string& model_dir,
+                          const std::string& in_model, const std::string& bundled_name,
+                          const std::string& what, const std::string& hint) {
+  if (!flag_value.empty()) return flag_value;
+  const std::filesystem::path own = std::filesystem::path(model_dir) / in_model;
+  if (std::filesystem::exists(own)) return own.string();
   const std::filesystem::path bundled =
-      std::filesystem::path(bundled_templates_dir(FLAMINGO_TEMPLATES_DIR)) / (family + ".json");
+      std::filesystem::path(bundled_templates_dir(FLAMINGO_TEMPLATES_DIR)) / bundled_name;
   if (std::filesystem::exists(bundled)) return bundled.string();
-  throw Error("no prompt templates for model family '" + family + "': pass --templates FILE (" +
-              bundled.string() + " does not exist)");
+  throw Error("no " + what + ": " + hint + " (" + bundled.string() + " does not exist)");
 }
 
-// --chat-template, else <model>/flamingo_chat_template.json, else the bundled
-// templates/<family>-chat.json.
+// Caption/AnswerQuestion templates: --templates, flamingo_templates.json, <family>.json.
+std::string templates_path(const ServerArgs& args, const std::string& model_dir,
+                           const std::string& family) {
+  return template_path(args.templates_path, model_dir, "flamingo_templates.json", family + ".json",
+                       "prompt templates for model family '" + family + "'",
+                       "pass --templates FILE");
+}
+
+// The HTTP API's chat template: --chat-template, flamingo_chat_template.json,
+// <family>-chat.json.
 std::string chat_template_path(const ServerArgs& args, const std::string& model_dir,
                                const std::string& family) {
-  if (!args.chat_template_path.empty()) return args.chat_template_path;
-  const std::filesystem::path in_model =
-      std::filesystem::path(model_dir) / "flamingo_chat_template.json";
-  if (std::filesystem::exists(in_model)) return in_model.string();
-  const std::filesystem::path bundled =
-      std::filesystem::path(bundled_templates_dir(FLAMINGO_TEMPLATES_DIR)) /
-      (family + "-chat.json");
-  if (std::filesystem::exists(bundled)) return bundled.string();
-  throw Error("no chat template for model family '" + family + "': pass --chat-template FILE (" +
-              bundled.string() + " does not exist) or --http-port 0");
+  return template_path(args.chat_template_path, model_dir, "flamingo_chat_template.json",
+                       family + "-chat.json", "chat template for model family '" + family + "'",
+                       "pass --chat-template FILE or --http-port 0");
 }
 
 // The model folder's name ("/m/idefics-9b/" -> "idefics-9b").

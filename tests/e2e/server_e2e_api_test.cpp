@@ -143,7 +143,9 @@ TEST_F(ServerE2E, GenerateTopLogprobsAreSortedAndContainTheGreedyToken) {
     double mass = 0;
     for (int k = 0; k < 5; ++k) {
       EXPECT_LE(t.logprobs(k), 0.f);
-      if (k > 0) EXPECT_GE(t.logprobs(k - 1), t.logprobs(k));
+      if (k > 0) {
+        EXPECT_GE(t.logprobs(k - 1), t.logprobs(k));
+      }
       mass += std::exp(t.logprobs(k));
     }
     EXPECT_LE(mass, 1.0 + 1e-4);
@@ -214,7 +216,9 @@ void expect_stream_equals_unary(v1::Flamingo::Stub& stub, const v1::GenerateRequ
     const v1::GenerateChunk& c = s.chunks[i];
     EXPECT_TRUE(valid_utf8(c.text())) << "chunk " << i;
     EXPECT_EQ(c.token_ids_size(), c.logprobs_size()) << "chunk " << i;
-    if (req.top_logprobs() > 0) EXPECT_EQ(c.top_logprobs_size(), c.token_ids_size());
+    if (req.top_logprobs() > 0) {
+      EXPECT_EQ(c.top_logprobs_size(), c.token_ids_size());
+    }
     const bool last = i + 1 == s.chunks.size();
     if (!last) {
       EXPECT_EQ(c.finish_reason(), v1::FINISH_REASON_UNSPECIFIED) << "chunk " << i;
@@ -392,8 +396,9 @@ TEST_F(ServerE2E, ThirtyTwoConcurrentMixedRequestsEqualTheirSoloResults) {
     EXPECT_EQ(b.usage().prompt_tokens(), a.usage().prompt_tokens());
     EXPECT_EQ(b.usage().images(), static_cast<int>(i % 5));
     EXPECT_EQ(b.seed(), cases[i].request.sampling().seed());
-    if (cases[i].request.ignore_eos())
+    if (cases[i].request.ignore_eos()) {
       EXPECT_EQ(b.token_ids_size(), cases[i].request.max_new_tokens());
+    }
     with_images += b.usage().images() > 0;
   }
   EXPECT_GT(with_images, 0);

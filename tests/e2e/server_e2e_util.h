@@ -33,6 +33,7 @@
 
 #include "flamingo/v1/flamingo.grpc.pb.h"
 #include "tests/common/server_process.h"
+#include "tests/e2e/http_client.h"
 
 namespace flamingo::e2e {
 
@@ -498,33 +499,14 @@ inline bool valid_utf8(const std::string& s) {
 // GET http://127.0.0.1:port/path over a plain socket (HTTP/1.0, the whole response until EOF).
 // Returns the status code and fills `body`; -1 when the connection failed.
 inline int http_get(int port, const std::string& path, std::string* body) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return -1;
-  timeval tv{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
+  try {
+    const HttpResponse r = http_raw(
+        port, "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", 5);
+    *body = r.body;
+    return r.status;
+  } catch (const std::exception&) {
     return -1;
   }
-  const std::string req =
-      "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-  if (send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
-    close(fd);
-    return -1;
-  }
-  std::string response;
-  char buf[8192];
-  ssize_t n;
-  while ((n = recv(fd, buf, sizeof(buf), 0)) > 0) response.append(buf, static_cast<size_t>(n));
-  close(fd);
-  const size_t header_end = response.find("\r\n\r\n");
-  if (response.rfind("HTTP/1.", 0) != 0 || header_end == std::string::npos) return -1;
-  *body = response.substr(header_end + 4);
-  return std::stoi(response.substr(9, 3));
 }
 
 // A test on the shared default server: a stub to it, and its log when the test fails.
