@@ -1,41 +1,21 @@
 // Chat templates as data. See chat_template.h.
 #include "server/chat_template.h"
 
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <utility>
 
 #include "model/error.h"
 #include "server/request_builder.h"
+#include "server/template_file.h"
 
 namespace flamingo {
 namespace {
 
 using nlohmann::json;
 
-class Parser {
+class Parser : public TemplateFileParser {
  public:
-  explicit Parser(std::string source) : source_(std::move(source)) {}
-
-  [[noreturn]] void fail(const std::string& key, const std::string& what) const {
-    throw Error(source_ + ": " + key + ": " + what);
-  }
-
-  void check_keys(const json& obj, const std::string& key,
-                  const std::vector<std::string>& allowed) const {
-    if (!obj.is_object()) fail(key, std::string("expected an object, found ") + obj.type_name());
-    for (const auto& [name, value] : obj.items()) {
-      bool known = false;
-      std::string list;
-      for (const std::string& a : allowed) {
-        known |= a == name;
-        list += (list.empty() ? "\"" : ", \"") + a + "\"";
-      }
-      if (!known)
-        fail(key.empty() ? name : key + "." + name, "unknown key (expected " + list + ")");
-    }
-  }
+  using TemplateFileParser::TemplateFileParser;
 
   std::string string(const json& obj, const std::string& name, const std::string& key) const {
     if (!obj.contains(name)) return {};
@@ -44,18 +24,12 @@ class Parser {
     return v.get<std::string>();
   }
 
-  std::vector<std::string> strings(const json& obj, const std::string& name) const {
-    std::vector<std::string> out;
-    if (!obj.contains(name)) return out;
-    const json& arr = obj.at(name);
-    if (!arr.is_array()) fail(name, std::string("expected an array, found ") + arr.type_name());
-    for (size_t i = 0; i < arr.size(); ++i) {
-      const std::string key = name + "[" + std::to_string(i) + "]";
-      if (!arr[i].is_string())
-        fail(key, std::string("expected a string, found ") + arr[i].type_name());
-      std::string s = arr[i].get<std::string>();
-      if (s.empty()) fail(key, "empty string");
-      out.push_back(std::move(s));
+  // An optional array of non-empty strings.
+  std::vector<std::string> nonempty_strings(const json& obj, const std::string& name) const {
+    if (!obj.contains(name)) return {};
+    std::vector<std::string> out = strings(obj.at(name), name);
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (out[i].empty()) fail(name + "[" + std::to_string(i) + "]", "empty string");
     }
     return out;
   }
@@ -63,12 +37,9 @@ class Parser {
   ChatTemplate::Role role(const json& roles, const std::string& name) const {
     const std::string key = "roles." + name;
     const json& r = roles.at(name);
-    check_keys(r, key, {"prefix", "suffix"});
+    check_keys(r, key, {}, {"prefix", "suffix"});
     return {string(r, "prefix", key + "."), string(r, "suffix", key + ".")};
   }
-
- private:
-  std::string source_;
 };
 
 void append_text(std::string_view text, std::vector<ChatPromptPart>& out) {
@@ -85,11 +56,7 @@ void append_text(std::string_view text, std::vector<ChatPromptPart>& out) {
 }  // namespace
 
 ChatTemplate ChatTemplate::load_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path + ": cannot read the chat template file");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parse(text.str(), path);
+  return parse(read_template_file(path, "chat template"), path);
 }
 
 ChatTemplate ChatTemplate::parse(std::string_view json_text, const std::string& source) {
@@ -100,22 +67,18 @@ ChatTemplate ChatTemplate::parse(std::string_view json_text, const std::string& 
   } catch (const json::exception& e) {  // parse_error, or out_of_range for a huge number
     p.fail("(file)", std::string("not valid JSON: ") + e.what());
   }
-  p.check_keys(doc, "", {"description", "special_tokens", "roles", "generation_prompt", "stop"});
+  p.check_keys(doc, "", {"roles"}, {"description", "special_tokens", "generation_prompt", "stop"});
   ChatTemplate t;
   t.source_ = source;
   p.string(doc, "description", "");
-  t.special_tokens_ = p.strings(doc, "special_tokens");
-  if (!doc.contains("roles")) p.fail("roles", "missing");
+  t.special_tokens_ = p.nonempty_strings(doc, "special_tokens");
   const json& roles = doc.at("roles");
-  p.check_keys(roles, "roles", {"system", "user", "assistant"});
-  for (const char* required : {"user", "assistant"}) {
-    if (!roles.contains(required)) p.fail(std::string("roles.") + required, "missing");
-  }
+  p.check_keys(roles, "roles", {"user", "assistant"}, {"system"});
   t.user_ = p.role(roles, "user");
   t.assistant_ = p.role(roles, "assistant");
   if (roles.contains("system")) t.system_ = p.role(roles, "system");
   t.generation_prompt_ = p.string(doc, "generation_prompt", "");
-  t.stop_ = p.strings(doc, "stop");
+  t.stop_ = p.nonempty_strings(doc, "stop");
   return t;
 }
 

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "model/error.h"
+#include "server/template_file.h"
 
 namespace flamingo {
 namespace {
@@ -48,48 +49,9 @@ std::string braces(const std::vector<std::string>& names) {
   return out;
 }
 
-const char* type_name(const json& j) { return j.type_name(); }
-
-class Parser {
+class Parser : public TemplateFileParser {
  public:
-  explicit Parser(std::string source) : source_(std::move(source)) {}
-
-  [[noreturn]] void fail(const std::string& key, const std::string& what) const {
-    throw Error(source_ + ": " + key + ": " + what);
-  }
-
-  void check_keys(const json& obj, const std::string& key, const std::vector<std::string>& required,
-                  const std::vector<std::string>& optional) const {
-    if (!obj.is_object()) fail(key, std::string("expected an object, found ") + type_name(obj));
-    for (const std::string& r : required) {
-      if (!obj.contains(r)) fail(key.empty() ? r : key + "." + r, "missing");
-    }
-    for (const auto& [name, value] : obj.items()) {
-      const bool known = std::find(required.begin(), required.end(), name) != required.end() ||
-                         std::find(optional.begin(), optional.end(), name) != optional.end();
-      if (!known) {
-        std::vector<std::string> all = required;
-        all.insert(all.end(), optional.begin(), optional.end());
-        std::string list;
-        for (const std::string& a : all) list += (list.empty() ? "" : ", ") + ("\"" + a + "\"");
-        fail(key.empty() ? name : key + "." + name, "unknown key (expected " + list + ")");
-      }
-    }
-  }
-
-  std::vector<std::string> strings(const json& arr, const std::string& key) const {
-    if (!arr.is_array())
-      fail(key, std::string("expected an array of strings, found ") + type_name(arr));
-    std::vector<std::string> out;
-    for (size_t i = 0; i < arr.size(); ++i) {
-      if (!arr[i].is_string()) {
-        fail(key + "[" + std::to_string(i) + "]",
-             std::string("expected a string, found ") + type_name(arr[i]));
-      }
-      out.push_back(arr[i].get<std::string>());
-    }
-    return out;
-  }
+  using TemplateFileParser::TemplateFileParser;
 
   PromptTemplates::Element text_element(const std::string& s, const std::string& key,
                                         const SlotRule& rule, std::set<std::string>& used) const {
@@ -170,9 +132,6 @@ class Parser {
     }
     return t;
   }
-
- private:
-  std::string source_;
 };
 
 // Appends text to the parts, merging with a preceding text part.
@@ -238,12 +197,7 @@ PromptTemplates PromptTemplates::parse(std::string_view json_text, const std::st
 }
 
 PromptTemplates PromptTemplates::load_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path + ": cannot open the prompt templates file");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw Error(path + ": cannot read the prompt templates file");
-  return parse(ss.str(), path);
+  return parse(read_template_file(path, "prompt templates"), path);
 }
 
 PromptTemplates PromptTemplates::idefics() {
