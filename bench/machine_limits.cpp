@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/amx_product.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/thread_pool.h"
 
@@ -152,6 +153,20 @@ double pool_fma_peak_gflops() {
   volatile float keep = sinks[0];
   (void)keep;
   return 2.0 * lanes * kChains * static_cast<double>(iters) * tasks / best / 1e9;
+}
+
+double pool_amx_bf16_peak_gflops() {
+  if (kernels::active_isa() < Isa::kAmx) return 0;
+  kernels::ThreadPool& pool = kernels::kernel_pool();
+  const int64_t tasks = pool.threads();
+  constexpr int64_t kTileIters = 1 << 18;
+  double best = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    const double t0 = now_s();
+    pool.run(tasks, [&](int64_t) { kernels::amx_bf16_spin(kTileIters); });
+    best = std::min(best, now_s() - t0);
+  }
+  return 4.0 * 2 * 16 * 16 * 32 * static_cast<double>(kTileIters) * tasks / best / 1e9;
 }
 
 }  // namespace flamingo::bench

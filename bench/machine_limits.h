@@ -15,6 +15,11 @@ double pool_read_gbps(int64_t bytes, int reps);
 // FMA chains on every pool thread: what a compute-bound product can at most reach.
 double pool_fma_peak_gflops();
 
+// bfloat16 tile multiply-add peak (tdpbf16ps on tile registers, every pool thread) in GFLOP/s
+// when the kernels run AMX (kernels::active_isa() >= Isa::kAmx), else 0: what the bfloat16
+// products of a bfloat16 model can at most reach there.
+double pool_amx_bf16_peak_gflops();
+
 // The process's peak resident set so far (VmHWM), in bytes (-1 when unknown).
 int64_t peak_rss_bytes();
 

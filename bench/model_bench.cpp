@@ -188,8 +188,23 @@ double best(const std::vector<double>& v) { return *std::min_element(v.begin(), 
 struct Machine {
   int threads = 0;
   double copy_gbps = 0, read_gbps = 0, fma_peak_gflops = 0;
+  double amx_bf16_peak_gflops = 0;            // 0: the kernels do not run AMX
   std::map<std::string, double> gemm_gflops;  // by dtype name
 };
+
+// The arithmetic limit of a model's products: the AMX tile peak where they run on AMX
+// (bfloat16 weights and activations, kernels/amx_product.h), else the float32 FMA peak.
+struct Peak {
+  const char* name;
+  double gflops;
+};
+Peak product_peak(const Machine& m, const FlamingoModel& model) {
+  if (m.amx_bf16_peak_gflops > 0 && model.dtype() == at::kBFloat16 &&
+      model.weight_type() == kernels::WeightType::kBFloat16) {
+    return {"AMX bfloat16 tile peak", m.amx_bf16_peak_gflops};
+  }
+  return {"float32 FMA peak", m.fma_peak_gflops};
+}
 
 // Best of kReps copies of a 256 MiB float buffer; bytes counted = read + write.
 double copy_bandwidth() {
@@ -214,6 +229,7 @@ Machine measure_machine(const Args& a) {
   m.copy_gbps = copy_bandwidth();
   m.read_gbps = pool_read_gbps(512LL << 20, 5);
   m.fma_peak_gflops = pool_fma_peak_gflops();
+  m.amx_bf16_peak_gflops = pool_amx_bf16_peak_gflops();
   m.gemm_gflops["float32"] = gemm_gflops(at::kFloat);  // decode GFLOP/s are set against it
   for (at::ScalarType t : a.dtypes) m.gemm_gflops[dtype_name(t)] = gemm_gflops(t);
   std::printf("== machine: %d threads; CPU flags: %s; kernels: %s ==\n", m.threads,
@@ -221,7 +237,12 @@ Machine measure_machine(const Args& a) {
   std::printf("  memory copy, 256 MiB float (read+write)  %8.1f GB/s\n", m.copy_gbps);
   std::printf("  memory read, 512 MiB float sum, kernel pool  %8.1f GB/s\n", m.read_gbps);
   std::printf("  float32 FMA peak (%s), kernel pool       %8.1f GFLOP/s\n",
-              kernels::isa_name(kernels::active_isa()), m.fma_peak_gflops);
+              kernels::isa_name(std::min(kernels::active_isa(), kernels::Isa::kAvx512)),
+              m.fma_peak_gflops);
+  if (m.amx_bf16_peak_gflops > 0) {
+    std::printf("  bfloat16 AMX tile peak (tdpbf16ps), kernel pool  %8.1f GFLOP/s\n",
+                m.amx_bf16_peak_gflops);
+  }
   for (const auto& [name, g] : m.gemm_gflops) {
     std::printf("  GEMM 2048^3 %-8s (at::matmul)        %8.1f GFLOP/s\n", name.c_str(), g);
   }
@@ -335,30 +356,30 @@ double decode_step_seconds(const FlamingoModel& model, const ImageKV& image, int
 }
 
 // Image encoding (vision + perceiver + cross-attention K/V of every gated layer).
-void report_encode(const FlamingoModel& model, bool quick, const Machine& m, nlohmann::json& out) {
+void report_encode(const FlamingoModel& model, bool quick, const Peak& peak, nlohmann::json& out) {
   const double flops = encode_linear_flops(model.config());
   std::printf(
       "\n  encode_images (linear products: %.1f GFLOP per image)\n"
-      "  images  total ms  ms/image  GFLOP/s  %% of FMA peak\n",
+      "  images  total ms  ms/image  GFLOP/s  %% of peak\n",
       flops / 1e9);
   for (int64_t n : quick ? std::vector<int64_t>{1} : std::vector<int64_t>{1, 8}) {
     const double t = encode_seconds(model, n, n == 1 ? kReps : 2);
     const double gflops = flops * n / t / 1e9;
     std::printf("  %6lld  %8.1f  %8.1f  %7.1f  %12.0f%%\n", static_cast<long long>(n), t * 1e3,
-                t * 1e3 / n, gflops, 100 * gflops / m.fma_peak_gflops);
+                t * 1e3 / n, gflops, 100 * gflops / peak.gflops);
     out["encode_images"].push_back(
         {{"images", n}, {"ms", t * 1e3}, {"ms_per_image", t * 1e3 / n}, {"gflops", gflops}});
   }
 }
 
-void report_prefill(const FlamingoModel& model, const ImageKV& image, bool quick, const Machine& m,
+void report_prefill(const FlamingoModel& model, const ImageKV& image, bool quick, const Peak& peak,
                     std::mt19937& rng, nlohmann::json& out) {
   const ModelConfig& c = model.config();
   const double head = static_cast<double>(c.total_vocab()) * c.hidden_size;
   std::printf(
       "\n  prefill (one sequence, positions >= %lld see an image, logits of the last "
       "token; median of %d; GFLOP/s of the linear products)\n"
-      "  tokens  ms        tokens/s  GFLOP/s  %% of FMA peak\n",
+      "  tokens  ms        tokens/s  GFLOP/s  %% of peak\n",
       static_cast<long long>(kImageFrom), kReps);
   for (int64_t tokens : kPrefillTokens) {
     if (quick && tokens != kPrefillTokens.front()) continue;
@@ -366,7 +387,7 @@ void report_prefill(const FlamingoModel& model, const ImageKV& image, bool quick
     const double flops = 2 * ((step_weight_elements(c) - head) * tokens + head);
     const double gflops = flops / t / 1e9;
     std::printf("  %6lld  %8.1f  %9.1f  %7.1f  %12.0f%%\n", static_cast<long long>(tokens), t * 1e3,
-                tokens / t, gflops, 100 * gflops / m.fma_peak_gflops);
+                tokens / t, gflops, 100 * gflops / peak.gflops);
     out["prefill"].push_back(
         {{"tokens", tokens}, {"ms", t * 1e3}, {"tokens_per_s", tokens / t}, {"gflops", gflops}});
   }
@@ -376,14 +397,14 @@ void report_decode(const FlamingoModel& model, const ImageKV& image, const Args&
                    const Machine& m, std::mt19937& rng, nlohmann::json& out) {
   const int64_t step_bytes = step_weight_bytes(model.config(), model.weight_type());
   const double step_flops = 2.0 * static_cast<double>(step_weight_elements(model.config()));
-  const double peak = m.fma_peak_gflops;
+  const double peak = product_peak(m, model).gflops;
   const int64_t context = a.quick ? kQuickDecodeContext : kDecodeContext;
   std::printf(
       "\n  decode (after a %lld-token prefill per sequence; each sequence sees its own "
       "image entry; median of %lld steps)\n",
       static_cast<long long>(context), static_cast<long long>(a.steps));
   std::printf(
-      "  batch  step ms  tokens/s  weights GB/s  %% of read BW  GFLOP/s  %% of FMA peak  "
+      "  batch  step ms  tokens/s  weights GB/s  %% of read BW  GFLOP/s  %% of peak  "
       "floor ms  floor GB/s  step/floor\n");
   // The floor holds a second copy of the step's weights: skipped where that does not fit.
   const int64_t avail = memory_available_bytes();
@@ -416,7 +437,8 @@ void report_decode(const FlamingoModel& model, const ImageKV& image, const Args&
                              {"weight_gbps", gbps},
                              {"read_bw_fraction", gbps / m.read_gbps},
                              {"gflops", gflops},
-                             {"fma_peak_fraction", gflops / peak},
+                             {"fma_peak_fraction", gflops / m.fma_peak_gflops},
+                             {"peak_fraction", gflops / peak},
                              {"gemv_floor_ms", f * 1e3},
                              {"gemv_floor_gbps", step_bytes / f / kGB},
                              {"step_over_floor", t / f}});
@@ -506,6 +528,10 @@ nlohmann::json run_dtype(const Args& a, at::ScalarType dtype, const std::string&
       dtype_name(dtype), wname, kernels::isa_name(kernels::active_isa()), a.model.c_str(), load_s,
       model->weight_bytes() / kGB, peak_rss_bytes() / kGB);
   out["peak_rss_after_load_bytes"] = peak_rss_bytes();
+  const Peak peak = product_peak(m, *model);
+  out["peak_name"] = peak.name;
+  out["peak_gflops"] = peak.gflops;
+  std::printf("  GFLOP/s below are set against the %s, %.1f GFLOP/s\n", peak.name, peak.gflops);
   std::printf("  decode weight bytes per step: %.3f GB = %s\n", step_bytes / kGB,
               kStepBytesFormula);
   std::printf("    with h=%lld i=%lld layers=%lld gated_layers=%lld vocab+additional=%lld\n",
@@ -514,9 +540,9 @@ nlohmann::json run_dtype(const Args& a, at::ScalarType dtype, const std::string&
               static_cast<long long>(c.num_cross_layers()),
               static_cast<long long>(c.total_vocab()));
   std::mt19937 rng(1234);
-  report_encode(*model, a.quick, m, out);
+  report_encode(*model, a.quick, peak, out);
   const ImageKV image = std::move(model->encode_images(random_pixels(c, 1)).front());
-  report_prefill(*model, image, a.quick, m, rng, out);
+  report_prefill(*model, image, a.quick, peak, rng, out);
   report_decode(*model, image, a, m, rng, out);
   out["peak_rss_bytes"] = peak_rss_bytes();
   std::printf("  peak RSS of the process so far: %.2f GB\n", peak_rss_bytes() / kGB);
@@ -545,6 +571,7 @@ int run(int argc, char** argv) {
                           {"copy_gbps", m.copy_gbps},
                           {"read_gbps", m.read_gbps},
                           {"fma_peak_gflops", m.fma_peak_gflops},
+                          {"amx_bf16_peak_gflops", m.amx_bf16_peak_gflops},
                           {"gemm_2048_gflops", m.gemm_gflops},
                           {"cpu_flags", kernels::cpu_flags_summary()},
                           {"kernel_isa", kernels::isa_name(kernels::active_isa())}}}};

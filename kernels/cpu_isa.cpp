@@ -1,5 +1,8 @@
 #include "kernels/cpu_isa.h"
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -11,11 +14,28 @@
 namespace flamingo::kernels {
 namespace {
 
+// Linux keeps the AMX tile data (8 KB per thread) out of a process's saved state until the
+// process asks for it; without it the first tile instruction raises SIGILL.
+bool amx_permitted() {
+#ifdef __linux__
+  constexpr long kArchReqXcompPerm = 0x1023;
+  constexpr long kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
 Isa probe() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma")) {
-    return __builtin_cpu_supports("avx512vnni") ? Isa::kAvx512Vnni : Isa::kAvx512;
+    if (!__builtin_cpu_supports("avx512vnni")) return Isa::kAvx512;
+    if (__builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
+        amx_permitted()) {
+      return Isa::kAmx;
+    }
+    return Isa::kAvx512Vnni;
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
   return Isa::kScalar;
@@ -46,6 +66,8 @@ const char* isa_name(Isa isa) {
       return "avx512";
     case Isa::kAvx512Vnni:
       return "avx512_vnni";
+    case Isa::kAmx:
+      return "amx";
   }
   return "?";
 }
@@ -55,7 +77,9 @@ Isa parse_isa(const std::string& name) {
   if (name == "avx2") return Isa::kAvx2;
   if (name == "avx512") return Isa::kAvx512;
   if (name == "avx512_vnni") return Isa::kAvx512Vnni;
-  throw std::invalid_argument("expected scalar, avx2, avx512 or avx512_vnni, found '" + name + "'");
+  if (name == "amx") return Isa::kAmx;
+  throw std::invalid_argument("expected scalar, avx2, avx512, avx512_vnni or amx, found '" + name +
+                              "'");
 }
 
 Isa cpu_isa() {

@@ -378,7 +378,7 @@ void int8_product_raw(const float* x, int64_t m, const WeightView& w, float* y, 
     return;
   }
   isa = std::min(isa, cpu_isa());
-  const Kernels* kern = isa == Isa::kAvx512Vnni ? &kVnniKernels
+  const Kernels* kern = isa >= Isa::kAvx512Vnni ? &kVnniKernels
                         : isa == Isa::kAvx512   ? &kAvx512Kernels
                         : isa == Isa::kAvx2     ? &kAvx2Kernels
                                                 : nullptr;
@@ -386,7 +386,7 @@ void int8_product_raw(const float* x, int64_t m, const WeightView& w, float* y, 
   // through this pointer: a lambda naming a thread_local would reach the worker's own.
   thread_local QuantX buffers;
   const QuantX* qx = &buffers;
-  quantize_rows(x, m, w.k, isa == Isa::kAvx512Vnni, buffers);
+  quantize_rows(x, m, w.k, isa >= Isa::kAvx512Vnni, buffers);
   const int64_t unit = kern != nullptr ? kern->nb : 8;
   detail::for_column_ranges(m, w.n, w.k, unit, [=, &w](int64_t n0, int64_t n1) {
     if (kern != nullptr) {

@@ -19,7 +19,7 @@ namespace {
 
 std::vector<Isa> isas() {
   std::vector<Isa> v;
-  for (Isa i : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}) {
+  for (Isa i : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni, Isa::kAmx}) {
     if (i <= cpu_isa()) v.push_back(i);
   }
   return v;
