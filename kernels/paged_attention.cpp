@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/attention_row.h"
+#include "kernels/cpu_isa.h"
 #include "kernels/thread_pool.h"
 
 namespace flamingo::kernels {
@@ -18,24 +19,41 @@ struct PagedAttentionArgs {
   const int32_t* seq_of_token;
   const int32_t* context_lens;
   float scale;
+  bool avx2;  // attend_row's AVX2 loops (same bits)
+};
+
+// A task's scratch: attend_row's, and the element offset of each context position's K/V row
+// for the token last seen (shared by its heads; no division per key).
+struct PagedScratch {
+  AttendScratch attend;
+  std::vector<int64_t> offsets;
+  int64_t token = -1;
 };
 
 // One (token, head) through attend_row, its keys found through the sequence's block table.
 template <typename T>
 void attend_one(const PagedAttentionArgs& a, const T* q, const T* k_cache, const T* v_cache, T* out,
-                int64_t t, int64_t h, AttendScratch& scratch) {
-  const int64_t d = a.head_dim;
-  const int32_t* table = a.block_tables + static_cast<int64_t>(a.seq_of_token[t]) * a.max_blocks;
+                int64_t t, int64_t h, PagedScratch& scratch) {
+  const int64_t d = a.head_dim, ctx = a.context_lens[t];
   const int64_t row_stride = a.num_heads * d;
-  auto row = [&](const T* cache, int64_t j) {
-    const int64_t slot =
-        static_cast<int64_t>(table[j / a.block_size]) * a.block_size + j % a.block_size;
-    return cache + slot * row_stride + h * d;
-  };
+  if (scratch.token != t) {
+    const int32_t* table = a.block_tables + static_cast<int64_t>(a.seq_of_token[t]) * a.max_blocks;
+    scratch.offsets.resize(ctx);
+    for (int64_t j = 0, b = 0; j < ctx; ++b) {
+      const int64_t first = static_cast<int64_t>(table[b]) * a.block_size;
+      for (int64_t o = 0; o < a.block_size && j < ctx; ++o, ++j) {
+        scratch.offsets[j] = (first + o) * row_stride;
+      }
+    }
+    scratch.token = t;
+  }
+  const int64_t* offsets = scratch.offsets.data();
+  const T* kh = k_cache + h * d;
+  const T* vh = v_cache + h * d;
   attend_row(
-      q + (t * a.num_heads + h) * d, d, a.scale, a.context_lens[t],
-      [&](int64_t j) { return row(k_cache, j); }, [&](int64_t j) { return row(v_cache, j); },
-      out + (t * a.num_heads + h) * d, scratch);
+      q + (t * a.num_heads + h) * d, d, a.scale, ctx, [=](int64_t j) { return kh + offsets[j]; },
+      [=](int64_t j) { return vh + offsets[j]; }, out + (t * a.num_heads + h) * d, scratch.attend,
+      a.avx2);
 }
 
 template <typename T>
@@ -51,7 +69,7 @@ void paged_attention_cpu(const PagedAttentionArgs& a, const std::vector<int64_t>
   const int64_t items = n * a.num_heads;
   const int64_t tasks = std::min<int64_t>((items + grain - 1) / grain, 8 * kernel_threads());
   kernel_pool().run(tasks, [&](int64_t task) {
-    AttendScratch scratch;
+    PagedScratch scratch;
     for (int64_t i = items * task / tasks; i < items * (task + 1) / tasks; ++i) {
       attend_one(a, q, k_cache, v_cache, out, tokens[i / a.num_heads], i % a.num_heads, scratch);
     }
@@ -111,7 +129,8 @@ at::Tensor paged_attention(const at::Tensor& q, const at::Tensor& k_cache,
                        bt.data_ptr<int32_t>(),
                        st.data_ptr<int32_t>(),
                        cl.data_ptr<int32_t>(),
-                       static_cast<float>(scale)};
+                       static_cast<float>(scale),
+                       active_isa() >= Isa::kAvx2};
   if (qc.scalar_type() == at::kFloat) {
     paged_attention_cpu<float>(a, tokens, qc.data_ptr<float>(), kc.data_ptr<float>(),
                                vc.data_ptr<float>(), out.data_ptr<float>());

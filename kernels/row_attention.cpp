@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "kernels/attention_row.h"
+#include "kernels/cpu_isa.h"
 #include "kernels/thread_pool.h"
 
 namespace flamingo::kernels {
@@ -15,6 +16,7 @@ void row_attention_cpu(const T* q, const T* k, const T* v, T* out, int64_t rows,
   // Each task at least ~64K multiply-adds, so that a decode step stays on the calling thread.
   const int64_t per_item = std::max<int64_t>(1, 2 * len * d);
   const int64_t tasks = std::clamp<int64_t>(items * per_item >> 16, 1, 8 * kernel_threads());
+  const bool avx2 = active_isa() >= Isa::kAvx2;  // attend_row's AVX2 loops (same bits)
   kernel_pool().run(tasks, [&](int64_t task) {
     AttendScratch scratch;
     for (int64_t i = items * task / tasks; i < items * (task + 1) / tasks; ++i) {
@@ -23,7 +25,7 @@ void row_attention_cpu(const T* q, const T* k, const T* v, T* out, int64_t rows,
       const T* vh = v + h * len * d;
       attend_row(
           q + i * d, d, scale, len, [&](int64_t j) { return kh + j * d; },
-          [&](int64_t j) { return vh + j * d; }, out + (r * heads + h) * d, scratch);
+          [&](int64_t j) { return vh + j * d; }, out + (r * heads + h) * d, scratch, avx2);
     }
   });
 }

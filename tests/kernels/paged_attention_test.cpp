@@ -1,12 +1,15 @@
 // paged_attention against the plain LibTorch composition (gather the sequence's K/V from its
 // blocks, causal softmax attention) over a grid of shapes, block sizes and dtypes, with
-// shuffled block tables and several sequences mixing prefill chunks and decode tokens.
+// shuffled block tables and several sequences mixing prefill chunks and decode tokens; the same
+// bits from the AVX2 and portable loops.
 #include "kernels/paged_attention.h"
 
 #include <gtest/gtest.h>
 
 #include <random>
 #include <tuple>
+
+#include "kernels/cpu_isa.h"
 
 namespace flamingo::kernels {
 namespace {
@@ -133,6 +136,29 @@ TEST(PagedAttention, TokenBitsDoNotDependOnChunkingOrNeighbours) {
         EXPECT_TRUE(at::equal(part, whole.narrow(0, first, n)))
             << dtype << " chunk " << chunk << " first " << first;
       }
+    }
+  }
+}
+
+// The AVX2 loops give the portable loops' bits (shuffled blocks, a head dim with a tail).
+TEST(PagedAttention, Avx2LoopsGiveThePortableBits) {
+  if (cpu_isa() < Isa::kAvx2) GTEST_SKIP() << "no AVX2 here";
+  at::manual_seed(10);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (int64_t dim : {12, 64}) {
+      const int64_t heads = 2, bs = 4, blocks = 8;
+      const at::Tensor kc = at::randn({blocks, bs, heads, dim}).to(dtype);
+      const at::Tensor vc = at::randn({blocks, bs, heads, dim}).to(dtype);
+      const at::Tensor q = at::randn({3, heads, dim}).to(dtype);
+      const at::Tensor bt =
+          at::tensor(std::vector<int32_t>{5, 2, 7, 0, 1, 3, 6, 4}, at::kInt).reshape({2, 4});
+      const at::Tensor seq = at::tensor(std::vector<int32_t>{0, 1, 1}, at::kInt);
+      const at::Tensor ctx = at::tensor(std::vector<int32_t>{13, 16, 9}, at::kInt);
+      const at::Tensor vec = paged_attention(q, kc, vc, bt, seq, ctx, 0.25);
+      set_forced_isa(Isa::kScalar);
+      const at::Tensor plain = paged_attention(q, kc, vc, bt, seq, ctx, 0.25);
+      reset_forced_isa();
+      EXPECT_TRUE(at::equal(vec, plain)) << dtype << " dim " << dim;
     }
   }
 }

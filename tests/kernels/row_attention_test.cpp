@@ -1,12 +1,13 @@
 // row_attention against a float64 softmax attention over a grid of shapes and both dtypes;
 // a row's result is bit-identical alone or among any number of other rows, under 1 and 2
-// threads; argument errors.
+// threads, and on the AVX2 and portable loops; argument errors.
 #include "kernels/row_attention.h"
 
 #include <gtest/gtest.h>
 
 #include <cstring>
 
+#include "kernels/cpu_isa.h"
 #include "kernels/thread_pool.h"
 
 namespace flamingo::kernels {
@@ -71,6 +72,24 @@ TEST(RowAttention, RowIsBitIdenticalAloneOrAmongOthersAndThreads) {
     }
   }
   set_kernel_threads(saved);
+}
+
+// attend_row's AVX2 loops give the portable loops' bits (head dims with and without a tail
+// past the last 8).
+TEST(RowAttention, Avx2LoopsGiveThePortableBits) {
+  if (cpu_isa() < Isa::kAvx2) GTEST_SKIP() << "no AVX2 here";
+  at::manual_seed(5);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (int64_t d : {5, 8, 64, 100}) {
+      const at::Tensor q = at::randn({6, 3, d}).to(dtype);
+      const at::Tensor k = at::randn({3, 37, d}).to(dtype), v = at::randn({3, 37, d}).to(dtype);
+      const at::Tensor vec = row_attention(q, k, v, 0.3);
+      set_forced_isa(Isa::kScalar);
+      const at::Tensor plain = row_attention(q, k, v, 0.3);
+      reset_forced_isa();
+      EXPECT_TRUE(bit_equal(vec, plain)) << dtype << " d " << d;
+    }
+  }
 }
 
 TEST(RowAttention, ArgumentErrors) {
