@@ -1,8 +1,9 @@
 // Fuzz target: serialized flamingo.v1 request bytes as they arrive over gRPC, through what the
-// service does with them: protobuf parsing, conversion (server/proto_requests.h) and
+// service does with them: protobuf parsing (server/wire_request.h, which says why bytes are not a
+// request), conversion (server/proto_requests.h) and
 // RequestBuilder (limits, UTF-8, image probing and decoding, templates, tokenizing with the
 // golden tokenizer). The first byte picks the message: Generate, Caption, AnswerQuestion or
-// Score. Bytes protobuf refuses are answered by gRPC itself; errors are flamingo::Error.
+// Score. Errors are flamingo::Error or parse_request's message.
 #include <google/protobuf/stubs/logging.h>
 
 #include <cstddef>
@@ -15,6 +16,7 @@
 #include "model/tokenizer.h"
 #include "server/proto_requests.h"
 #include "server/request_builder.h"
+#include "server/wire_request.h"
 
 namespace {
 
@@ -23,7 +25,7 @@ const fuzz::RequestWorld& world() { return fuzz::request_world(); }
 template <typename Message, typename Build>
 void run(const uint8_t* data, size_t size, Build build) {
   Message m;
-  if (!m.ParseFromArray(data, static_cast<int>(size))) return;
+  if (flamingo::parse_request(std::string(reinterpret_cast<const char*>(data), size), m)) return;
   try {
     build(flamingo::to_input(m));
   } catch (const flamingo::Error&) {

@@ -6,15 +6,44 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "server/proto_requests.h"
 #include "server/proto_responses.h"
+#include "server/wire_request.h"
 
 namespace flamingo {
 namespace {
 
 using grpc::Status;
 using grpc::StatusCode;
+
+// Request bytes -> `out`, or INVALID_ARGUMENT saying what is wrong with them (wire_request.h).
+Status parse_request(const grpc::ByteBuffer& bytes, google::protobuf::Message& out) {
+  std::string data;
+  if (bytes.Valid()) {
+    std::vector<grpc::Slice> slices;
+    if (!bytes.Dump(&slices).ok()) {
+      return Status(StatusCode::INVALID_ARGUMENT, "request: the message bytes could not be read");
+    }
+    for (const grpc::Slice& s : slices) {
+      data.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    }
+  }
+  if (std::optional<std::string> error = flamingo::parse_request(data, out)) {
+    return Status(StatusCode::INVALID_ARGUMENT, *error);
+  }
+  return Status::OK;
+}
+
+// A response message -> the raw handler's bytes.
+void serialize_response(const google::protobuf::Message& message, grpc::ByteBuffer& out) {
+  const std::string bytes = message.SerializeAsString();
+  grpc::Slice slice(bytes);
+  grpc::ByteBuffer buffer(&slice, 1);
+  out.Swap(&buffer);
+}
 
 Clock::time_point steady_deadline(const grpc::CallbackServerContext* context) {
   const auto deadline = context->deadline();
@@ -131,8 +160,21 @@ class GenerateCall : public JobSink {
 class UnaryGenerate final : public grpc::ServerUnaryReactor, public GenerateCall {
  public:
   UnaryGenerate(const char* rpc, FlamingoService* service, grpc::CallbackServerContext* context,
-                v1::GenerateResponse* response)
-      : GenerateCall(rpc, service, context), response_(response) {}
+                grpc::ByteBuffer* response)
+      : GenerateCall(rpc, service, context), out_(response) {}
+
+  // Parses the request as Request, then builds the job from it with build(builder, request).
+  template <class Request, class Build>
+  void run(const grpc::ByteBuffer* bytes, Build build) {
+    auto request = std::make_shared<Request>();
+    const Status parsed = parse_request(*bytes, *request);
+    if (!parsed.ok()) {
+      record(parsed, nullptr);
+      Finish(parsed);
+      return;
+    }
+    run([request, build](const RequestBuilder& b) { return build(b, *request); });
+  }
 
   void run(const std::function<GenerateJob(const RequestBuilder&)>& build) {
     // The engine holds a non-owning reference: this object lives until OnDone.
@@ -158,24 +200,34 @@ class UnaryGenerate final : public grpc::ServerUnaryReactor, public GenerateCall
     response_->set_text(o.text);
     set_usage_and_finish(response_, o);
     response_->set_request_id(request_id());
+    if (status.ok()) serialize_response(*response_, *out_);
     Finish(status);
   }
 
-  v1::GenerateResponse* response_;
+  v1::GenerateResponse message_;
+  v1::GenerateResponse* response_ = &message_;
+  grpc::ByteBuffer* out_;
 };
 
 // GenerateStream: deltas become chunks; while a write is in flight new deltas merge into the
 // next chunk, so a slow client never holds up the engine.
-class StreamGenerate final : public grpc::ServerWriteReactor<v1::GenerateChunk>,
+class StreamGenerate final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                              public GenerateCall {
  public:
   StreamGenerate(FlamingoService* service, grpc::CallbackServerContext* context)
       : GenerateCall("GenerateStream", service, context) {}
 
-  void run(const v1::GenerateRequest* request) {
+  void run(const grpc::ByteBuffer* bytes) {
+    v1::GenerateRequest request;
+    const Status parsed = parse_request(*bytes, request);
+    if (!parsed.ok()) {
+      record(parsed, nullptr);
+      Finish(parsed);
+      return;
+    }
     std::shared_ptr<JobSink> self(static_cast<JobSink*>(this), [](JobSink*) {});
     if (std::optional<Status> s = start(
-            [request](const RequestBuilder& b) { return b.build_generate(to_input(*request)); },
+            [&request](const RequestBuilder& b) { return b.build_generate(to_input(request)); },
             self)) {
       record(*s, nullptr);
       Finish(*s);
@@ -217,7 +269,7 @@ class StreamGenerate final : public grpc::ServerWriteReactor<v1::GenerateChunk>,
   void pump(std::unique_lock<std::mutex>& lock) {
     if (writing_ || finished_) return;
     if (has_pending_ && !broken_) {
-      current_.Swap(&pending_);
+      serialize_response(pending_, current_);
       pending_.Clear();
       has_pending_ = false;
       writing_ = true;
@@ -235,7 +287,8 @@ class StreamGenerate final : public grpc::ServerWriteReactor<v1::GenerateChunk>,
   }
 
   std::mutex write_mu_;
-  v1::GenerateChunk pending_, current_;
+  v1::GenerateChunk pending_;
+  grpc::ByteBuffer current_;  // the chunk being written
   bool has_pending_ = false, writing_ = false, done_ = false, finished_ = false, broken_ = false;
   Status status_;
 };
@@ -244,16 +297,18 @@ class StreamGenerate final : public grpc::ServerWriteReactor<v1::GenerateChunk>,
 class ScoreCall final : public grpc::ServerUnaryReactor {
  public:
   ScoreCall(FlamingoService* service, grpc::CallbackServerContext* context,
-            v1::ScoreResponse* response)
-      : service_(service), context_(context), response_(response) {}
+            grpc::ByteBuffer* response)
+      : service_(service), context_(context), out_(response) {}
 
-  void run(const v1::ScoreRequest* request) {
+  void run(const grpc::ByteBuffer* bytes) {
     FlamingoService::Context ctx;
-    Status s = service_->available(ctx);
+    v1::ScoreRequest request;
+    Status s = parse_request(*bytes, request);
+    if (s.ok()) s = service_->available(ctx);
     ScoreJob job;
     if (s.ok()) {
       try {
-        job = ctx.builder->build_score(to_input(*request));
+        job = ctx.builder->build_score(to_input(request));
       } catch (const InvalidRequest& e) {
         s = Status(StatusCode::INVALID_ARGUMENT, e.what());
       } catch (const std::exception& e) {
@@ -268,9 +323,11 @@ class ScoreCall final : public grpc::ServerUnaryReactor {
     engine_ = ctx.engine;
     const AdmissionResult r = engine_->submit_score(std::move(job), [this](ScoreOutcome o) {
       { std::lock_guard lock(mu_); }  // run() may still be storing the id: wait for it
-      for (double lp : o.logprobs) response_->add_logprobs(lp);
+      v1::ScoreResponse response;
+      for (double lp : o.logprobs) response.add_logprobs(lp);
       const Status status =
           o.status == JobStatus::kStop ? Status::OK : job_status(o.status, o.message);
+      if (status.ok()) serialize_response(response, *out_);
       finish(status, &o);
     });
     if (r.code != Admission::kAccepted) return finish(admission_status(r), nullptr);
@@ -307,7 +364,7 @@ class ScoreCall final : public grpc::ServerUnaryReactor {
 
   FlamingoService* service_;
   grpc::CallbackServerContext* context_;
-  v1::ScoreResponse* response_;
+  grpc::ByteBuffer* out_;
   Engine* engine_ = nullptr;
   std::mutex mu_;
   int64_t id_ = 0;
@@ -342,50 +399,62 @@ std::string FlamingoService::next_request_id() {
 ServerMetrics* FlamingoService::metrics() { return &metrics_; }
 
 grpc::ServerUnaryReactor* FlamingoService::Generate(grpc::CallbackServerContext* context,
-                                                    const v1::GenerateRequest* request,
-                                                    v1::GenerateResponse* response) {
+                                                    const grpc::ByteBuffer* request,
+                                                    grpc::ByteBuffer* response) {
   auto* call = new UnaryGenerate("Generate", this, context, response);
-  call->run([request](const RequestBuilder& b) { return b.build_generate(to_input(*request)); });
+  call->run<v1::GenerateRequest>(request,
+                                 [](const RequestBuilder& b, const v1::GenerateRequest& r) {
+                                   return b.build_generate(to_input(r));
+                                 });
   return call;
 }
 
-grpc::ServerWriteReactor<v1::GenerateChunk>* FlamingoService::GenerateStream(
-    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* FlamingoService::GenerateStream(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
   auto* call = new StreamGenerate(this, context);
   call->run(request);
   return call;
 }
 
 grpc::ServerUnaryReactor* FlamingoService::Caption(grpc::CallbackServerContext* context,
-                                                   const v1::CaptionRequest* request,
-                                                   v1::GenerateResponse* response) {
+                                                   const grpc::ByteBuffer* request,
+                                                   grpc::ByteBuffer* response) {
   auto* call = new UnaryGenerate("Caption", this, context, response);
-  call->run([request](const RequestBuilder& b) { return b.build_caption(to_input(*request)); });
+  call->run<v1::CaptionRequest>(request, [](const RequestBuilder& b, const v1::CaptionRequest& r) {
+    return b.build_caption(to_input(r));
+  });
   return call;
 }
 
 grpc::ServerUnaryReactor* FlamingoService::AnswerQuestion(grpc::CallbackServerContext* context,
-                                                          const v1::QuestionRequest* request,
-                                                          v1::GenerateResponse* response) {
+                                                          const grpc::ByteBuffer* request,
+                                                          grpc::ByteBuffer* response) {
   auto* call = new UnaryGenerate("AnswerQuestion", this, context, response);
-  call->run([request](const RequestBuilder& b) { return b.build_question(to_input(*request)); });
+  call->run<v1::QuestionRequest>(request,
+                                 [](const RequestBuilder& b, const v1::QuestionRequest& r) {
+                                   return b.build_question(to_input(r));
+                                 });
   return call;
 }
 
 grpc::ServerUnaryReactor* FlamingoService::Score(grpc::CallbackServerContext* context,
-                                                 const v1::ScoreRequest* request,
-                                                 v1::ScoreResponse* response) {
+                                                 const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* response) {
   auto* call = new ScoreCall(this, context, response);
   call->run(request);
   return call;
 }
 
 grpc::ServerUnaryReactor* FlamingoService::GetModelInfo(grpc::CallbackServerContext* context,
-                                                        const v1::ModelInfoRequest* /*request*/,
-                                                        v1::ModelInfo* response) {
+                                                        const grpc::ByteBuffer* request,
+                                                        grpc::ByteBuffer* out) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Context ctx;
-  const Status s = available(ctx);
+  v1::ModelInfoRequest parsed;
+  Status s = parse_request(*request, parsed);
+  if (s.ok()) s = available(ctx);
+  v1::ModelInfo info;
+  v1::ModelInfo* response = &info;
   if (s.ok()) {
     const ModelDescription& d = ctx.engine->description();
     response->set_family(d.family);
@@ -406,6 +475,7 @@ grpc::ServerUnaryReactor* FlamingoService::GetModelInfo(grpc::CallbackServerCont
     response->set_kv_blocks_total(d.kv_blocks_total);
     response->set_kv_blocks_free(st.kv_blocks_free);
     response->set_kv_block_size(d.kv_block_size);
+    serialize_response(info, *out);
   }
   metrics_.record_request("GetModelInfo", outcome_for_status_code(s.error_code()));
   reactor->Finish(s);

@@ -1,9 +1,11 @@
-// The flamingo.v1.Flamingo service on gRPC's callback API: each call validates and builds its
-// job on the handler thread (RequestBuilder), submits it to the Engine and completes from the
-// engine thread through a reactor (unary, or a write reactor for GenerateStream). Client
-// cancellation and deadlines reach the engine (cancel / job deadline); admission failures
-// answer RESOURCE_EXHAUSTED at once. Until attach() the model is loading and calls answer
-// UNAVAILABLE; after begin_shutdown() too. One log line and metrics per finished call.
+// The flamingo.v1.Flamingo service on gRPC's callback API, its methods taking raw request bytes
+// (parsed by server/wire_request: bytes that are not a valid request answer INVALID_ARGUMENT
+// naming what was wrong, where gRPC's typed handlers answered UNIMPLEMENTED with no message):
+// each call validates and builds its job on the handler thread (RequestBuilder), submits it to the
+// Engine and completes from the engine thread through a reactor (unary, or a write reactor for
+// GenerateStream). Client cancellation and deadlines reach the engine (cancel / job deadline);
+// admission failures answer RESOURCE_EXHAUSTED at once. Until attach() the model is loading and
+// calls answer UNAVAILABLE; after begin_shutdown() too. One log line and metrics per finished call.
 //
 // Thread-safety: all methods are thread-safe; attach() and begin_shutdown() publish atomically.
 // Torch-free.
@@ -21,7 +23,14 @@
 
 namespace flamingo {
 
-class FlamingoService final : public v1::Flamingo::CallbackService {
+// Every method of flamingo.v1.Flamingo as a raw (ByteBuffer) callback method.
+using RawFlamingoService = v1::Flamingo::WithRawCallbackMethod_Generate<
+    v1::Flamingo::WithRawCallbackMethod_GenerateStream<v1::Flamingo::WithRawCallbackMethod_Caption<
+        v1::Flamingo::WithRawCallbackMethod_AnswerQuestion<
+            v1::Flamingo::WithRawCallbackMethod_Score<
+                v1::Flamingo::WithRawCallbackMethod_GetModelInfo<v1::Flamingo::Service>>>>>>;
+
+class FlamingoService final : public RawFlamingoService {
  public:
   explicit FlamingoService(ServerMetrics& metrics);
 
@@ -32,22 +41,22 @@ class FlamingoService final : public v1::Flamingo::CallbackService {
   void begin_shutdown();
 
   grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* context,
-                                     const v1::GenerateRequest* request,
-                                     v1::GenerateResponse* response) override;
-  grpc::ServerWriteReactor<v1::GenerateChunk>* GenerateStream(
-      grpc::CallbackServerContext* context, const v1::GenerateRequest* request) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* GenerateStream(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* Caption(grpc::CallbackServerContext* context,
-                                    const v1::CaptionRequest* request,
-                                    v1::GenerateResponse* response) override;
+                                    const grpc::ByteBuffer* request,
+                                    grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* AnswerQuestion(grpc::CallbackServerContext* context,
-                                           const v1::QuestionRequest* request,
-                                           v1::GenerateResponse* response) override;
+                                           const grpc::ByteBuffer* request,
+                                           grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* context,
-                                  const v1::ScoreRequest* request,
-                                  v1::ScoreResponse* response) override;
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
-                                         const v1::ModelInfoRequest* request,
-                                         v1::ModelInfo* response) override;
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
 
   // Shared by the reactors (public for them; not an API).
   struct Context {

@@ -1,6 +1,7 @@
 // flamingo-server: binds the gRPC port first (health NOT_SERVING, calls UNAVAILABLE), loads
 // the model and warms it up, then serves; SIGTERM/SIGINT drain and exit 0. See
 // server/server_args.cpp for the flags and README.md for the API.
+#include <google/protobuf/stubs/logging.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -122,6 +123,17 @@ int run(int argc, char** argv) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("flamingo-server"));  // logs go to stderr
   spdlog::set_level(spdlog::level::from_str(args.log_level));
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
+  // protobuf logs an ERROR line for every request string that is not UTF-8; such requests are
+  // answered INVALID_ARGUMENT naming the field (server/wire_request.h) and logged once with the
+  // request, so protobuf's own lines go to debug (any client could otherwise fill the log).
+  google::protobuf::SetLogHandler(
+      [](google::protobuf::LogLevel level, const char* file, int line, const std::string& message) {
+        if (level >= google::protobuf::LOGLEVEL_FATAL) {
+          spdlog::critical("protobuf: {} ({}:{})", message, file, line);
+        } else {
+          spdlog::debug("protobuf: {} ({}:{})", message, file, line);
+        }
+      });
   if (args.model_dir.empty()) args.model_dir = bundled_model_dir(FLAMINGO_DEFAULT_MODEL);
   for (const std::string& line : describe_server_args(args)) spdlog::info("config: {}", line);
 

@@ -1,6 +1,7 @@
 // End-to-end tests of flamingo-server's request validation (issue 3, ctest label e2e): a real
 // server started with small limits answers every bad request INVALID_ARGUMENT with a message
-// naming the field, the limit and the value, and reports those limits in GetModelInfo.
+// naming the field, the limit and the value (malformed request bytes too: issue 11), and
+// reports those limits in GetModelInfo.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -185,6 +186,98 @@ TEST_F(StrictServerE2E, EveryValidationCaseIsInvalidArgumentNamingFieldAndValue)
     EXPECT_EQ(s.error_message().find('\n'), std::string::npos) << "one-line message";
   }
   // The server keeps serving valid requests.
+  EXPECT_TRUE(generate_status(*stub, small_request()).ok());
+}
+
+// Status of a server-streaming call with raw request bytes (grpc::GenericStub).
+grpc::Status generic_stream(const std::shared_ptr<grpc::Channel>& channel,
+                            const std::string& method, const std::string& request) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  set_timeout(ctx, Ms(10000));
+  grpc::Slice slice(request);
+  const grpc::ByteBuffer req(&slice, 1);
+  grpc::CompletionQueue cq;
+  void* tag = nullptr;
+  bool ok = false;
+  auto next = [&] { return cq.Next(&tag, &ok); };
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call = stub.PrepareCall(&ctx, method, &cq);
+  call->StartCall(reinterpret_cast<void*>(1));
+  next();
+  call->Write(req, reinterpret_cast<void*>(2));
+  next();
+  call->WritesDone(reinterpret_cast<void*>(3));
+  next();
+  grpc::ByteBuffer chunk;
+  do {
+    call->Read(&chunk, reinterpret_cast<void*>(4));
+    next();
+  } while (ok);
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  next();
+  cq.Shutdown();
+  while (next()) {
+  }
+  return status;
+}
+
+// Bytes that are not a valid request message, sent to every method: INVALID_ARGUMENT naming
+// the message type and what is wrong (gRPC's typed handlers answered UNIMPLEMENTED with no
+// message, as if the method did not exist); the server keeps serving.
+TEST_F(StrictServerE2E, MalformedRequestBytesAreInvalidArgumentNamingWhatIsWrong) {
+  const auto channel =
+      grpc::CreateChannel(strict_server().address(), grpc::InsecureChannelCredentials());
+  const std::string bad_text =  // prompt[0].text = "\xc3\x28": a lead byte, then no continuation
+      wire_bytes_field(1, wire_bytes_field(1, "\xc3\x28"));
+  struct Case {
+    std::string bytes, expect;
+  };
+  const std::vector<Case> cases = {
+      {"\xff\xfe\x01\x02garbage", "malformed protobuf"},
+      {std::string("\x10\xff", 2), "malformed protobuf"},               // a truncated varint
+      {wire_bytes_field(1, "abc").substr(0, 4), "malformed protobuf"},  // a truncated field
+  };
+  const std::vector<std::pair<std::string, std::string>> methods = {
+      {"Generate", "GenerateRequest"},
+      {"Caption", "CaptionRequest"},
+      {"AnswerQuestion", "QuestionRequest"},
+      {"Score", "ScoreRequest"},
+      {"GetModelInfo", "ModelInfoRequest"}};
+  for (const auto& [method, type] : methods) {
+    for (const Case& c : cases) {
+      std::string response;
+      const grpc::Status s =
+          generic_unary(channel, "/flamingo.v1.Flamingo/" + method, c.bytes, &response);
+      SCOPED_TRACE(method + " " + std::to_string(c.bytes.size()) + " bytes");
+      EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT) << s.error_message();
+      EXPECT_NE(s.error_message().find("not a valid flamingo.v1." + type), std::string::npos)
+          << s.error_message();
+      EXPECT_NE(s.error_message().find(c.expect), std::string::npos) << s.error_message();
+    }
+  }
+  for (const std::string method : {"Generate", "Score"}) {
+    std::string response;
+    const grpc::Status s =
+        generic_unary(channel, "/flamingo.v1.Flamingo/" + method, bad_text, &response);
+    EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT) << method;
+    EXPECT_NE(s.error_message().find("field 'prompt[0].text' is not valid UTF-8"),
+              std::string::npos)
+        << s.error_message();
+  }
+  for (const std::string& bytes : {std::string("\xff\xfe\x01garbage"), bad_text}) {
+    const grpc::Status s = generic_stream(channel, "/flamingo.v1.Flamingo/GenerateStream", bytes);
+    EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_NE(s.error_message().find("not a valid flamingo.v1.GenerateRequest"), std::string::npos)
+        << s.error_message();
+  }
+  // Valid bytes through the same raw path get a real answer; the server keeps serving.
+  std::string info;
+  ASSERT_TRUE(generic_unary(channel, "/flamingo.v1.Flamingo/GetModelInfo", "", &info).ok());
+  v1::ModelInfo parsed;
+  ASSERT_TRUE(parsed.ParseFromString(info));
+  EXPECT_EQ(parsed.context_length(), 64);
+  auto stub = make_stub(strict_server().address());
   EXPECT_TRUE(generate_status(*stub, small_request()).ok());
 }
 
