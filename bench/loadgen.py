@@ -28,6 +28,7 @@ import concurrent.futures
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import platform
 import random
@@ -49,6 +50,12 @@ PROMPT_TEXTS = (
 # ---------------------------------------------------------------------------------------------
 # Statistics (pure Python; no numpy needed to run)
 # ---------------------------------------------------------------------------------------------
+
+def _auth_headers():
+    """{"Authorization": "Bearer KEY"} when FLAMINGO_API_KEY is set (servers with API keys)."""
+    key = os.environ.get("FLAMINGO_API_KEY", "")
+    return {"Authorization": "Bearer " + key} if key else {}
+
 def percentile(values, q):
     """The q-th percentile (0..100) with linear interpolation between closest ranks, the same
     as numpy.percentile's default method. NaN for an empty input."""
@@ -287,7 +294,7 @@ def make_http_sender(base_url, model, max_new_tokens, ignore_eos=True, temperatu
         conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=timeout)
         try:
             conn.request("POST", "/v1/chat/completions", json.dumps(body),
-                         {"Content-Type": "application/json"})
+                         {"Content-Type": "application/json", **_auth_headers()})
             resp = conn.getresponse()
             if resp.status != 200:
                 rec.status = f"HTTP_{resp.status}"
@@ -340,7 +347,8 @@ def http_model_info(base_url, wait_s):
         if time.monotonic() > deadline:
             raise SystemExit(f"error: {base_url}/health not ready after {wait_s} s")
         time.sleep(0.2)
-    with urllib.request.urlopen(base_url + "/v1/models", timeout=10) as r:
+    req = urllib.request.Request(base_url + "/v1/models", headers=_auth_headers())
+    with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())["data"][0]
 
 

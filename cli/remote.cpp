@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -151,7 +152,12 @@ class RemoteCall {
         grpc::CreateCustomChannel(a.server, grpc::InsecureChannelCredentials(), ch));
   }
 
-  void set_deadline(grpc::ClientContext* ctx) const {
+  // The deadline (--timeout) and, when FLAMINGO_API_KEY is set, "authorization: Bearer KEY"
+  // (servers started with API keys refuse calls without one).
+  void prepare_context(grpc::ClientContext* ctx) const {
+    if (const char* key = std::getenv("FLAMINGO_API_KEY"); key != nullptr && *key != '\0') {
+      ctx->AddMetadata("authorization", std::string("Bearer ") + key);
+    }
     if (a_.timeout_seconds > 0) {
       ctx->set_deadline(std::chrono::system_clock::now() +
                         std::chrono::duration_cast<std::chrono::system_clock::duration>(
@@ -169,7 +175,7 @@ class RemoteCall {
     req.set_top_logprobs(a_.top_logprobs);
     req.set_request_id(a_.request_id);
     grpc::ClientContext ctx;
-    set_deadline(&ctx);
+    prepare_context(&ctx);
     if (a_.stream) return generate_stream(req, &ctx, out);
     pb::GenerateResponse resp;
     grpc::Status st = stub_->Generate(&ctx, req, &resp);
@@ -188,7 +194,7 @@ class RemoteCall {
     req.set_max_new_tokens(max_new_tokens(a_));
     fill_sampling(a_, req.mutable_sampling());
     grpc::ClientContext ctx;
-    set_deadline(&ctx);
+    prepare_context(&ctx);
     pb::GenerateResponse resp;
     grpc::Status st = stub_->Caption(&ctx, req, &resp);
     if (st.ok()) print_response(a_, resp, out);
@@ -208,7 +214,7 @@ class RemoteCall {
     req.set_max_new_tokens(max_new_tokens(a_));
     fill_sampling(a_, req.mutable_sampling());
     grpc::ClientContext ctx;
-    set_deadline(&ctx);
+    prepare_context(&ctx);
     pb::GenerateResponse resp;
     grpc::Status st = stub_->AnswerQuestion(&ctx, req, &resp);
     if (st.ok()) print_response(a_, resp, out);
@@ -217,7 +223,7 @@ class RemoteCall {
 
   grpc::Status info(std::ostream& out) {
     grpc::ClientContext ctx;
-    set_deadline(&ctx);
+    prepare_context(&ctx);
     pb::ModelInfo resp;
     grpc::Status st = stub_->GetModelInfo(&ctx, pb::ModelInfoRequest(), &resp);
     if (st.ok()) {
@@ -237,7 +243,7 @@ class RemoteCall {
     fill_prompt(a_, req.mutable_prompt());
     for (const std::string& c : a_.candidates) req.add_candidates(c);
     grpc::ClientContext ctx;
-    set_deadline(&ctx);
+    prepare_context(&ctx);
     pb::ScoreResponse resp;
     grpc::Status st = stub_->Score(&ctx, req, &resp);
     if (st.ok()) {

@@ -131,6 +131,8 @@ class GenerateCall : public JobSink {
   virtual void complete(JobDelta last, const JobOutcome& o, const Status& status) = 0;
 
   const std::string& request_id() const { return request_id_; }
+  FlamingoService* service() const { return service_; }
+  grpc::CallbackServerContext* context() const { return context_; }
 
  private:
   void observe_tokens(size_t n) {
@@ -167,7 +169,8 @@ class UnaryGenerate final : public grpc::ServerUnaryReactor, public GenerateCall
   template <class Request, class Build>
   void run(const grpc::ByteBuffer* bytes, Build build) {
     auto request = std::make_shared<Request>();
-    const Status parsed = parse_request(*bytes, *request);
+    Status parsed = service()->authorize(context());
+    if (parsed.ok()) parsed = parse_request(*bytes, *request);
     if (!parsed.ok()) {
       record(parsed, nullptr);
       Finish(parsed);
@@ -219,7 +222,8 @@ class StreamGenerate final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
 
   void run(const grpc::ByteBuffer* bytes) {
     v1::GenerateRequest request;
-    const Status parsed = parse_request(*bytes, request);
+    Status parsed = service()->authorize(context());
+    if (parsed.ok()) parsed = parse_request(*bytes, request);
     if (!parsed.ok()) {
       record(parsed, nullptr);
       Finish(parsed);
@@ -303,7 +307,8 @@ class ScoreCall final : public grpc::ServerUnaryReactor {
   void run(const grpc::ByteBuffer* bytes) {
     FlamingoService::Context ctx;
     v1::ScoreRequest request;
-    Status s = parse_request(*bytes, request);
+    Status s = service_->authorize(context_);
+    if (s.ok()) s = parse_request(*bytes, request);
     if (s.ok()) s = service_->available(ctx);
     ScoreJob job;
     if (s.ok()) {
@@ -374,7 +379,18 @@ class ScoreCall final : public grpc::ServerUnaryReactor {
 
 }  // namespace
 
-FlamingoService::FlamingoService(ServerMetrics& metrics) : metrics_(metrics) {}
+FlamingoService::FlamingoService(ServerMetrics& metrics, const ApiKeys& keys)
+    : metrics_(metrics), keys_(keys) {}
+
+grpc::Status FlamingoService::authorize(const grpc::CallbackServerContext* context) const {
+  if (!keys_.enabled()) return Status::OK;
+  const auto& md = context->client_metadata();
+  const auto it = md.find("authorization");
+  const std::string_view value =
+      it == md.end() ? std::string_view() : std::string_view(it->second.data(), it->second.size());
+  if (keys_.accepts(value)) return Status::OK;
+  return Status(StatusCode::UNAUTHENTICATED, kApiKeyRequired);
+}
 
 void FlamingoService::attach(Engine* engine, const RequestBuilder* builder) {
   builder_.store(builder);
@@ -451,7 +467,8 @@ grpc::ServerUnaryReactor* FlamingoService::GetModelInfo(grpc::CallbackServerCont
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Context ctx;
   v1::ModelInfoRequest parsed;
-  Status s = parse_request(*request, parsed);
+  Status s = authorize(context);
+  if (s.ok()) s = parse_request(*request, parsed);
   if (s.ok()) s = available(ctx);
   v1::ModelInfo info;
   v1::ModelInfo* response = &info;

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "flamingo/v1/flamingo.grpc.pb.h"
+#include "server/api_keys.h"
 #include "server/engine/engine.h"
 #include "server/metrics.h"
 #include "server/request_builder.h"
@@ -32,7 +33,8 @@ using RawFlamingoService = v1::Flamingo::WithRawCallbackMethod_Generate<
 
 class FlamingoService final : public RawFlamingoService {
  public:
-  explicit FlamingoService(ServerMetrics& metrics);
+  // keys: the API keys calls must present (none: every call is let in); outlives the service.
+  FlamingoService(ServerMetrics& metrics, const ApiKeys& keys);
 
   // The engine is loaded and warm: calls are served from now on. Both must outlive the
   // service's calls (the server is shut down before they are destroyed).
@@ -66,11 +68,15 @@ class FlamingoService final : public RawFlamingoService {
   };
   // The engine and builder when serving, else a status to answer with.
   grpc::Status available(Context& out) const;
+  // OK, or UNAUTHENTICATED when API keys are set and the call's "authorization" metadata does
+  // not hold one.
+  grpc::Status authorize(const grpc::CallbackServerContext* context) const;
   std::string next_request_id();
   ServerMetrics* metrics();
 
  private:
   ServerMetrics& metrics_;
+  const ApiKeys& keys_;
   std::atomic<Engine*> engine_{nullptr};
   std::atomic<const RequestBuilder*> builder_{nullptr};
   std::atomic<bool> shutting_down_{false};

@@ -23,6 +23,7 @@
 
 #include "model/error.h"
 #include "model/install_paths.h"
+#include "server/api_keys.h"
 #include "server/chat_template.h"
 #include "server/engine/engine.h"
 #include "server/grpc_service.h"
@@ -180,10 +181,25 @@ int run(int argc, char** argv) {
     }
   } join_stop_thread{signal_stop, stop_thread};
 
+  ApiKeys keys;
+  try {
+    keys = ApiKeys::load(args.api_key_file, std::getenv("FLAMINGO_API_KEY"));
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 2;
+  }
+  if (keys.enabled()) {
+    spdlog::info(
+        "API keys: {} (gRPC calls and /v1/ HTTP requests need one; health and /metrics "
+        "do not)",
+        keys.size());
+  } else {
+    spdlog::info("no API keys (--api-key-file, FLAMINGO_API_KEY): every client is let in");
+  }
   ServerMetrics metrics;
-  FlamingoService service(metrics);
+  FlamingoService service(metrics, keys);
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  if (args.reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int bound_port = 0;
   const std::string address = args.host + ":" + std::to_string(args.port);
@@ -230,6 +246,7 @@ int run(int argc, char** argv) {
     hc.media.fetch.timeout_s = args.image_url_timeout_s;
     hc.media.fetch.max_redirects = args.image_url_max_redirects;
     hc.max_body_bytes = http_body_limit(args.limits);
+    hc.api_keys = &keys;
     http = std::make_unique<OpenAIServer>(hc, metrics, [&metrics] { return metrics.render(); });
     try {
       const int port = http->start();

@@ -343,6 +343,8 @@ std::string_view outcome_for_status_code(int code) {
       return "resource_exhausted";
     case 14:
       return "unavailable";
+    case 16:
+      return "unauthenticated";
     default:
       return "internal";
   }

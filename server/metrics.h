@@ -162,14 +162,15 @@ std::string format_metric_value(double value);
 
 // Maps a gRPC status code number (grpc::StatusCode, passed as int to keep this file
 // gRPC-free) to a ServerMetrics outcome label: 0 ok, 1 cancelled, 3 invalid_argument,
-// 4 deadline_exceeded, 8 resource_exhausted, 14 unavailable, anything else internal.
+// 4 deadline_exceeded, 8 resource_exhausted, 14 unavailable, 16 unauthenticated, anything
+// else internal.
 std::string_view outcome_for_status_code(int code);
 
 // The server's metrics. Names (stable; all unlabelled unless noted):
 //   flamingo_requests_total{rpc,outcome,api}  counter: finished requests. api "grpc" with rpc
 //                                              one of kRpcs, or api "openai" (the HTTP API)
 //                                              with rpc one of kHttpRpcs; outcome one of
-//                                              kOutcomes; all (6+2)x7 series are exported from
+//                                              kOutcomes; all (6+2)x8 series are exported from
 //                                              the start (as 0).
 //   flamingo_queue_length                     gauge: requests waiting for admission.
 //   flamingo_running_requests                 gauge: sequences in the running batch.
@@ -190,7 +191,7 @@ class ServerMetrics {
   static constexpr std::string_view kHttpRpcs[] = {"chat.completions", "completions"};
   static constexpr std::string_view kOutcomes[] = {
       "ok",          "invalid_argument", "resource_exhausted", "cancelled", "deadline_exceeded",
-      "unavailable", "internal"};
+      "unavailable", "internal",         "unauthenticated"};
   // Histogram bounds in seconds.
   static const std::vector<double>& ttft_buckets();              // 0.005 .. 60
   static const std::vector<double>& inter_token_buckets();       // 0.001 .. 10

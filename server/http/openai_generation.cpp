@@ -37,6 +37,8 @@ std::string_view outcome_for_http(int status) {
     case 404:
     case 413:
       return "invalid_argument";
+    case 401:
+      return "unauthenticated";
     case 429:
       return "resource_exhausted";
     case 499:

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "model/error.h"
+#include "server/api_keys.h"
 #include "server/chat_template.h"
 #include "server/engine/engine.h"
 #include "server/http/connection_threads.h"
@@ -110,6 +111,15 @@ struct OpenAIServer::Impl {
         error =
             HttpError(404, "no such endpoint: " + req.method + " " + req.path.substr(0, 200) +
                                " (with a body: POST /v1/chat/completions, POST /v1/completions)");
+      }
+      if (!error && req.path.rfind("/v1/", 0) == 0 && config.api_keys != nullptr &&
+          !config.api_keys->accepts(req.get_header_value("Authorization"))) {
+        error = HttpError(401, kApiKeyRequired, "", "invalid_request_error", "invalid_api_key");
+        res.set_header("WWW-Authenticate", "Bearer");
+        if (req.path == "/v1/chat/completions" || req.path == "/v1/completions") {
+          metrics.record_request(req.path == "/v1/completions" ? "completions" : "chat.completions",
+                                 "unauthenticated", "openai");
+        }
       }
       if (!error) return httplib::Server::HandlerResponse::Unhandled;
       send_error(res, *error);

@@ -3,7 +3,7 @@
 // /health and /metrics, on the same Engine and RequestBuilder as gRPC (every limit and
 // validation shared). Until attach() the model is loading: requests answer 503; after
 // begin_shutdown() too. A client that closes its connection cancels its request within an
-// engine step. Errors are OpenAI's {"error":{...}} with 400/404/413/429/500/503.
+// engine step. Errors are OpenAI's {"error":{...}} with 400/401/404/413/429/500/503.
 // Thread-safety: every method is thread-safe; requests run on httplib's worker threads.
 // Torch-free.
 #pragma once
@@ -17,6 +17,7 @@
 
 namespace flamingo {
 
+class ApiKeys;
 class Engine;
 class RequestBuilder;
 class ChatTemplate;
@@ -34,6 +35,9 @@ struct OpenAIServerConfig {
   int32_t keep_alive_timeout_s = 2;
   int32_t keep_alive_max_requests = 100;  // requests per connection
   int32_t read_timeout_s = 30;            // a request body must arrive within this
+  // API keys /v1/ requests must send as "Authorization: Bearer KEY" (401 otherwise); /health
+  // and /metrics stay open. Null or without keys: every client is let in. Outlives the server.
+  const ApiKeys* api_keys = nullptr;
 };
 
 class OpenAIServer {

@@ -84,6 +84,7 @@ class FakeFlamingo final : public pb::Flamingo::Service {
   std::mutex mu;
   std::vector<std::string> calls;
   system_clock::time_point deadline;
+  std::string authorization;  // the last call's "authorization" metadata ("" when none)
   pb::ModelInfo info_response;
   pb::GenerateRequest generate_req;
   pb::CaptionRequest caption_req;
@@ -101,6 +102,10 @@ class FakeFlamingo final : public pb::Flamingo::Service {
     std::lock_guard<std::mutex> lock(mu);
     calls.push_back(method);
     deadline = ctx->deadline();
+    const auto it = ctx->client_metadata().find("authorization");
+    authorization = it == ctx->client_metadata().end()
+                        ? std::string()
+                        : std::string(it->second.data(), it->second.size());
   }
   // Holds the call (up to delay_ms) until the client gives up.
   void wait(grpc::ServerContext* ctx) {
@@ -461,6 +466,18 @@ TEST_F(RemoteTest, TimeoutSetsTheDeadlineAndExpires) {
   EXPECT_EQ(r.out, "");
   EXPECT_EQ(r.err.rfind("flamingo-cli: DEADLINE_EXCEEDED: ", 0), 0u) << r.err;
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(3));
+}
+
+// FLAMINGO_API_KEY goes out as "authorization: Bearer KEY"; without it, no such metadata.
+TEST_F(RemoteTest, ApiKeyFromTheEnvironmentIsSentAsBearerMetadata) {
+  ::unsetenv("FLAMINGO_API_KEY");
+  ASSERT_EQ(run("generate", {"--prompt", "x"}).code, kExitOk);
+  EXPECT_EQ(fake_.authorization, "");
+  ::setenv("FLAMINGO_API_KEY", "sk-test-1", 1);
+  const Result r = run("generate", {"--prompt", "x"});
+  ::unsetenv("FLAMINGO_API_KEY");
+  ASSERT_EQ(r.code, kExitOk) << r.err;
+  EXPECT_EQ(fake_.authorization, "Bearer sk-test-1");
 }
 
 TEST_F(RemoteTest, WithoutTimeoutThereIsNoDeadline) {

@@ -47,6 +47,7 @@ def make_fake_server(address="127.0.0.1:0"):
         def __init__(self):
             self.lock = threading.Lock()
             self.requests = []
+            self.authorization = None  # the last Generate's "authorization" metadata
             self.fail_every = 0  # every n-th Generate[Stream] fails RESOURCE_EXHAUSTED
             self.count = 0
 
@@ -69,6 +70,7 @@ def make_fake_server(address="127.0.0.1:0"):
                              completion_tokens=n, images=len(_images(request.prompt)))
 
         def Generate(self, request, context):
+            self.authorization = dict(context.invocation_metadata()).get("authorization")
             self._check(self._record("Generate", request), request, context)
             n = request.max_new_tokens or 5
             ids = [100 + i for i in range(n)]

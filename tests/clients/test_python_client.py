@@ -227,6 +227,24 @@ class RequestBuildingTest(unittest.TestCase):
 # The client against the fake server
 # ---------------------------------------------------------------------------------------------
 class ClientTest(FakeServerCase):
+    def test_api_key_is_sent_as_bearer_metadata(self):
+        self.client.generate(["hi"], max_new_tokens=1)
+        self.assertIsNone(self.fake.authorization)
+        with fc.FlamingoClient(self.addr, timeout=10, api_key="sk-py-1") as c:
+            c.generate(["hi"], max_new_tokens=1, metadata=[("x-trace", "7")])
+        self.assertEqual(self.fake.authorization, "Bearer sk-py-1")
+        old = os.environ.get("FLAMINGO_API_KEY")
+        os.environ["FLAMINGO_API_KEY"] = "sk-env-2"
+        try:
+            with fc.FlamingoClient(self.addr, timeout=10) as c:
+                c.generate(["hi"], max_new_tokens=1)
+        finally:
+            if old is None:
+                del os.environ["FLAMINGO_API_KEY"]
+            else:
+                os.environ["FLAMINGO_API_KEY"] = old
+        self.assertEqual(self.fake.authorization, "Bearer sk-env-2")
+
     def test_generate(self):
         r = self.client.generate(fc.parts_from_template("<image>A photo of", [CAT]),
                                  max_new_tokens=3, seed=77, stop=["."], request_id="abc")

@@ -50,7 +50,7 @@ TEST(ServerMetricsTest, ExportsExactlyTheDocumentedFamilies) {
                                              "internal"};
   int series = 0;
   for (const Sample& s : e.samples) series += s.name == "flamingo_requests_total";
-  EXPECT_EQ(series, 56);  // (6 gRPC + 2 HTTP rpcs) x 7 outcomes
+  EXPECT_EQ(series, 64);  // (6 gRPC + 2 HTTP rpcs) x 8 outcomes
   for (const char* rpc : {"chat.completions", "completions"}) {
     for (const auto& outcome : outcomes) {
       EXPECT_EQ(e.value("flamingo_requests_total",
@@ -170,6 +170,7 @@ TEST(ServerMetricsTest, OutcomeForStatusCode) {
   EXPECT_EQ(outcome_for_status_code(4), "deadline_exceeded");
   EXPECT_EQ(outcome_for_status_code(8), "resource_exhausted");
   EXPECT_EQ(outcome_for_status_code(14), "unavailable");
+  EXPECT_EQ(outcome_for_status_code(16), "unauthenticated");
   EXPECT_EQ(outcome_for_status_code(13), "internal");
   EXPECT_EQ(outcome_for_status_code(2), "internal");   // UNKNOWN
   EXPECT_EQ(outcome_for_status_code(12), "internal");  // UNIMPLEMENTED

@@ -4,6 +4,7 @@ Thread-safety: one client (one grpc channel) may be shared by many threads; ever
 single RPC. Errors are grpc.RpcError (use .code() and .details()).
 """
 
+import os
 import pathlib
 import time
 
@@ -174,11 +175,16 @@ def health_status_name(value):
 # ---------------------------------------------------------------------------------------------
 class FlamingoClient:
     """Calls a flamingo-server. `timeout` (seconds) is the default deadline of every call;
-    each method also takes timeout= and metadata= to override it per call."""
+    each method also takes timeout= and metadata= to override it per call. `api_key` (default:
+    the FLAMINGO_API_KEY environment variable) is sent as "authorization: Bearer KEY" with
+    every call, for servers started with --api-key-file or FLAMINGO_API_KEY."""
 
-    def __init__(self, target="127.0.0.1:50051", timeout=None, channel=None, options=()):
+    def __init__(self, target="127.0.0.1:50051", timeout=None, channel=None, options=(),
+                 api_key=None):
         self.target = target
         self.timeout = timeout
+        key = api_key if api_key is not None else os.environ.get("FLAMINGO_API_KEY", "")
+        self._auth = (("authorization", "Bearer " + key),) if key else ()
         self._own_channel = channel is None
         self.channel = channel or grpc.insecure_channel(
             target, options=list(_CHANNEL_OPTIONS) + list(options)
@@ -197,9 +203,10 @@ class FlamingoClient:
         self.close()
 
     def _kw(self, timeout, metadata):
+        extra = tuple(metadata or ())
         return {
             "timeout": self.timeout if timeout is None else timeout,
-            "metadata": metadata,
+            "metadata": (self._auth + extra) or None,
         }
 
     # -- generation ------------------------------------------------------------------------
