@@ -5,8 +5,9 @@
 #
 # Usage: scripts/install-deps.sh [--no-server] [--no-test-tools]
 #   --no-server      skip gRPC/Protobuf/Python client packages (model, kernels and CLI only)
-#   --no-test-tools  skip what only the tests use: clang (the fuzz targets), Node.js/npm and
-#                    the openai SDK (the HTTP API's SDK test); for builds without tests
+#   --no-test-tools  skip what only the tests use: clang (the fuzz targets), openssl (the TLS
+#                    test's certificates), Node.js/npm and the openai SDK (the HTTP API's SDK
+#                    test); for builds without tests
 # Environment: DEPS_PREFIX (default: <repo>/.deps) receives the sentencepiece build.
 set -euo pipefail
 
@@ -37,6 +38,7 @@ packages=(
 )
 if [ "$with_test_tools" = 1 ]; then
   packages+=(clang libclang-rt-14-dev)  # libFuzzer and the sanitizer runtimes (fuzz/)
+  packages+=(openssl)                    # the TLS test makes its certificates with it
 fi
 if [ "$with_server" = 1 ]; then
   packages+=(libgrpc++-dev protobuf-compiler-grpc libcpp-httplib-dev python3-grpcio python3-protobuf python3-matplotlib)

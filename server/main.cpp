@@ -17,6 +17,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -98,6 +100,29 @@ int64_t receive_limit(const ServerLimits& l) {
   const int64_t bytes = static_cast<int64_t>(l.max_images_per_request) * l.max_image_bytes +
                         l.max_text_bytes + (1 << 20);
   return std::min<int64_t>(bytes, INT_MAX);
+}
+
+std::string read_pem(const std::string& flag, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) throw Error(flag + ": cannot read '" + path + "'");
+  if (text.find("-----BEGIN ") == std::string::npos) {
+    throw Error(flag + ": '" + path + "' is not a PEM file (no -----BEGIN line)");
+  }
+  return text;
+}
+
+// gRPC's TLS credentials from --tls-cert / --tls-key (/ --tls-client-ca: client certificates
+// required and verified).
+std::shared_ptr<grpc::ServerCredentials> tls_credentials(const ServerArgs& args) {
+  grpc::SslServerCredentialsOptions options;
+  options.pem_key_cert_pairs.push_back(
+      {read_pem("--tls-key", args.tls_key), read_pem("--tls-cert", args.tls_cert)});
+  if (!args.tls_client_ca.empty()) {
+    options.pem_root_certs = read_pem("--tls-client-ca", args.tls_client_ca);
+    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(options);
 }
 
 int run(int argc, char** argv) {
@@ -203,7 +228,16 @@ int run(int argc, char** argv) {
   grpc::ServerBuilder builder;
   int bound_port = 0;
   const std::string address = args.host + ":" + std::to_string(args.port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &bound_port);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!args.tls_cert.empty()) {
+    try {
+      credentials = tls_credentials(args);
+    } catch (const std::exception& e) {
+      spdlog::error("{}", e.what());
+      return 2;
+    }
+  }
+  builder.AddListeningPort(address, credentials, &bound_port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(static_cast<int>(receive_limit(args.limits)));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -214,7 +248,11 @@ int run(int argc, char** argv) {
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus("", false);
   health->SetServingStatus(kServiceName, false);
-  spdlog::info("listening on {}:{} (NOT_SERVING until the model is loaded)", args.host, bound_port);
+  spdlog::info("listening on {}:{} ({}NOT_SERVING until the model is loaded)", args.host,
+               bound_port,
+               args.tls_cert.empty()        ? ""
+               : args.tls_client_ca.empty() ? "TLS; "
+                                            : "mutual TLS; ");
 
   std::unique_ptr<MetricsHttpServer> metrics_http;
   if (args.metrics_port != 0) {
@@ -247,11 +285,14 @@ int run(int argc, char** argv) {
     hc.media.fetch.max_redirects = args.image_url_max_redirects;
     hc.max_body_bytes = http_body_limit(args.limits);
     hc.api_keys = &keys;
+    hc.tls_cert = args.tls_cert;
+    hc.tls_key = args.tls_key;
+    hc.tls_client_ca = args.tls_client_ca;
     http = std::make_unique<OpenAIServer>(hc, metrics, [&metrics] { return metrics.render(); });
     try {
       const int port = http->start();
-      spdlog::info("http listening on http://{}:{} (OpenAI-compatible API, model id '{}')", hc.host,
-                   port, hc.served_model_name);
+      spdlog::info("http listening on {}://{}:{} (OpenAI-compatible API, model id '{}')",
+                   hc.tls_cert.empty() ? "http" : "https", hc.host, port, hc.served_model_name);
     } catch (const std::exception& e) {
       spdlog::error("{}", e.what());
       server->Shutdown();

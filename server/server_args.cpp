@@ -116,6 +116,12 @@ const std::vector<Flag>& flags() {
        0,
        {},
        false},
+      {"--tls-cert", "PEM certificate (chain): gRPC and HTTP serve TLS (with --tls-key)",
+       &ServerArgs::tls_cert},
+      {"--tls-key", "PEM private key of --tls-cert", &ServerArgs::tls_key},
+      {"--tls-client-ca",
+       "PEM CA certificates: clients must present a certificate they signed (mutual TLS)",
+       &ServerArgs::tls_client_ca},
       {"--max-images", "images per request", &ServerLimits::max_images_per_request, 0, 4096},
       {"--max-image-bytes", "encoded bytes per image", &ServerLimits::max_image_bytes, 1, 1 << 30},
       {"--max-image-pixels", "declared width x height per image", &ServerLimits::max_image_pixels,
@@ -266,6 +272,13 @@ ServerArgs parse_server_args(const std::vector<std::string>& argv) {
     throw ServerUsageError("--token-budget " + std::to_string(args.token_budget) +
                            " must be >= --max-running " +
                            std::to_string(args.limits.max_running_requests));
+  }
+  if (args.tls_cert.empty() != args.tls_key.empty()) {
+    throw ServerUsageError(args.tls_cert.empty() ? "--tls-key needs --tls-cert"
+                                                 : "--tls-cert needs --tls-key");
+  }
+  if (!args.tls_client_ca.empty() && args.tls_cert.empty()) {
+    throw ServerUsageError("--tls-client-ca needs --tls-cert and --tls-key");
   }
   return args;
 }

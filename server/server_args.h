@@ -44,9 +44,11 @@ struct ServerArgs {
   bool allow_private_image_urls = false;  // ... also from private / loopback addresses
   double image_url_timeout_s = 10;
   int32_t image_url_max_redirects = 3;
-  int32_t max_choices = 8;   // largest n of a chat/completions request
-  std::string api_key_file;  // empty: only FLAMINGO_API_KEY (none: every client let in)
-  bool reflection = true;    // gRPC server reflection
+  int32_t max_choices = 8;        // largest n of a chat/completions request
+  std::string api_key_file;       // empty: only FLAMINGO_API_KEY (none: every client let in)
+  bool reflection = true;         // gRPC server reflection
+  std::string tls_cert, tls_key;  // PEM files; both or neither (TLS on gRPC and HTTP)
+  std::string tls_client_ca;      // PEM CA file: clients must present a certificate it signed
   ServerLimits limits;
   bool help = false;
 };

@@ -218,7 +218,22 @@ OpenAIServer::~OpenAIServer() { stop(); }
 
 int OpenAIServer::start() {
   const OpenAIServerConfig& c = impl_->config;
-  auto server = std::make_unique<httplib::Server>();
+  std::unique_ptr<httplib::Server> server;
+  if (c.tls_cert.empty()) {
+    server = std::make_unique<httplib::Server>();
+  } else {
+    auto tls = std::make_unique<httplib::SSLServer>(
+        c.tls_cert.c_str(), c.tls_key.c_str(),
+        c.tls_client_ca.empty() ? nullptr : c.tls_client_ca.c_str());
+    if (!tls->is_valid()) {
+      throw Error("--tls-cert/--tls-key" +
+                  std::string(c.tls_client_ca.empty() ? "" : "/--tls-client-ca") +
+                  ": cannot load the certificate '" + c.tls_cert + "' with the key '" + c.tls_key +
+                  "'" + (c.tls_client_ca.empty() ? "" : " and the CA '" + c.tls_client_ca + "'") +
+                  " (PEM files, the key matching the certificate)");
+    }
+    server = std::move(tls);
+  }
   const size_t threads = static_cast<size_t>(std::max(1, c.threads));
   server->new_task_queue = [threads] { return new ConnectionThreads(threads); };
   server->set_keep_alive_timeout(c.keep_alive_timeout_s);

@@ -38,6 +38,9 @@ struct OpenAIServerConfig {
   // API keys /v1/ requests must send as "Authorization: Bearer KEY" (401 otherwise); /health
   // and /metrics stay open. Null or without keys: every client is let in. Outlives the server.
   const ApiKeys* api_keys = nullptr;
+  // TLS (https) when tls_cert is set: PEM certificate and key files; with tls_client_ca,
+  // clients must present a certificate that CA signed.
+  std::string tls_cert, tls_key, tls_client_ca;
 };
 
 class OpenAIServer {
@@ -49,7 +52,8 @@ class OpenAIServer {
   OpenAIServer& operator=(const OpenAIServer&) = delete;
 
   // Binds and starts listening on its own thread; returns the bound port. Throws
-  // flamingo::Error naming the address when it cannot bind.
+  // flamingo::Error naming the address when it cannot bind, or the files when the TLS
+  // certificate, key or client CA cannot be loaded.
   int start();
   // Serves requests from now on; all three must outlive the server's requests.
   void attach(Engine* engine, const RequestBuilder* builder, const ChatTemplate* chat);
