@@ -20,6 +20,15 @@ T parse_number(const std::string& flag, const std::string& value) {
   return out;
 }
 
+// --tls-cert and --tls-key come together; any --tls flag turns TLS on.
+void check_tls_flags(CliArgs& a) {
+  if (a.tls_cert.empty() != a.tls_key.empty()) {
+    throw UsageError(a.tls_cert.empty() ? "--tls-key needs --tls-cert"
+                                        : "--tls-cert needs --tls-key");
+  }
+  a.tls = a.tls || !a.tls_ca.empty() || !a.tls_cert.empty();
+}
+
 float parse_float(const std::string& flag, const std::string& value) {
   try {
     size_t used = 0;
@@ -78,6 +87,10 @@ remote mode (a running flamingo-server answers; --model, --dtype, --context-leng
 --threads and the --max-image-* flags are the server's and are rejected here):
   --server HOST:PORT       gRPC address of flamingo-server (e.g. 127.0.0.1:50051)
   --timeout SECONDS        deadline for the call (default: none)
+  --tls                    connect with TLS, trusting the system's CA certificates
+  --tls-ca FILE            connect with TLS, trusting this PEM CA (a server's --tls-cert)
+  --tls-cert FILE, --tls-key FILE
+                           client certificate and key (PEM) for a server with --tls-client-ca
   --stream                 generate: print the text as it arrives (GenerateStream);
                            with --json the final aggregate is printed
   --request-id ID          generate: an id the server logs with the request
@@ -172,20 +185,28 @@ CliArgs parse_cli_args(const std::vector<std::string>& argv, const std::string& 
         a.help = true;
       } else if (flag == "--json") {
         a.json = true;
-      } else if ((flag == "--server" || flag == "--timeout") && i < argv.size()) {
+      } else if (flag == "--tls") {
+        a.tls = true;
+      } else if ((flag == "--server" || flag == "--timeout" || flag == "--tls-ca" ||
+                  flag == "--tls-cert" || flag == "--tls-key") &&
+                 i < argv.size()) {
         const std::string v = argv[i++];
         if (flag == "--server") {
           a.server = v;
-        } else {
+        } else if (flag == "--timeout") {
           a.timeout_seconds = parse_float(flag, v);
           if (!(a.timeout_seconds > 0)) throw UsageError("--timeout: must be > 0, got '" + v + "'");
+        } else {
+          (flag == "--tls-ca" ? a.tls_ca : flag == "--tls-cert" ? a.tls_cert : a.tls_key) = v;
         }
       } else {
         throw UsageError("info: unknown or incomplete flag '" + flag +
-                         "' (info takes --server HOST:PORT and --timeout SECONDS)");
+                         "' (info takes --server HOST:PORT, --timeout SECONDS and the --tls "
+                         "flags)");
       }
     }
     if (a.server.empty() && !a.help) throw UsageError("info needs --server HOST:PORT");
+    check_tls_flags(a);
     return a;
   }
   auto value = [&](const std::string& flag) -> std::string {
@@ -245,6 +266,14 @@ CliArgs parse_cli_args(const std::vector<std::string>& argv, const std::string& 
       a.timeout_seconds = parse_float(flag, value(flag));
     else if (flag == "--stream")
       a.stream = true;
+    else if (flag == "--tls")
+      a.tls = true;
+    else if (flag == "--tls-ca")
+      a.tls_ca = value(flag);
+    else if (flag == "--tls-cert")
+      a.tls_cert = value(flag);
+    else if (flag == "--tls-key")
+      a.tls_key = value(flag);
     else if (flag == "--request-id")
       a.request_id = value(flag);
     else if (flag == "--question")
@@ -262,7 +291,8 @@ CliArgs parse_cli_args(const std::vector<std::string>& argv, const std::string& 
       throw UsageError(a.command + ": needs --server HOST:PORT (" + a.command +
                        " runs on a flamingo-server only; locally use generate with --prompt)");
     }
-    for (const char* f : {"--timeout", "--stream", "--request-id"}) {
+    for (const char* f : {"--timeout", "--stream", "--request-id", "--tls", "--tls-ca",
+                          "--tls-cert", "--tls-key"}) {
       if (given.count(f)) throw UsageError(std::string(f) + ": only with --server HOST:PORT");
     }
   } else {
@@ -273,6 +303,7 @@ CliArgs parse_cli_args(const std::vector<std::string>& argv, const std::string& 
                          ": not used with --server (the server's model and flags decide)");
       }
     }
+    check_tls_flags(a);
     if (given.count("--timeout") && !(a.timeout_seconds > 0 && std::isfinite(a.timeout_seconds))) {
       std::ostringstream got;
       got << a.timeout_seconds;

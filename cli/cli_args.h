@@ -12,7 +12,7 @@
 //       [--max-new-tokens N] [sampling flags] [--json] [--timeout SECONDS]
 //   flamingo-cli ask --server HOST:PORT --image PATH --question TEXT
 //       [--example IMAGE=QUESTION=ANSWER]... [--max-new-tokens N] [sampling flags] [--json]
-//   flamingo-cli info --server HOST:PORT [--timeout SECONDS]   (GetModelInfo as JSON)
+//   flamingo-cli info --server HOST:PORT [--timeout SECONDS] [--tls...]   (GetModelInfo as JSON)
 //   flamingo-cli quantize --model DIR --out DIR [--threads N]   (local only: an int8 copy)
 //   plus, for generate: [--stream] [--request-id ID] [--timeout SECONDS].
 // Torch-free and gRPC-free so that it is unit-testable without a model or a server.
@@ -61,8 +61,12 @@ struct CliArgs {
   int64_t max_image_pixels = 40'000'000;
   bool help = false;
   // Remote mode (cli/remote.h): empty server = run the model locally.
-  std::string server;                // gRPC target, e.g. 127.0.0.1:50051
-  double timeout_seconds = 0;        // 0: no deadline
+  std::string server;          // gRPC target, e.g. 127.0.0.1:50051
+  double timeout_seconds = 0;  // 0: no deadline
+  // TLS to the server: --tls (the system's CAs), --tls-ca FILE (trust this CA), --tls-cert /
+  // --tls-key (a client certificate for mutual TLS). Any of them turns TLS on.
+  bool tls = false;
+  std::string tls_ca, tls_cert, tls_key;
   bool stream = false;               // generate: GenerateStream, text printed as it arrives
   std::string request_id;            // generate: GenerateRequest.request_id
   std::string question;              // ask

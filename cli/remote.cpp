@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -143,13 +145,34 @@ void print_response(const CliArgs& a, const pb::GenerateResponse& r, std::ostrea
   }
 }
 
+std::string read_pem(const std::string& flag, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(flag + ": cannot read '" + path + "'");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (text.find("-----BEGIN ") == std::string::npos) {
+    throw Error(flag + ": '" + path + "' is not a PEM file (no -----BEGIN line)");
+  }
+  return text;
+}
+
+// Plaintext, or TLS with --tls / --tls-ca (and a client certificate with --tls-cert/--tls-key).
+std::shared_ptr<grpc::ChannelCredentials> credentials(const CliArgs& a) {
+  if (!a.tls) return grpc::InsecureChannelCredentials();
+  grpc::SslCredentialsOptions o;
+  if (!a.tls_ca.empty()) o.pem_root_certs = read_pem("--tls-ca", a.tls_ca);
+  if (!a.tls_cert.empty()) {
+    o.pem_cert_chain = read_pem("--tls-cert", a.tls_cert);
+    o.pem_private_key = read_pem("--tls-key", a.tls_key);
+  }
+  return grpc::SslCredentials(o);
+}
+
 class RemoteCall {
  public:
   explicit RemoteCall(const CliArgs& a) : a_(a) {
     grpc::ChannelArguments ch;
     ch.SetMaxReceiveMessageSize(-1);  // long generations with top_logprobs exceed 4 MiB
-    stub_ = pb::Flamingo::NewStub(
-        grpc::CreateCustomChannel(a.server, grpc::InsecureChannelCredentials(), ch));
+    stub_ = pb::Flamingo::NewStub(grpc::CreateCustomChannel(a.server, credentials(a), ch));
   }
 
   // The deadline (--timeout) and, when FLAMINGO_API_KEY is set, "authorization: Bearer KEY"

@@ -534,10 +534,32 @@ TEST(RemoteArgs, RemoteOnlyFlagsNeedTheServer) {
   const std::vector<std::vector<std::string>> cases = {
       {"generate", "--prompt", "x", "--stream"},
       {"generate", "--prompt", "x", "--timeout", "3"},
-      {"generate", "--prompt", "x", "--request-id", "r"}};
+      {"generate", "--prompt", "x", "--request-id", "r"},
+      {"generate", "--prompt", "x", "--tls"},
+      {"generate", "--prompt", "x", "--tls-ca", "ca.pem"}};
   for (const auto& argv : cases) {
     EXPECT_NE(usage_error(argv).find("only with --server"), std::string::npos) << argv.back();
   }
+}
+
+TEST(RemoteArgs, TlsFlags) {
+  const CliArgs plain = parse_cli_args({"info", "--server", "h:1"}, "/m");
+  EXPECT_FALSE(plain.tls);
+  const CliArgs ca =
+      parse_cli_args({"generate", "--server", "h:1", "--prompt", "x", "--tls-ca", "ca.pem"}, "/m");
+  EXPECT_TRUE(ca.tls);
+  EXPECT_EQ(ca.tls_ca, "ca.pem");
+  const CliArgs mutual = parse_cli_args(
+      {"info", "--server", "h:1", "--tls-cert", "c.pem", "--tls-key", "c.key", "--tls-ca", "ca"},
+      "/m");
+  EXPECT_TRUE(mutual.tls);
+  EXPECT_EQ(mutual.tls_cert, "c.pem");
+  EXPECT_EQ(mutual.tls_key, "c.key");
+  EXPECT_TRUE(parse_cli_args({"info", "--server", "h:1", "--tls"}, "/m").tls);
+  EXPECT_EQ(usage_error({"info", "--server", "h:1", "--tls-cert", "c.pem"}),
+            "--tls-cert needs --tls-key");
+  EXPECT_EQ(usage_error({"generate", "--server", "h:1", "--prompt", "x", "--tls-key", "k"}),
+            "--tls-key needs --tls-cert");
 }
 
 TEST(RemoteArgs, LocalOnlyFlagsAreRejectedWithTheServer) {

@@ -39,7 +39,7 @@ def _images(parts):
     return [p.image.data for p in parts if p.WhichOneof("kind") == "image"]
 
 
-def make_fake_server(address="127.0.0.1:0"):
+def make_fake_server(address="127.0.0.1:0", server_credentials=None):
     """Starts a fake server; returns (server, "HOST:PORT", flamingo servicer, health servicer).
     server.address is the bound address too."""
 
@@ -137,7 +137,8 @@ def make_fake_server(address="127.0.0.1:0"):
     pb2_grpc.add_FlamingoServicer_to_server(flamingo, server)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     host = address.rsplit(":", 1)[0]
-    port = server.add_insecure_port(address)
+    port = (server.add_secure_port(address, server_credentials) if server_credentials
+            else server.add_insecure_port(address))
     if port == 0:
         raise RuntimeError(f"fake server: cannot bind {address}")
     server.start()

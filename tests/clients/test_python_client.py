@@ -226,6 +226,46 @@ class RequestBuildingTest(unittest.TestCase):
 # ---------------------------------------------------------------------------------------------
 # The client against the fake server
 # ---------------------------------------------------------------------------------------------
+class TlsClientTest(unittest.TestCase):
+    """FlamingoClient's tls_ca / tls_cert / tls_key against a fake server with TLS and client
+    certificates (made here with the openssl command)."""
+
+    def test_tls_and_client_certificates(self):
+        d = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, d, True)
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+        def ssl(*args):
+            subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+        ssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=test-ca")
+        for name in ("server", "client"):
+            ssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj",
+                "/CN=localhost")
+        pathlib.Path(d, "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+        ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext")
+        ssl("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "client.pem", "-days", "2")
+        read = lambda n: pathlib.Path(d, n).read_bytes()  # noqa: E731
+        creds = grpc.ssl_server_credentials([(read("server.key"), read("server.pem"))],
+                                            root_certificates=read("ca.pem"),
+                                            require_client_auth=True)
+        server, addr, fake, _ = fakesrv.make_fake_server(server_credentials=creds)
+        self.addCleanup(server.stop, None)
+        p = lambda n: str(pathlib.Path(d, n))  # noqa: E731
+        with fc.FlamingoClient(addr, timeout=10, tls_ca=p("ca.pem"), tls_cert=p("client.pem"),
+                               tls_key=p("client.key")) as c:
+            self.assertEqual(len(c.generate(["hi"], max_new_tokens=2).token_ids), 2)
+        with fc.FlamingoClient(addr, timeout=5, tls_ca=p("ca.pem")) as c:  # no client cert
+            with self.assertRaises(grpc.RpcError) as e:
+                c.generate(["hi"], max_new_tokens=2)
+            self.assertEqual(e.exception.code(), grpc.StatusCode.UNAVAILABLE)
+        with self.assertRaises(ValueError):
+            fc.FlamingoClient(addr, tls_cert=p("client.pem"))
+
+
 class ClientTest(FakeServerCase):
     def test_api_key_is_sent_as_bearer_metadata(self):
         self.client.generate(["hi"], max_new_tokens=1)

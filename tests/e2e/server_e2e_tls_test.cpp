@@ -2,7 +2,8 @@
 // with the openssl command (a CA, a server certificate for 127.0.0.1, a client certificate);
 // a real server with --tls-cert/--tls-key serves gRPC and HTTPS to clients that trust the CA
 // and refuses plaintext; with --tls-client-ca it also refuses clients without a certificate
-// the CA signed; bad TLS flags and files stop it at start with a message naming them.
+// the CA signed; flamingo-cli --server connects with --tls-ca (and --tls-cert/--tls-key); bad
+// TLS flags and files stop the server at start with a message naming them.
 #include <gtest/gtest.h>
 
 #include <csignal>
@@ -12,12 +13,15 @@
 #include <sstream>
 
 #include "server/http/httplib_config.h"
+#include "tests/common/process.h"
 #include "tests/e2e/server_e2e_util.h"
 
 namespace flamingo::e2e {
 namespace {
 
 namespace fs = std::filesystem;
+using ::flamingo::testing::CommandResult;
+using ::flamingo::testing::run_command;
 using grpc::StatusCode;
 
 std::string slurp(const fs::path& p) {
@@ -130,6 +134,12 @@ TEST(TlsE2E, TlsServesTrustingClientsAndRefusesPlaintext) {
   } catch (const std::exception&) {
   }
   EXPECT_FALSE(plain_answered);
+  // flamingo-cli --server with --tls-ca; without it (plaintext) the call fails.
+  const std::string info = kCliBinary + " info --server " + s.process->address();
+  const CommandResult cli = run_command(info + " --tls-ca " + cert("ca.pem") + " 2>&1");
+  EXPECT_EQ(cli.exit_code, 0) << cli.output;
+  EXPECT_NE(cli.output.find("\"context_length\""), std::string::npos) << cli.output;
+  EXPECT_NE(run_command(info + " --timeout 5 2>&1").exit_code, 0);
 }
 
 TEST(TlsE2E, MutualTlsRefusesClientsWithoutACertificateTheCaSigned) {
@@ -142,6 +152,12 @@ TEST(TlsE2E, MutualTlsRefusesClientsWithoutACertificateTheCaSigned) {
   EXPECT_EQ(https_get(s.http_port, "/health", "client"), 200);
   EXPECT_EQ(https_get(s.http_port, "/health"), -1);
   EXPECT_EQ(https_get(s.http_port, "/health", "other"), -1);
+  const std::string info = kCliBinary + " info --timeout 10 --server " + s.process->address() +
+                           " --tls-ca " + cert("ca.pem");
+  const CommandResult cli = run_command(info + " --tls-cert " + cert("client.pem") + " --tls-key " +
+                                        cert("client.key") + " 2>&1");
+  EXPECT_EQ(cli.exit_code, 0) << cli.output;
+  EXPECT_NE(run_command(info + " 2>&1").exit_code, 0);  // no client certificate
 }
 
 // The process's exit code and log after starting it with `args` (it must stop by itself).

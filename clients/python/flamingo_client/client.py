@@ -177,18 +177,31 @@ class FlamingoClient:
     """Calls a flamingo-server. `timeout` (seconds) is the default deadline of every call;
     each method also takes timeout= and metadata= to override it per call. `api_key` (default:
     the FLAMINGO_API_KEY environment variable) is sent as "authorization: Bearer KEY" with
-    every call, for servers started with --api-key-file or FLAMINGO_API_KEY."""
+    every call, for servers started with --api-key-file or FLAMINGO_API_KEY. TLS (a server
+    with --tls-cert): `tls=True` trusts the system's CAs, `tls_ca=PATH` a PEM CA, and
+    `tls_cert=PATH, tls_key=PATH` add a client certificate (a server with --tls-client-ca)."""
 
     def __init__(self, target="127.0.0.1:50051", timeout=None, channel=None, options=(),
-                 api_key=None):
+                 api_key=None, tls=False, tls_ca=None, tls_cert=None, tls_key=None):
         self.target = target
         self.timeout = timeout
         key = api_key if api_key is not None else os.environ.get("FLAMINGO_API_KEY", "")
         self._auth = (("authorization", "Bearer " + key),) if key else ()
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
         self._own_channel = channel is None
-        self.channel = channel or grpc.insecure_channel(
-            target, options=list(_CHANNEL_OPTIONS) + list(options)
-        )
+        opts = list(_CHANNEL_OPTIONS) + list(options)
+        if channel is not None:
+            self.channel = channel
+        elif tls or tls_ca or tls_cert:
+            def read(path):
+                return pathlib.Path(path).read_bytes() if path else None
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=read(tls_ca), private_key=read(tls_key),
+                certificate_chain=read(tls_cert))
+            self.channel = grpc.secure_channel(target, creds, options=opts)
+        else:
+            self.channel = grpc.insecure_channel(target, options=opts)
         self.stub = pb2_grpc.FlamingoStub(self.channel)
         self.health_stub = health_pb2_grpc.HealthStub(self.channel)
 
