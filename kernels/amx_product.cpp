@@ -1,5 +1,9 @@
 #include "kernels/amx_product.h"
 
+// GCC 12 warns about the undefined lanes its own AVX-512 intrinsics start from
+// (_mm512_undefined_*): a false positive.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include <algorithm>
@@ -100,12 +104,60 @@ struct PackedX {
   }
 };
 
+// out[j][i] = in[i][j] for a 16 x 16 block of 32-bit values (rows ld_in / ld_out apart).
+__attribute__((target("avx512f"))) void transpose16(const void* in, int64_t ld_in, void* out,
+                                                    int64_t ld_out) {
+  const auto* src = static_cast<const float*>(in);
+  auto* dst = static_cast<float*>(out);
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ld_in);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  // r[4i + j], 128-bit lane L: rows 4i..4i+3 at column 4L + j.
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
+    const __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
+    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+  }
+  for (int j = 0; j < 4; ++j) {
+    const __m512 even01 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
+    const __m512 even23 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
+    const __m512 odd01 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xdd);
+    const __m512 odd23 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xdd);
+    _mm512_storeu_ps(dst + j * ld_out, _mm512_shuffle_f32x4(even01, even23, 0x88));
+    _mm512_storeu_ps(dst + (8 + j) * ld_out, _mm512_shuffle_f32x4(even01, even23, 0xdd));
+    _mm512_storeu_ps(dst + (4 + j) * ld_out, _mm512_shuffle_f32x4(odd01, odd23, 0x88));
+    _mm512_storeu_ps(dst + (12 + j) * ld_out, _mm512_shuffle_f32x4(odd01, odd23, 0xdd));
+  }
+}
+
 void pack_x(const uint16_t* x, int64_t m, int64_t k, PackedX& out) {
   out.width = std::min(m, kTile);
   out.tiles = (m + out.width - 1) / out.width;
   out.pairs = (k + kChunk - 1) / kChunk * kChunk / 2;
   out.words.assign(out.tiles * out.pairs * out.width, 0u);
-  for (int64_t i = 0; i < m; ++i) {
+  int64_t i0 = 0;
+  if (out.width == kTile && k % 2 == 0) {  // whole tiles: 16 x 16 blocks of K pairs, transposed
+    const int64_t blocks = k / 2 / kTile;
+    for (; i0 + kTile <= m; i0 += kTile) {
+      uint32_t* tile = out.words.data() + (i0 / kTile) * out.pairs * kTile;
+      for (int64_t b = 0; b < blocks; ++b) {
+        transpose16(x + i0 * k + b * kTile * 2, k / 2, tile + b * kTile * kTile, kTile);
+      }
+      for (int64_t i = i0; i < i0 + kTile; ++i) {
+        const uint16_t* row = x + i * k;
+        for (int64_t r = blocks * kTile; r < k / 2; ++r) {
+          tile[r * kTile + i - i0] = uint32_t{row[2 * r]} | uint32_t{row[2 * r + 1]} << 16;
+        }
+      }
+    }
+  }
+  for (int64_t i = i0; i < m; ++i) {
     const uint16_t* row = x + i * k;
     uint32_t* dst = out.words.data() + (i / out.width) * out.pairs * out.width + i % out.width;
     for (int64_t r = 0; r < k / 2; ++r) {
@@ -172,6 +224,10 @@ FLAMINGO_AMX void columns(const PackedX& px, int64_t m, const WeightView& w, flo
           const int64_t i0 = (t + b) * px.width, tokens = std::min(px.width, m - i0);
           for (int a = 0; a < na; ++a) {
             const float* c = s.sums[a][b];
+            if (tokens == kTile && rows[a] == kTile && px.width == kTile) {
+              transpose16(c, kTile, y + i0 * w.n + n + a * kTile, w.n);
+              continue;
+            }
             for (int64_t i = 0; i < tokens; ++i) {
               float* yrow = y + (i0 + i) * w.n + n + a * kTile;
               for (int64_t r = 0; r < rows[a]; ++r) yrow[r] = c[r * px.width + i];
