@@ -88,7 +88,8 @@ remote mode (a running flamingo-server answers; --model, --dtype, --context-leng
   --server HOST:PORT       gRPC address of flamingo-server (e.g. 127.0.0.1:50051)
   --timeout SECONDS        deadline for the call (default: none)
   --tls                    connect with TLS, trusting the system's CA certificates
-  --tls-ca FILE            connect with TLS, trusting this PEM CA (a server's --tls-cert)
+  --tls-ca FILE            connect with TLS, trusting this PEM CA (the one that signed the
+                           server's --tls-cert, or that certificate if self-signed)
   --tls-cert FILE, --tls-key FILE
                            client certificate and key (PEM) for a server with --tls-client-ca
   --stream                 generate: print the text as it arrives (GenerateStream);
