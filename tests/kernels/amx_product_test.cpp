@@ -13,25 +13,19 @@
 #include "kernels/cpu_isa.h"
 #include "kernels/thread_pool.h"
 #include "kernels/weight_product.h"
+#include "tests/kernels/kernel_test_util.h"
 
 namespace flamingo::kernels {
 namespace {
+
+using testing::bit_equal;
+using testing::PoolGuard;
 
 class AmxProduct : public ::testing::Test {
  protected:
   void SetUp() override {
     if (cpu_isa() < Isa::kAmx) GTEST_SKIP() << "no AMX-BF16 here (" << cpu_flags_summary() << ")";
   }
-};
-
-// Restores the kernel pool's size.
-class PoolGuard {
- public:
-  PoolGuard() : saved_(kernel_threads()) {}
-  ~PoolGuard() { set_kernel_threads(saved_); }
-
- private:
-  int saved_;
 };
 
 // y [m, n] float32 from the raw entry point.
@@ -41,12 +35,6 @@ at::Tensor amx(const at::Tensor& x, const PackedWeight& w) {
   amx_bf16_product(reinterpret_cast<const uint16_t*>(xc.data_ptr()), x.size(0), w.view(),
                    y.data_ptr<float>());
   return y;
-}
-
-bool bit_equal(const at::Tensor& a, const at::Tensor& b) {
-  const at::Tensor ac = a.contiguous(), bc = b.contiguous();
-  return ac.sizes() == bc.sizes() && ac.scalar_type() == bc.scalar_type() &&
-         std::memcmp(ac.data_ptr(), bc.data_ptr(), ac.nbytes()) == 0;
 }
 
 PackedWeight bf16_weight(int64_t n, int64_t k) {

@@ -9,19 +9,17 @@
 
 #include "kernels/cpu_isa.h"
 #include "kernels/thread_pool.h"
+#include "tests/kernels/kernel_test_util.h"
 
 namespace flamingo::kernels {
 namespace {
+
+using testing::bit_equal;
 
 at::Tensor reference(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale) {
   const at::Tensor qd = q.to(at::kDouble).transpose(0, 1);                         // [H, R, D]
   const at::Tensor s = at::matmul(qd, k.to(at::kDouble).transpose(1, 2)) * scale;  // [H, R, L]
   return at::matmul(at::softmax(s, -1), v.to(at::kDouble)).transpose(0, 1);        // [R, H, D]
-}
-
-bool bit_equal(const at::Tensor& a, const at::Tensor& b) {
-  const at::Tensor ac = a.contiguous(), bc = b.contiguous();
-  return ac.sizes() == bc.sizes() && std::memcmp(ac.data_ptr(), bc.data_ptr(), ac.nbytes()) == 0;
 }
 
 TEST(RowAttention, MatchesFloat64ReferenceOverShapes) {

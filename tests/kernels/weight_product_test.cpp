@@ -14,9 +14,13 @@
 #include "kernels/cpu_isa.h"
 #include "kernels/int8_product.h"
 #include "kernels/thread_pool.h"
+#include "tests/kernels/kernel_test_util.h"
 
 namespace flamingo::kernels {
 namespace {
+
+using testing::bit_equal;
+using testing::PoolGuard;
 
 const WeightType kTypes[] = {WeightType::kFloat32, WeightType::kBFloat16, WeightType::kInt8};
 
@@ -26,22 +30,6 @@ std::vector<Isa> isas() {
     if (i <= cpu_isa()) v.push_back(i);
   }
   return v;
-}
-
-// Restores the kernel pool's size.
-class PoolGuard {
- public:
-  PoolGuard() : saved_(kernel_threads()) {}
-  ~PoolGuard() { set_kernel_threads(saved_); }
-
- private:
-  int saved_;
-};
-
-bool bit_equal(const at::Tensor& a, const at::Tensor& b) {
-  const at::Tensor ac = a.contiguous(), bc = b.contiguous();
-  return ac.sizes() == bc.sizes() && ac.scalar_type() == bc.scalar_type() &&
-         std::memcmp(ac.data_ptr(), bc.data_ptr(), ac.nbytes()) == 0;
 }
 
 // Float32 sums of K products in 16 lanes and a 4-level tree: rounding errors stay near
