@@ -23,8 +23,10 @@
 #include <thread>
 #include <vector>
 
+#include "bench/gemv_floor.h"
 #include "bench/machine_limits.h"
 #include "bench/step_weights.h"
+#include "bench/timing.h"
 #include "kernels/thread_pool.h"
 #include "model/config.h"
 #include "model/error.h"
@@ -157,32 +159,6 @@ Args parse_args(int argc, char** argv) {
 
 const char* dtype_name(at::ScalarType t) { return t == at::kBFloat16 ? "bfloat16" : "float32"; }
 
-// --- timing helpers ---------------------------------------------------------------------
-
-template <class F>
-double seconds(F&& f) {
-  const auto t0 = std::chrono::steady_clock::now();
-  f();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// Runs f once untimed, then `reps` timed runs; returns their times in seconds.
-template <class F>
-std::vector<double> timed_runs(int64_t reps, F&& f) {
-  f();
-  std::vector<double> out;
-  for (int64_t r = 0; r < reps; ++r) out.push_back(seconds(f));
-  return out;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-double best(const std::vector<double>& v) { return *std::min_element(v.begin(), v.end()); }
-
 // --- machine limits ---------------------------------------------------------------------
 
 struct Machine {
@@ -248,39 +224,6 @@ Machine measure_machine(const Args& a) {
   }
   return m;
 }
-
-// --- the weight-product floor -----------------------------------------------------------
-
-// Random weights of exactly the step's linears held as the model holds them, one per linear
-// (so nothing stays in cache between uses); step_seconds is the summed time of flamingo::linear
-// (the product every model linear uses) over all of them with a [batch, in] input: the floor a
-// decode step of `batch` tokens should approach.
-class GemvFloor {
- public:
-  GemvFloor(const ModelConfig& c, at::ScalarType dtype, kernels::WeightType type) : dtype_(dtype) {
-    for (const LinearShape& s : step_linears(c)) {
-      for (int64_t k = 0; k < s.count; ++k) {
-        weights_.push_back(kernels::PackedWeight::from_dense(at::randn({s.out, s.in}), type));
-      }
-    }
-  }
-
-  double step_seconds(int64_t batch, int64_t reps) const {
-    std::map<int64_t, at::Tensor> inputs;  // by in-features
-    for (const kernels::PackedWeight& w : weights_) {
-      if (!inputs.count(w.cols())) {
-        inputs[w.cols()] = at::rand({batch, w.cols()}, at::TensorOptions(dtype_));
-      }
-    }
-    return median(timed_runs(reps, [&] {
-      for (const kernels::PackedWeight& w : weights_) linear(inputs.at(w.cols()), w);
-    }));
-  }
-
- private:
-  at::ScalarType dtype_;
-  std::vector<kernels::PackedWeight> weights_;
-};
 
 // --- model measurements -----------------------------------------------------------------
 
