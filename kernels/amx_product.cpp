@@ -10,6 +10,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/amx_tiles.h"
 #include "kernels/product_common.h"
 
 namespace flamingo::kernels {
@@ -23,24 +24,14 @@ constexpr int64_t kBlockCols = 32;   // output columns per block: two A tiles
 constexpr int64_t kGroupBlocks = 4;  // token blocks per pass over a task's weights (64 tokens)
 constexpr int64_t kPrefetch = 512;   // bytes ahead of each weight row (measured: 0-4096)
 
-// ldtilecfg's 64-byte operand (palette 1).
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
 // Tiles 0-3: sums of A tile a and B tile b in tile a + 2 b (16 columns x width tokens); 4-5:
 // weights A[a] (16 rows x 32 K); 6-7: x B[b] (16 pairs x width tokens).
 FLAMINGO_AMX void configure(int64_t width) {
-  TileConfig c;
+  detail::TileConfig c;
   for (int t = 0; t < 8; ++t) c.rows[t] = kTile;
   for (int t : {0, 1, 2, 3, 6, 7}) c.colsb[t] = static_cast<uint16_t>(4 * width);
   c.colsb[4] = c.colsb[5] = kChunk * 2;
-  asm volatile("" ::: "memory");  // GCC 12 does not see ldtilecfg read the stores above
-  _tile_loadconfig(&c);
+  detail::load_tile_config(c);
 }
 
 // One pass of NA weight tiles against NB token tiles over all of K.

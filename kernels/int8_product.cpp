@@ -11,236 +11,226 @@
 #include <cstring>
 #include <limits>
 #include <utility>
-#include <vector>
 
+#include "kernels/amx_int8.h"
+#include "kernels/int8_quant.h"
 #include "kernels/product_common.h"
 
 namespace flamingo::kernels {
 namespace {
 
-using detail::kKTile;
-using detail::kLanes;
-using detail::kMaxXBlock;
-using detail::kMGroup;
-using detail::prefetch_bytes;
-using detail::reduce16;
+using detail::QuantX;
+constexpr int64_t kGroup = kInt8Group;     // K per scale, on both sides
+constexpr int64_t kRows = kInt8BlockRows;  // weight rows per packed block
+constexpr int64_t kLine = 64;              // bytes per K quad of a block
+constexpr int64_t kQuads = kGroup / 4;     // lines per block and group
+constexpr int64_t kGTile = 8;              // groups per K tile: 4 blocks x 8 KB stay in L1
+constexpr int64_t kMGroup = 48;            // x rows per pass over the weights (they stay in L2)
+constexpr int64_t kMaxNb = 4;              // blocks per micro kernel
+constexpr int64_t kMaxMb = 4;              // x rows per micro kernel
+static_assert(kGroup == 64 && kRows == 16);
 
-constexpr int64_t kGroup = 64;                    // K per scale, on both sides
-constexpr int64_t kTileGroups = kKTile / kGroup;  // groups per K tile
-// The bits of the float 1.5 x 2^23: the float with bits kMagic + d is 1.5 x 2^23 + d exactly for
-// |d| < 2^22, so subtracting 1.5 x 2^23 gives float(d) with one vsubps (any port) instead of a
-// vcvtdq2ps (port 0 only, beside vpdpbusd). A group's d stays within +-64516.
-constexpr int32_t kMagic = 0x4B400000;
-constexpr float kMagicFloat = 12582912.f;
-static_assert(kInt8Group == kGroup && kGroup == 4 * kLanes);
-
-// The quantized activations of all x rows of one product.
-struct QuantX {
-  int64_t groups = 0, kp = 0;  // kp = groups * 64: each row zero-padded
-  bool vnni = false;           // which of a / nc is filled
-  std::vector<int8_t> q;       // [m][kp]
-  std::vector<uint8_t> a;      // |q| (vpmaddubsw paths)
-  std::vector<int32_t> nc;     // [m][groups][16]: VNNI starting sums (see block_vnni)
-  std::vector<float> s;        // [m][groups]
-};
-
-void quantize_rows(const float* x, int64_t m, int64_t k, bool vnni, QuantX& qx) {
-  qx.groups = (k + kGroup - 1) / kGroup;
-  qx.kp = qx.groups * kGroup;
-  qx.vnni = vnni;
-  qx.q.resize(static_cast<size_t>(m * qx.kp));
-  qx.s.resize(static_cast<size_t>(m * qx.groups));
-  if (vnni) {
-    qx.nc.resize(static_cast<size_t>(m * qx.groups * kLanes));
-  } else {
-    qx.a.resize(static_cast<size_t>(m * qx.kp));
-  }
-  auto row = [&](int64_t r) {
-    int8_t* q = qx.q.data() + r * qx.kp;
-    quantize_activation_row(x + r * k, k, q, qx.s.data() + r * qx.groups);
-    if (vnni) {
-      int32_t* nc = qx.nc.data() + r * qx.groups * kLanes;
-      for (int64_t l = 0; l < qx.groups * kLanes; ++l) {
-        nc[l] = kMagic - 128 * (q[4 * l] + q[4 * l + 1] + q[4 * l + 2] + q[4 * l + 3]);
-      }
-    } else {
-      uint8_t* a = qx.a.data() + r * qx.kp;
-      for (int64_t i = 0; i < qx.kp; ++i) a[i] = static_cast<uint8_t>(std::abs(q[i]));
-    }
-  };
-  constexpr int64_t kRowsPerTask = 8;
-  if (m * k < (int64_t{1} << 16)) {
-    for (int64_t r = 0; r < m; ++r) row(r);
-  } else {
-    kernel_pool().run((m + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t t) {
-      for (int64_t r = t * kRowsPerTask; r < std::min(m, (t + 1) * kRowsPerTask); ++r) row(r);
-    });
-  }
-}
-
-// --- portable path ----------------------------------------------------------------------------
+// --- portable path ------------------------------------------------------------------------------
 
 void rows_scalar(const QuantX& qx, const WeightView& w, int64_t m, float* y, int64_t n0,
                  int64_t n1) {
   const auto* wq = static_cast<const int8_t*>(w.data);
+  const int64_t groups = qx.groups;
   for (int64_t n = n0; n < n1; ++n) {
     for (int64_t r = 0; r < m; ++r) {
       const int8_t* q = qx.q.data() + r * qx.kp;
-      float lane[kLanes] = {};
-      for (int64_t g = 0; g < qx.groups; ++g) {
-        const float cs = qx.s[r * qx.groups + g] * w.scales[n * qx.groups + g];
-        for (int64_t l = 0; l < kLanes; ++l) {
-          int32_t d = 0;
-          for (int64_t t = 0; t < 4; ++t) {
-            const int64_t k = g * kGroup + 4 * l + t;
-            if (k < w.k) d += q[k] * wq[n * w.k + k];
-          }
-          lane[l] = std::fma(static_cast<float>(d), cs, lane[l]);
+      float acc = 0.f;
+      for (int64_t g = 0; g < groups; ++g) {
+        int32_t d = 0;
+        for (int64_t k = g * kGroup; k < (g + 1) * kGroup; ++k) {
+          d += q[k] * wq[int8_packed_offset(n, k, groups)];
         }
+        const float cs = qx.s[r * groups + g] * w.scales[int8_packed_scale_offset(n, g, groups)];
+        acc = std::fma(static_cast<float>(d), cs, acc);
       }
-      y[r * w.n + n] = reduce16(lane);
+      y[r * w.n + n] = acc;
     }
   }
 }
 
 // --- blocked vector paths -----------------------------------------------------------------------
 //
-// As for the other weight types (kernels/weight_product.cpp): per group of up to kMGroup x rows,
-// block of kNB weight rows and K tile of 8 groups, every register block of up to 3 x rows
-// meets the block's weights; the lane sums live in acc between tiles. The last, partial group
-// runs over a zero-padded copy of the weights' tail.
+// Per group of up to kMGroup x rows, run of up to kMaxNb blocks (16 weight rows each) and K tile
+// of kGTile groups, every register block of up to kMaxMb x rows meets the blocks' lines: each
+// line is loaded once and multiplied with a broadcast quad of each x row; a group's integer
+// sums stay in registers, its scaled sum goes into the float sums in acc.
 
 #define FLAMINGO_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,fma")))
 #define FLAMINGO_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
 #define FLAMINGO_AVX2 __attribute__((target("avx2,fma")))
 
-// Micro kernel arguments. x row i: q at q + i * ldq, |q| at a + i * ldq, VNNI starting sums at
-// nc + i * ldnc (16 per group), scales at sx + i * lds; weight row j at w + j * ldw, its scales
-// at sw + j * lds; `groups` groups of 64 (at most kTileGroups); lane sums of row i, column j at
-// acc[i * acc_ld + j * 16].
+// Micro kernel arguments. x row i: q at q + i * ldq, |q| at a + i * ldq (group 0 of the tile
+// at offset 0), VNNI starting sums at start + i * lds, scales at sx + i * lds; block j's group g
+// at w + j * ldw + g * 1024, its scales at sw + j * ldsw + g * 16; `groups` groups; the float
+// sums of row i, block j at acc[i * acc_ld + j * 16].
 struct Micro {
   const int8_t* q;
   const uint8_t* a;
-  const int32_t* nc;
-  int64_t ldq, ldnc;
+  const int32_t* start;
+  int64_t ldq;
   const float* sx;
+  int64_t lds;
   const int8_t* w;
   int64_t ldw;
   const float* sw;
-  int64_t lds;
+  int64_t ldsw;
   int64_t groups;
   float* acc;
   int64_t acc_ld;
-  int64_t pf;  // bytes ahead of the weight rows to prefetch (0: none)
+  int64_t pf;  // bytes ahead of the weight lines to prefetch (0: none)
 };
 
-// cs[i][j][g] = sx[i][g] * sw[j][g] for the block's groups (one float32 rounding, as the
-// definition says; vector multiplies round the same way).
+inline int32_t quad(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// acc += float(d) * (sw * sx) for a group's 16 columns, the definition's one fma per group.
 template <int MB, int NB>
-FLAMINGO_AVX2 inline void combined_scales(const Micro& p, float (*cs)[NB][kTileGroups]) {
-  alignas(32) int32_t lanes[kTileGroups];
-  for (int g = 0; g < kTileGroups; ++g) lanes[g] = g < p.groups ? -1 : 0;
-  const __m256i mask = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));
+FLAMINGO_AVX512 inline void scale_into(const Micro& p, int64_t g, const __m512i (&d)[MB][NB]) {
+#pragma GCC unroll 4
   for (int i = 0; i < MB; ++i) {
-    const __m256 sx = _mm256_maskload_ps(p.sx + i * p.lds, mask);
+    const __m512 sx = _mm512_set1_ps(p.sx[i * p.lds + g]);
+#pragma GCC unroll 4
     for (int j = 0; j < NB; ++j) {
-      _mm256_storeu_ps(cs[i][j], _mm256_mul_ps(sx, _mm256_maskload_ps(p.sw + j * p.lds, mask)));
+      float* acc = p.acc + i * p.acc_ld + j * kRows;
+      const __m512 cs = _mm512_mul_ps(_mm512_loadu_ps(p.sw + j * p.ldsw + g * kRows), sx);
+      _mm512_store_ps(acc, _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[i][j]), cs, _mm512_load_ps(acc)));
     }
   }
 }
 
 template <int MB, int NB, bool PF>
-FLAMINGO_VNNI inline void block_vnni(const Micro& p) {
-  float cs[MB][NB][kTileGroups];
-  combined_scales<MB, NB>(p, cs);
-  __m512 c[MB][NB];
-  detail::load_sums(p.acc, p.acc_ld, c);
+FLAMINGO_VNNI void block_vnni(const Micro& p) {
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  const __m512 magic = _mm512_set1_ps(kMagicFloat);
   for (int64_t g = 0; g < p.groups; ++g) {
-#pragma GCC unroll 8
-    for (int j = 0; j < NB; ++j) {
-      const int8_t* wp = p.w + j * p.ldw + g * kGroup;
-      if constexpr (PF) _mm_prefetch(reinterpret_cast<const char*>(wp) + p.pf, _MM_HINT_T0);
-      // qw + 128 as unsigned bytes; the starting sums take -128 x sum(qx) back out and add
-      // kMagic, so that d's bits are the float 1.5 x 2^23 + the lane's integer dot.
-      const __m512i wu = _mm512_xor_si512(_mm512_loadu_si512(wp), flip);
-#pragma GCC unroll 8
+    __m512i d[MB][NB];
+#pragma GCC unroll 4
+    for (int i = 0; i < MB; ++i) {
+      const __m512i start = _mm512_set1_epi32(p.start[i * p.lds + g]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) d[i][j] = start;
+    }
+    const int8_t* wg = p.w + g * kInt8BlockBytes;
+    const int8_t* qg = p.q + g * kGroup;
+#pragma GCC unroll 16
+    for (int l = 0; l < kQuads; ++l) {
+      __m512i wu[NB];
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) {
+        const int8_t* wp = wg + j * p.ldw + l * kLine;
+        if constexpr (PF) _mm_prefetch(reinterpret_cast<const char*>(wp) + p.pf, _MM_HINT_T0);
+        // qw + 128 as unsigned bytes; the starting sum takes -128 x sum(qx) back out.
+        wu[j] = _mm512_xor_si512(_mm512_load_si512(wp), flip);
+      }
+#pragma GCC unroll 4
       for (int i = 0; i < MB; ++i) {
-        __m512i d = _mm512_loadu_si512(p.nc + i * p.ldnc + g * kLanes);
-        d = _mm512_dpbusd_epi32(d, wu, _mm512_loadu_si512(p.q + i * p.ldq + g * kGroup));
-        const __m512 dot = _mm512_sub_ps(_mm512_castsi512_ps(d), magic);
-        c[i][j] = _mm512_fmadd_ps(dot, _mm512_set1_ps(cs[i][j][g]), c[i][j]);
+        const __m512i xq = _mm512_set1_epi32(quad(qg + i * p.ldq + 4 * l));
+#pragma GCC unroll 4
+        for (int j = 0; j < NB; ++j) d[i][j] = _mm512_dpbusd_epi32(d[i][j], wu[j], xq);
       }
     }
+    scale_into<MB, NB>(p, g, d);
   }
-  detail::store_sums(p.acc, p.acc_ld, c);
 }
 
 template <int MB, int NB, bool PF>
-FLAMINGO_AVX512 inline void block_avx512(const Micro& p) {
-  float cs[MB][NB][kTileGroups];
-  combined_scales<MB, NB>(p, cs);
-  __m512 c[MB][NB];
-  detail::load_sums(p.acc, p.acc_ld, c);
+FLAMINGO_AVX512 void block_avx512(const Micro& p) {
   const __m512i ones = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
   for (int64_t g = 0; g < p.groups; ++g) {
-    __mmask64 neg[MB];
-#pragma GCC unroll 8
+    __m512i d[MB][NB];
+#pragma GCC unroll 4
     for (int i = 0; i < MB; ++i) {
-      neg[i] = _mm512_movepi8_mask(_mm512_loadu_si512(p.q + i * p.ldq + g * kGroup));
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) d[i][j] = zero;
     }
-#pragma GCC unroll 8
-    for (int j = 0; j < NB; ++j) {
-      const int8_t* wp = p.w + j * p.ldw + g * kGroup;
-      if constexpr (PF) _mm_prefetch(reinterpret_cast<const char*>(wp) + p.pf, _MM_HINT_T0);
-      const __m512i wv = _mm512_loadu_si512(wp);
-#pragma GCC unroll 8
+    const int8_t* wg = p.w + g * kInt8BlockBytes;
+#pragma GCC unroll 16
+    for (int l = 0; l < kQuads; ++l) {
+      __m512i wv[NB];
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) {
+        const int8_t* wp = wg + j * p.ldw + l * kLine;
+        if constexpr (PF) _mm_prefetch(reinterpret_cast<const char*>(wp) + p.pf, _MM_HINT_T0);
+        wv[j] = _mm512_load_si512(wp);
+      }
+#pragma GCC unroll 4
       for (int i = 0; i < MB; ++i) {
-        // |qx| x (qw with qx's sign): pairs of products <= 2 x 127 x 127, no saturation.
-        const __m512i ws = _mm512_mask_sub_epi8(wv, neg[i], zero, wv);
-        const __m512i pairs =
-            _mm512_maddubs_epi16(_mm512_loadu_si512(p.a + i * p.ldq + g * kGroup), ws);
-        const __m512i d = _mm512_madd_epi16(pairs, ones);
-        c[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_set1_ps(cs[i][j][g]), c[i][j]);
+        const int64_t off = i * p.ldq + g * kGroup + 4 * l;
+        const __mmask64 neg = _mm512_movepi8_mask(_mm512_set1_epi32(quad(p.q + off)));
+        const __m512i xa = _mm512_set1_epi32(quad(reinterpret_cast<const int8_t*>(p.a) + off));
+#pragma GCC unroll 4
+        for (int j = 0; j < NB; ++j) {
+          // |qx| x (qw with qx's sign): pairs of products <= 2 x 127 x 127, no saturation.
+          const __m512i ws = _mm512_mask_sub_epi8(wv[j], neg, zero, wv[j]);
+          d[i][j] =
+              _mm512_add_epi32(d[i][j], _mm512_madd_epi16(_mm512_maddubs_epi16(xa, ws), ones));
+        }
       }
     }
+    scale_into<MB, NB>(p, g, d);
   }
-  detail::store_sums(p.acc, p.acc_ld, c);
 }
 
 template <int MB, int NB, bool PF>
-FLAMINGO_AVX2 inline void block_avx2(const Micro& p) {
-  float cs[MB][NB][kTileGroups];
-  combined_scales<MB, NB>(p, cs);
-  __m256 c[2][MB][NB];  // [lanes 0-7 | 8-15]
-  detail::load_sums(p.acc, p.acc_ld, c);
+FLAMINGO_AVX2 void block_avx2(const Micro& p) {
   const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t g = 0; g < p.groups; ++g) {
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; ++h) {
-      const int64_t off = g * kGroup + h * 32;
-#pragma GCC unroll 8
+    __m256i d[MB][NB][2];  // [.. | rows 0-7, 8-15 of the block]
+#pragma GCC unroll 4
+    for (int i = 0; i < MB; ++i) {
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) d[i][j][0] = d[i][j][1] = _mm256_setzero_si256();
+    }
+    const int8_t* wg = p.w + g * kInt8BlockBytes;
+#pragma GCC unroll 16
+    for (int l = 0; l < kQuads; ++l) {
+      __m256i wv[NB][2];
+#pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) {
-        const int8_t* wp = p.w + j * p.ldw + off;
-        if constexpr (PF) {
-          if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(wp) + p.pf, _MM_HINT_T0);
+        const int8_t* wp = wg + j * p.ldw + l * kLine;
+        if constexpr (PF) _mm_prefetch(reinterpret_cast<const char*>(wp) + p.pf, _MM_HINT_T0);
+        wv[j][0] = _mm256_load_si256(reinterpret_cast<const __m256i*>(wp));
+        wv[j][1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(wp + 32));
+      }
+#pragma GCC unroll 4
+      for (int i = 0; i < MB; ++i) {
+        const int64_t off = i * p.ldq + g * kGroup + 4 * l;
+        const __m256i xq = _mm256_set1_epi32(quad(p.q + off));
+        const __m256i xa = _mm256_set1_epi32(quad(reinterpret_cast<const int8_t*>(p.a) + off));
+#pragma GCC unroll 4
+        for (int j = 0; j < NB; ++j) {
+#pragma GCC unroll 2
+          for (int h = 0; h < 2; ++h) {
+            const __m256i ws = _mm256_sign_epi8(wv[j][h], xq);
+            d[i][j][h] =
+                _mm256_add_epi32(d[i][j][h], _mm256_madd_epi16(_mm256_maddubs_epi16(xa, ws), ones));
+          }
         }
-        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wp));
-#pragma GCC unroll 8
-        for (int i = 0; i < MB; ++i) {
-          const __m256i ws = _mm256_sign_epi8(
-              wv, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.q + i * p.ldq + off)));
-          const __m256i pairs = _mm256_maddubs_epi16(
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p.a + i * p.ldq + off)), ws);
-          const __m256i d = _mm256_madd_epi16(pairs, ones);
-          c[h][i][j] =
-              _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(cs[i][j][g]), c[h][i][j]);
+      }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < MB; ++i) {
+      const __m256 sx = _mm256_set1_ps(p.sx[i * p.lds + g]);
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) {
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+          float* acc = p.acc + i * p.acc_ld + j * kRows + 8 * h;
+          const __m256 cs =
+              _mm256_mul_ps(_mm256_loadu_ps(p.sw + j * p.ldsw + g * kRows + 8 * h), sx);
+          _mm256_store_ps(acc,
+                          _mm256_fmadd_ps(_mm256_cvtepi32_ps(d[i][j][h]), cs, _mm256_load_ps(acc)));
         }
       }
     }
   }
-  detail::store_sums(p.acc, p.acc_ld, c);
 }
 
 enum class Path { kAvx2, kAvx512, kVnni };
@@ -257,100 +247,118 @@ void micro(const Micro& p) {
 }
 
 using MicroFn = void (*)(const Micro&);
-using MicroRow = std::array<MicroFn, 8>;  // [width - 1]
+using MicroRow = std::array<MicroFn, kMaxNb>;  // [blocks - 1]
 
-template <Path P, int MB, size_t... J>
-constexpr MicroRow micro_row(std::index_sequence<J...>) {
-  return {micro<P, MB, static_cast<int>(J) + 1>...};
+template <Path P, int MB>
+constexpr MicroRow micro_row() {
+  return {micro<P, MB, 1>, micro<P, MB, 2>, micro<P, MB, 3>, micro<P, MB, 4>};
+}
+template <Path P, int MB>
+constexpr MicroRow micro_row_narrow() {  // AVX2: at most 2 blocks (16 ymm)
+  return {micro<P, MB, 1>, micro<P, MB, 2>, nullptr, nullptr};
 }
 
 struct Kernels {
-  int64_t nb;                                  // weight rows per block
-  std::array<int64_t, kMaxXBlock + 1> width;   // weight rows per micro kernel, by x rows
-  std::array<MicroRow, kMaxXBlock + 1> micro;  // [x rows][width - 1]
+  int64_t nb, mb;                          // blocks and x rows per micro kernel, at most
+  std::array<MicroRow, kMaxMb + 1> micro;  // [x rows][blocks - 1]
 };
 
 template <Path P>
-constexpr Kernels wide_kernels() {  // AVX-512: 3 x 8 sums in zmm
-  return {8,
-          {0, 8, 8, 8},
-          {MicroRow{}, micro_row<P, 1>(std::make_index_sequence<8>()),
-           micro_row<P, 2>(std::make_index_sequence<8>()),
-           micro_row<P, 3>(std::make_index_sequence<8>())}};
+constexpr Kernels wide_kernels() {  // AVX-512: 4 x 4 integer sums in zmm
+  return {4,
+          4,
+          {MicroRow{}, micro_row<P, 1>(), micro_row<P, 2>(), micro_row<P, 3>(), micro_row<P, 4>()}};
 }
 const Kernels kVnniKernels = wide_kernels<Path::kVnni>();
 const Kernels kAvx512Kernels = wide_kernels<Path::kAvx512>();
-// AVX2: each sum is two ymm; 1 x 4 or 3 x 2 of them.
-const Kernels kAvx2Kernels{4,
-                           {0, 4, 2, 2},
-                           {MicroRow{}, micro_row<Path::kAvx2, 1>(std::make_index_sequence<4>()),
-                            micro_row<Path::kAvx2, 2>(std::make_index_sequence<2>()),
-                            micro_row<Path::kAvx2, 3>(std::make_index_sequence<2>())}};
+const Kernels kAvx2Kernels{2,
+                           2,
+                           {MicroRow{}, micro_row_narrow<Path::kAvx2, 1>(),
+                            micro_row_narrow<Path::kAvx2, 2>(), MicroRow{}, MicroRow{}}};
 
-// Weight rows [n0, n1) on one thread (n0 a multiple of the block height).
+// Output columns [n0, n1) (n0 a multiple of 16) on one thread.
 void rows_blocked(const QuantX& qx, const WeightView& w, int64_t m, float* y, const Kernels& kern,
                   int64_t n0, int64_t n1) {
-  const int64_t groups = qx.groups, full = w.k / kGroup;  // full: groups without padding
-  const int64_t acc_ld = kern.nb * kLanes;
+  const int64_t groups = qx.groups;
+  const int64_t acc_ld = kMaxNb * kRows;
   const auto* wq = static_cast<const int8_t*>(w.data);
-  alignas(64) float acc[kMGroup * 8 * kLanes];
-  alignas(64) int8_t wtail[8 * kGroup];
+  alignas(64) float acc[kMGroup * kMaxNb * kRows];
+  const int64_t b0 = n0 / kRows, b1 = (n1 + kRows - 1) / kRows;
   for (int64_t m0 = 0; m0 < m; m0 += kMGroup) {
     const int64_t mc = std::min(kMGroup, m - m0);
-    const int64_t xblocks = (mc + kMaxXBlock - 1) / kMaxXBlock;  // sizes differ by at most one
-    for (int64_t n = n0; n < n1; n += kern.nb) {
-      const int64_t nb = std::min(kern.nb, n1 - n);
+    const int64_t xblocks = (mc + kern.mb - 1) / kern.mb;  // sizes differ by at most one
+    for (int64_t b = b0; b < b1; b += kern.nb) {
+      const int64_t nb = std::min(kern.nb, b1 - b);
       std::memset(acc, 0, sizeof(float) * mc * acc_ld);
-      // Every x block against the block's weights (at wp, stride ldw) over groups [g0, g0 + gs).
-      auto sweep = [&](const int8_t* wp, int64_t ldw, int64_t g0, int64_t gs, bool stream) {
-        for (int64_t b = 0, i = 0; b < xblocks; ++b) {
-          const int64_t mb = mc / xblocks + (b < mc % xblocks ? 1 : 0);
+      for (int64_t g0 = 0; g0 < groups; g0 += kGTile) {
+        const int64_t gs = std::min(kGTile, groups - g0);
+        for (int64_t xb = 0, i = 0; xb < xblocks; ++xb) {
+          const int64_t mb = mc / xblocks + (xb < mc % xblocks ? 1 : 0);
           const int64_t r = m0 + i;
-          for (int64_t j = 0; j < nb; j += kern.width[mb]) {
-            const int64_t width = std::min(kern.width[mb], nb - j);
-            const Micro p{qx.q.data() + r * qx.kp + g0 * kGroup,
-                          qx.vnni ? nullptr : qx.a.data() + r * qx.kp + g0 * kGroup,
-                          qx.vnni ? qx.nc.data() + (r * groups + g0) * kLanes : nullptr,
-                          qx.kp,
-                          groups * kLanes,
-                          qx.s.data() + r * groups + g0,
-                          wp + j * ldw,
-                          ldw,
-                          w.scales + (n + j) * groups + g0,
-                          groups,
-                          gs,
-                          acc + i * acc_ld + j * kLanes,
-                          acc_ld,
-                          b == 0 && stream ? prefetch_bytes() : 0};  // the block that streams
-            kern.micro[mb][width - 1](p);
-          }
+          const Micro p{qx.q.data() + r * qx.kp + g0 * kGroup,
+                        qx.a.empty() ? nullptr : qx.a.data() + r * qx.kp + g0 * kGroup,
+                        qx.start.empty() ? nullptr : qx.start.data() + r * groups + g0,
+                        qx.kp,
+                        qx.s.data() + r * groups + g0,
+                        groups,
+                        wq + (b * groups + g0) * kInt8BlockBytes,
+                        groups * kInt8BlockBytes,
+                        w.scales + (b * groups + g0) * kRows,
+                        groups * kRows,
+                        gs,
+                        acc + i * acc_ld,
+                        acc_ld,
+                        xb == 0 ? detail::prefetch_bytes() : 0};  // the block that streams
+          kern.micro[mb][nb - 1](p);
           i += mb;
         }
-      };
-      for (int64_t g0 = 0; g0 < full; g0 += kTileGroups) {
-        sweep(wq + n * w.k + g0 * kGroup, w.k, g0, std::min(kTileGroups, full - g0), true);
       }
-      if (full < groups) {
-        const int64_t tail = w.k - full * kGroup;
-        std::memset(wtail, 0, sizeof wtail);
-        for (int64_t j = 0; j < nb; ++j) {
-          std::memcpy(wtail + j * kGroup, wq + (n + j) * w.k + full * kGroup, tail);
-        }
-        sweep(wtail, kGroup, full, 1, false);
-      }
+      const int64_t c0 = b * kRows, c1 = std::min(n1, (b + nb) * kRows);
       for (int64_t i = 0; i < mc; ++i) {
-        float* yrow = y + (m0 + i) * w.n + n;
-        if (nb == 8 && &kern != &kAvx2Kernels) {  // the AVX-512 kernels
-          detail::reduce16x8(acc + i * acc_ld, yrow);
-        } else {
-          for (int64_t j = 0; j < nb; ++j) yrow[j] = reduce16(acc + i * acc_ld + j * kLanes);
-        }
+        std::memcpy(y + (m0 + i) * w.n + c0, acc + i * acc_ld, sizeof(float) * (c1 - c0));
       }
     }
   }
 }
 
 }  // namespace
+
+namespace detail {
+
+void quantize_rows(const float* x, int64_t m, int64_t k, QuantExtra extra, QuantX& qx) {
+  qx.groups = (k + kGroup - 1) / kGroup;
+  qx.kp = qx.groups * kGroup;
+  const int64_t rows = extra == QuantExtra::kTileRows ? (m + kRows - 1) / kRows * kRows : m;
+  qx.q.resize(static_cast<size_t>(rows * qx.kp));
+  std::fill(qx.q.begin() + m * qx.kp, qx.q.end(), int8_t{0});
+  qx.s.resize(static_cast<size_t>(m * qx.groups));
+  qx.a.resize(extra == QuantExtra::kMagnitudes ? static_cast<size_t>(m * qx.kp) : 0);
+  qx.start.resize(extra == QuantExtra::kStartSums ? static_cast<size_t>(m * qx.groups) : 0);
+  auto row = [&](int64_t r) {
+    int8_t* q = qx.q.data() + r * qx.kp;
+    quantize_activation_row(x + r * k, k, q, qx.s.data() + r * qx.groups);
+    if (extra == QuantExtra::kStartSums) {
+      for (int64_t g = 0; g < qx.groups; ++g) {
+        int32_t sum = 0;
+        for (int64_t i = 0; i < kGroup; ++i) sum += q[g * kGroup + i];
+        qx.start[r * qx.groups + g] = -128 * sum;
+      }
+    } else if (extra == QuantExtra::kMagnitudes) {
+      uint8_t* a = qx.a.data() + r * qx.kp;
+      for (int64_t i = 0; i < qx.kp; ++i) a[i] = static_cast<uint8_t>(std::abs(q[i]));
+    }
+  };
+  constexpr int64_t kRowsPerTask = 8;
+  if (m * k < (int64_t{1} << 16)) {
+    for (int64_t r = 0; r < m; ++r) row(r);
+  } else {
+    kernel_pool().run((m + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t t) {
+      for (int64_t r = t * kRowsPerTask; r < std::min(m, (t + 1) * kRowsPerTask); ++r) row(r);
+    });
+  }
+}
+
+}  // namespace detail
 
 void quantize_activation_row(const float* x, int64_t k, int8_t* q, float* scales) {
   const int64_t groups = (k + kGroup - 1) / kGroup;
@@ -378,6 +386,7 @@ void int8_product_raw(const float* x, int64_t m, const WeightView& w, float* y, 
     return;
   }
   isa = std::min(isa, cpu_isa());
+  const bool amx = isa >= Isa::kAmx && m >= kAmxInt8MinRows;
   const Kernels* kern = isa >= Isa::kAvx512Vnni ? &kVnniKernels
                         : isa == Isa::kAvx512   ? &kAvx512Kernels
                         : isa == Isa::kAvx2     ? &kAvx2Kernels
@@ -386,10 +395,15 @@ void int8_product_raw(const float* x, int64_t m, const WeightView& w, float* y, 
   // through this pointer: a lambda naming a thread_local would reach the worker's own.
   thread_local QuantX buffers;
   const QuantX* qx = &buffers;
-  quantize_rows(x, m, w.k, isa >= Isa::kAvx512Vnni, buffers);
-  const int64_t unit = kern != nullptr ? kern->nb : 8;
-  detail::for_column_ranges(m, w.n, w.k, unit, [=, &w](int64_t n0, int64_t n1) {
-    if (kern != nullptr) {
+  const auto extra = amx                       ? detail::QuantExtra::kTileRows
+                     : isa >= Isa::kAvx512Vnni ? detail::QuantExtra::kStartSums
+                     : kern != nullptr         ? detail::QuantExtra::kMagnitudes
+                                               : detail::QuantExtra::kNone;
+  detail::quantize_rows(x, m, w.k, extra, buffers);
+  detail::for_column_ranges(m, w.n, w.k, kRows, [=, &w](int64_t n0, int64_t n1) {
+    if (amx) {
+      amx_int8_columns(*qx, m, w, y, n0, n1);
+    } else if (kern != nullptr) {
       rows_blocked(*qx, w, m, y, *kern, n0, n1);
     } else {
       rows_scalar(*qx, w, m, y, n0, n1);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <tuple>
 #include <vector>
 
 #include "kernels/thread_pool.h"
@@ -33,9 +34,62 @@ int64_t weight_type_size(WeightType type) {
 }
 
 int64_t packed_bytes(int64_t n, int64_t k, WeightType type, int64_t group) {
-  const int64_t scales = type == WeightType::kInt8 ? n * ((k + group - 1) / group) * 4 : 0;
-  return n * k * weight_type_size(type) + scales;
+  if (type != WeightType::kInt8) return n * k * weight_type_size(type);
+  const int64_t blocks = (n + kInt8BlockRows - 1) / kInt8BlockRows;
+  const int64_t groups = (k + group - 1) / group;
+  return blocks * groups * (kInt8BlockRows * group + kInt8BlockRows * 4);
 }
+
+namespace {
+
+// Copies one block between row-major q [rows][k], scales [rows][groups] (rows <= 16) and the
+// packed block at `data` with its scales (zeroed before when packing): 4 bytes at a time.
+template <bool kPack, class Q, class S, class D, class DS>
+void copy_block(Q* q, S* s, int64_t rows, int64_t k, D* data, DS* scales) {
+  const int64_t groups = (k + kInt8Group - 1) / kInt8Group;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t g = 0; g < groups; ++g) {
+      Q* row = q + r * k + g * kInt8Group;
+      D* line = data + g * kInt8BlockBytes + 4 * r;
+      const int64_t kk = std::min(kInt8Group, k - g * kInt8Group);
+      for (int64_t c = 0; c < kk; c += 4) {
+        const size_t bytes = static_cast<size_t>(std::min<int64_t>(4, kk - c));
+        if constexpr (kPack) {
+          std::memcpy(line + c * 16, row + c, bytes);
+        } else {
+          std::memcpy(row + c, line + c * 16, bytes);
+        }
+      }
+      if constexpr (kPack) {
+        scales[g * kInt8BlockRows + r] = s[r * groups + g];
+      } else {
+        s[r * groups + g] = scales[g * kInt8BlockRows + r];
+      }
+    }
+  }
+}
+
+// Packed tensors for a weight [n, k]: zeros (padding stays zero), filled block by block by
+// fill(block, rows in it, data, scales) on the kernel pool.
+template <class Fill>
+std::pair<at::Tensor, at::Tensor> packed_int8(int64_t n, int64_t k, const Fill& fill) {
+  const int64_t blocks = (n + kInt8BlockRows - 1) / kInt8BlockRows;
+  const int64_t groups = (k + kInt8Group - 1) / kInt8Group;
+  at::Tensor data = at::zeros({blocks * groups * kInt8BlockBytes}, at::kChar);
+  at::Tensor scales = at::zeros({blocks * groups * kInt8BlockRows}, at::kFloat);
+  int8_t* d = data.data_ptr<int8_t>();
+  float* s = scales.data_ptr<float>();
+  constexpr int64_t kBlocksPerTask = 4;
+  kernel_pool().run((blocks + kBlocksPerTask - 1) / kBlocksPerTask, [&](int64_t t) {
+    for (int64_t b = t * kBlocksPerTask; b < std::min(blocks, (t + 1) * kBlocksPerTask); ++b) {
+      fill(b, std::min(kInt8BlockRows, n - b * kInt8BlockRows), d + b * groups * kInt8BlockBytes,
+           s + b * groups * kInt8BlockRows);
+    }
+  });
+  return {data, scales};
+}
+
+}  // namespace
 
 void quantize_int8_row(const float* w, int64_t k, int64_t group, int8_t* q, float* scales) {
   for (int64_t g0 = 0, gi = 0; g0 < k; g0 += group, ++gi) {
@@ -70,36 +124,35 @@ PackedWeight PackedWeight::from_dense(const at::Tensor& w, WeightType type, int6
                       w.scalar_type() == at::kHalf,
                   "PackedWeight: cannot quantize a ", w.scalar_type(), " weight");
       const int64_t groups = (k + group - 1) / group;
-      p.data_ = at::empty({n, k}, at::kChar);
-      p.scales_ = at::empty({n, groups}, at::kFloat);
       const at::Tensor wc = w.contiguous();
       const at::ScalarType st = wc.scalar_type();
       const auto* src = static_cast<const std::byte*>(wc.data_ptr());
       const int64_t esize = static_cast<int64_t>(wc.element_size());
-      int8_t* q = p.data_.data_ptr<int8_t>();
-      float* scales = p.scales_.data_ptr<float>();
-      // Rows in parallel on the kernel pool, each widened into a float32 row of its own.
-      constexpr int64_t kRowsPerTask = 64;
-      kernel_pool().run((n + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t t) {
-        std::vector<float> row(k);
-        for (int64_t r = t * kRowsPerTask; r < std::min(n, (t + 1) * kRowsPerTask); ++r) {
-          const std::byte* in = src + r * k * esize;
-          for (int64_t i = 0; i < k; ++i) {
-            if (st == at::kFloat) {
-              std::memcpy(&row[i], in + i * 4, 4);
-            } else if (st == at::kBFloat16) {
-              c10::BFloat16 b;
-              std::memcpy(&b, in + i * 2, 2);
-              row[i] = static_cast<float>(b);
-            } else {
-              c10::Half h;
-              std::memcpy(&h, in + i * 2, 2);
-              row[i] = static_cast<float>(h);
+      // Block by block on the kernel pool, each row widened into a float32 row of its own.
+      std::tie(p.data_, p.scales_) =
+          packed_int8(n, k, [&](int64_t b, int64_t rows, int8_t* data, float* scales) {
+            std::vector<float> row(k);
+            std::vector<int8_t> q(rows * k);
+            std::vector<float> s(rows * groups);
+            for (int64_t r = 0; r < rows; ++r) {
+              const std::byte* in = src + (b * kInt8BlockRows + r) * k * esize;
+              for (int64_t i = 0; i < k; ++i) {
+                if (st == at::kFloat) {
+                  std::memcpy(&row[i], in + i * 4, 4);
+                } else if (st == at::kBFloat16) {
+                  c10::BFloat16 h;
+                  std::memcpy(&h, in + i * 2, 2);
+                  row[i] = static_cast<float>(h);
+                } else {
+                  c10::Half h;
+                  std::memcpy(&h, in + i * 2, 2);
+                  row[i] = static_cast<float>(h);
+                }
+              }
+              quantize_int8_row(row.data(), k, group, q.data() + r * k, s.data() + r * groups);
             }
-          }
-          quantize_int8_row(row.data(), k, group, q + r * k, scales + r * groups);
-        }
-      });
+            copy_block<true>(q.data(), s.data(), rows, k, data, scales);
+          });
       break;
     }
   }
@@ -124,11 +177,45 @@ PackedWeight PackedWeight::from_int8(const at::Tensor& q, const at::Tensor& scal
               "PackedWeight: int8 weights must lie in [-127, 127] (symmetric), found ",
               static_cast<int>(q.min().item<int8_t>()));
   PackedWeight p;
-  p.data_ = q.contiguous();
-  p.scales_ = scales.contiguous();
-  p.view_ = WeightView{WeightType::kInt8,           q.size(0), q.size(1), p.data_.data_ptr(),
-                       p.scales_.data_ptr<float>(), group};
+  const int64_t n = q.size(0), k = q.size(1);
+  const at::Tensor qc = q.contiguous(), sc = scales.contiguous();
+  const int8_t* qd = qc.data_ptr<int8_t>();
+  const float* sd = sc.data_ptr<float>();
+  std::tie(p.data_, p.scales_) =
+      packed_int8(n, k, [&](int64_t b, int64_t rows, int8_t* data, float* s) {
+        const int64_t r0 = b * kInt8BlockRows;
+        copy_block<true>(qd + r0 * k, sd + r0 * groups, rows, k, data, s);
+      });
+  p.view_ =
+      WeightView{WeightType::kInt8, n, k, p.data_.data_ptr(), p.scales_.data_ptr<float>(), group};
   return p;
+}
+
+PackedWeight PackedWeight::join_rows(const PackedWeight& a, const PackedWeight& b) {
+  TORCH_CHECK(a.type() == b.type() && a.cols() == b.cols(),
+              "PackedWeight::join_rows: weights differ in type or columns");
+  if (a.type() != WeightType::kInt8) {
+    return from_dense(at::cat({a.data(), b.data()}, 0), a.type());
+  }
+  const auto [qa, sa] = a.int8_rows();
+  const auto [qb, sb] = b.int8_rows();
+  return from_int8(at::cat({qa, qb}, 0), at::cat({sa, sb}, 0), a.group());
+}
+
+std::pair<at::Tensor, at::Tensor> PackedWeight::int8_rows() const {
+  TORCH_CHECK(view_.type == WeightType::kInt8, "PackedWeight::int8_rows: not an int8 weight");
+  const int64_t n = view_.n, k = view_.k, groups = view_.groups();
+  at::Tensor q = at::empty({n, k}, at::kChar), s = at::empty({n, groups}, at::kFloat);
+  const auto* d = static_cast<const int8_t*>(view_.data);
+  const float* ds = view_.scales;
+  int8_t* qd = q.data_ptr<int8_t>();
+  float* sd = s.data_ptr<float>();
+  kernel_pool().run(view_.blocks(), [&](int64_t b) {
+    const int64_t r0 = b * kInt8BlockRows;
+    copy_block<false>(qd + r0 * k, sd + r0 * groups, std::min(kInt8BlockRows, n - r0), k,
+                      d + b * groups * kInt8BlockBytes, ds + b * groups * kInt8BlockRows);
+  });
+  return {q, s};
 }
 
 int64_t PackedWeight::bytes() const {
@@ -137,8 +224,9 @@ int64_t PackedWeight::bytes() const {
 
 at::Tensor PackedWeight::dequantize() const {
   if (view_.type != WeightType::kInt8) return data_.to(at::kFloat);
-  const at::Tensor s = scales_.repeat_interleave(view_.group, 1).narrow(1, 0, view_.k);
-  return data_.to(at::kFloat) * s;
+  const auto [q, scales] = int8_rows();
+  const at::Tensor s = scales.repeat_interleave(view_.group, 1).narrow(1, 0, view_.k);
+  return q.to(at::kFloat) * s;
 }
 
 }  // namespace flamingo::kernels

@@ -108,7 +108,7 @@ QuantizeSummary write_int8_checkpoint(const std::string& src, const std::string&
                              {{"format", "pt"}});
     // The writer takes float32 scales before int8 weights: a weight's int8 copy waits in
     // `pending` from its scales to its own turn.
-    std::map<std::string, kernels::PackedWeight> pending;
+    std::map<std::string, std::pair<at::Tensor, at::Tensor>> pending;  // q, scales
     for (const TensorDecl& d : writer.order()) {
       weight_map[d.name] = shard;
       const Source& s = sources.at(d.name);
@@ -118,13 +118,13 @@ QuantizeSummary write_int8_checkpoint(const std::string& src, const std::string&
           done += static_cast<int64_t>(s.view->nbytes);
           break;
         case Source::kScales: {
-          const kernels::PackedWeight& w = pending[s.view->name] = quantize(*s.view);
-          writer.write(d.name, w.scales().data_ptr(), w.scales().nbytes());
+          const auto& [q, scales] = pending[s.view->name] = quantize(*s.view).int8_rows();
+          writer.write(d.name, scales.data_ptr(), scales.nbytes());
           break;
         }
         case Source::kQuantized: {
           auto it = pending.find(d.name);
-          writer.write(d.name, it->second.data().data_ptr(), it->second.data().nbytes());
+          writer.write(d.name, it->second.first.data_ptr(), it->second.first.nbytes());
           pending.erase(it);
           done += static_cast<int64_t>(s.view->nbytes);
           break;

@@ -126,7 +126,10 @@ kernels::PackedWeight WeightLoader::get_int8(const TensorView& view,
   bytes_done_ += static_cast<int64_t>(view.nbytes);
   if (progress_) progress_(bytes_done_, bytes_total_);
   try {
+    // Copied into the packed layout: the mapped pages are no longer needed.
     kernels::PackedWeight w = kernels::PackedWeight::from_int8(q, scales, kernels::kInt8Group);
+    release_pages(view);
+    if (const TensorView* s = checkpoint_.find(scale_name)) release_pages(*s);
     compute_bytes_ += w.bytes();
     return w;
   } catch (const c10::Error& e) {
@@ -136,11 +139,7 @@ kernels::PackedWeight WeightLoader::get_int8(const TensorView& view,
 
 kernels::PackedWeight WeightLoader::join_rows(const kernels::PackedWeight& a,
                                               const kernels::PackedWeight& b) {
-  if (a.type() == kernels::WeightType::kInt8) {
-    return kernels::PackedWeight::from_int8(at::cat({a.data(), b.data()}, 0),
-                                            at::cat({a.scales(), b.scales()}, 0), a.group());
-  }
-  return kernels::PackedWeight::from_dense(at::cat({a.data(), b.data()}, 0), a.type());
+  return kernels::PackedWeight::join_rows(a, b);
 }
 
 void WeightLoader::release_pages(const TensorView& view) {

@@ -26,46 +26,42 @@ std::vector<Isa> isas() {
 }
 
 // The definition, independently of the kernels: x quantized per group of 64 (max |x| / 127,
-// round half to even), 16 lanes each taking the exact integer dot of 4 consecutive K per group
-// times sx * sw, a fixed tree over the lanes.
+// round half to even), each group's exact integer dot times sx * sw added with one fma, in
+// increasing groups.
 float definition(const float* x, const int8_t* q, const float* sw, int64_t k) {
   const int64_t groups = (k + 63) / 64;
-  float lane[16] = {};
+  float acc = 0.f;
   for (int64_t g = 0; g < groups; ++g) {
     float amax = 0.f;
     for (int64_t i = g * 64; i < std::min(k, g * 64 + 64); ++i)
       amax = std::max(amax, std::abs(x[i]));
     const float sx = amax / 127.f;
-    for (int64_t l = 0; l < 16; ++l) {
-      int64_t d = 0;
-      for (int64_t i = g * 64 + 4 * l; i < g * 64 + 4 * l + 4 && i < k; ++i) {
-        const float r = sx > 0.f ? std::nearbyint(x[i] / sx) : 0.f;
-        d += static_cast<int64_t>(std::clamp(r, -127.f, 127.f)) * q[i];
-      }
-      lane[l] = std::fma(static_cast<float>(d), sx * sw[g], lane[l]);
+    int64_t d = 0;
+    for (int64_t i = g * 64; i < std::min(k, g * 64 + 64); ++i) {
+      const float r = sx > 0.f ? std::nearbyint(x[i] / sx) : 0.f;
+      d += static_cast<int64_t>(std::clamp(r, -127.f, 127.f)) * q[i];
     }
+    acc = std::fma(static_cast<float>(d), sx * sw[g], acc);
   }
-  float s[8], t[4];
-  for (int i = 0; i < 8; ++i) s[i] = lane[i] + lane[i + 8];
-  for (int i = 0; i < 4; ++i) t[i] = s[i] + s[i + 4];
-  return (t[0] + t[2]) + (t[1] + t[3]);
+  return acc;
 }
 
 TEST(Int8Product, EveryPathGivesTheDefinitionBitForBit) {
   at::manual_seed(31);
   for (int64_t k : {1, 63, 64, 65, 200, 512, 577, 1100}) {
-    for (int64_t m : {1, 3, 7, 50}) {
+    for (int64_t m : {1, 3, 7, 8, 17, 50}) {
       const int64_t n = 19;
       const PackedWeight w = PackedWeight::from_dense(at::randn({n, k}), WeightType::kInt8);
       at::Tensor x = at::randn({m, k});
       x[0].narrow(0, 0, std::min<int64_t>(k, 64)).zero_();  // an all-zero group: sx = 0
-      const auto* q = w.data().data_ptr<int8_t>();
-      const auto* sw = w.scales().data_ptr<float>();
+      const auto [qt, st] = w.int8_rows();
+      const auto* q = qt.data_ptr<int8_t>();
+      const auto* sw = st.data_ptr<float>();
       std::vector<float> want(m * n);
       for (int64_t r = 0; r < m; ++r) {
         for (int64_t c = 0; c < n; ++c) {
           want[r * n + c] =
-              definition(x.data_ptr<float>() + r * k, q + c * k, sw + c * w.scales().size(1), k);
+              definition(x.data_ptr<float>() + r * k, q + c * k, sw + c * st.size(1), k);
         }
       }
       for (Isa isa : isas()) {
@@ -74,6 +70,28 @@ TEST(Int8Product, EveryPathGivesTheDefinitionBitForBit) {
             << isa_name(isa) << " m=" << m << " k=" << k;
       }
     }
+  }
+}
+
+// More than 1024 groups along K: the AMX path's running integer sums restart at group 1024 (the
+// bound that keeps them within int32); the bits stay the definition's across the restart.
+TEST(Int8Product, LongKKeepsTheDefinitionOnEveryPath) {
+  at::manual_seed(33);
+  const int64_t k = 1030 * 64 + 5, n = 17, m = 9;
+  const PackedWeight w = PackedWeight::from_dense(at::randn({n, k}), WeightType::kInt8);
+  const at::Tensor x = at::randn({m, k});
+  const auto [qt, st] = w.int8_rows();
+  std::vector<float> want(m * n);
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t c = 0; c < n; ++c) {
+      want[r * n + c] = definition(x.data_ptr<float>() + r * k, qt.data_ptr<int8_t>() + c * k,
+                                   st.data_ptr<float>() + c * st.size(1), k);
+    }
+  }
+  for (Isa isa : isas()) {
+    const at::Tensor y = weight_product(x, w, {}, isa);
+    EXPECT_EQ(std::memcmp(y.data_ptr<float>(), want.data(), want.size() * sizeof(float)), 0)
+        << isa_name(isa);
   }
 }
 
@@ -106,13 +124,15 @@ TEST(Int8Product, ActivationQuantizationStaysWithinHalfAStep) {
 
 TEST(Int8Product, NonFiniteActivationGivesNaNInItsRowOnly) {
   const PackedWeight w = PackedWeight::from_dense(at::randn({9, 130}), WeightType::kInt8);
-  at::Tensor x = at::randn({3, 130});
-  x[1][100] = std::numeric_limits<float>::infinity();
-  for (Isa isa : isas()) {
-    const at::Tensor y = weight_product(x, w, {}, isa);
-    EXPECT_TRUE(y[1].isnan().all().item<bool>()) << isa_name(isa);
-    EXPECT_TRUE(y[0].isfinite().all().item<bool>()) << isa_name(isa);
-    EXPECT_TRUE(y[2].isfinite().all().item<bool>()) << isa_name(isa);
+  for (int64_t m : {3, 8}) {  // 8: AMX rows where the CPU has it
+    at::Tensor x = at::randn({m, 130});
+    x[1][100] = std::numeric_limits<float>::infinity();
+    for (Isa isa : isas()) {
+      const at::Tensor y = weight_product(x, w, {}, isa);
+      EXPECT_TRUE(y[1].isnan().all().item<bool>()) << isa_name(isa);
+      EXPECT_TRUE(y[0].isfinite().all().item<bool>()) << isa_name(isa);
+      EXPECT_TRUE(y[2].isfinite().all().item<bool>()) << isa_name(isa);
+    }
   }
 }
 

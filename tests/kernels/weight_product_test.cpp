@@ -161,28 +161,56 @@ TEST(WeightProduct, Int8QuantizationErrorIsHalfAStepPerGroup) {
   w[2].zero_();                        // an all-zero row: scale 0, q 0
   w[3].narrow(0, 64, 64).mul_(100.f);  // an outlier group spoils only its own group
   const PackedWeight p = PackedWeight::from_dense(w, WeightType::kInt8);
-  ASSERT_EQ(p.scales().sizes(), (at::IntArrayRef{5, 4}));
-  const at::Tensor s = p.scales().repeat_interleave(kInt8Group, 1).narrow(1, 0, k);
+  const auto [q, scales] = p.int8_rows();
+  ASSERT_EQ(scales.sizes(), (at::IntArrayRef{5, 4}));
+  const at::Tensor s = scales.repeat_interleave(kInt8Group, 1).narrow(1, 0, k);
   const at::Tensor err = (p.dequantize() - w).abs();
   EXPECT_TRUE((err <= s * 0.5f * (1 + 1e-6f) + 1e-30f).all().item<bool>());
-  EXPECT_EQ(p.scales()[2].abs().sum().item<float>(), 0.f);
-  EXPECT_EQ(p.data().abs().max().item<int8_t>(), 127);
-  EXPECT_LT(p.scales()[3][0].item<float>() * 10, p.scales()[3][1].item<float>());
-  EXPECT_EQ(p.bytes(), 5 * k + 5 * 4 * 4);
+  EXPECT_EQ(scales[2].abs().sum().item<float>(), 0.f);
+  EXPECT_EQ(q.abs().max().item<int8_t>(), 127);
+  EXPECT_LT(scales[3][0].item<float>() * 10, scales[3][1].item<float>());
+  // Packed: one block of 16 rows (11 of them padding) x 4 groups of 64 bytes and 64 scales.
+  EXPECT_EQ(p.bytes(), 4 * (16 * 64 + 16 * 4));
+  EXPECT_EQ(p.bytes(), packed_bytes(5, k, WeightType::kInt8));
 }
 
 TEST(WeightProduct, FromInt8EqualsQuantizedFromDense) {
   at::manual_seed(16);
   const at::Tensor w = at::randn({6, 130});
   const PackedWeight a = PackedWeight::from_dense(w, WeightType::kInt8);
-  const PackedWeight b = PackedWeight::from_int8(a.data().clone(), a.scales().clone(), kInt8Group);
+  const auto [q, scales] = a.int8_rows();
+  const PackedWeight b = PackedWeight::from_int8(q.clone(), scales.clone(), kInt8Group);
   const at::Tensor x = at::randn({3, 130});
   EXPECT_TRUE(bit_equal(weight_product(x, a), weight_product(x, b)));
-  EXPECT_THROW(PackedWeight::from_int8(a.data(), a.scales().narrow(1, 0, 2), kInt8Group),
-               c10::Error);
-  EXPECT_THROW(PackedWeight::from_int8(a.data().to(at::kFloat), a.scales(), kInt8Group),
-               c10::Error);
-  EXPECT_THROW(PackedWeight::from_int8(a.data(), a.scales(), 48), c10::Error);
+  EXPECT_TRUE(bit_equal(a.data(), b.data()));
+  EXPECT_TRUE(bit_equal(a.scales(), b.scales()));
+  EXPECT_THROW(PackedWeight::from_int8(q, scales.narrow(1, 0, 2), kInt8Group), c10::Error);
+  EXPECT_THROW(PackedWeight::from_int8(q.to(at::kFloat), scales, kInt8Group), c10::Error);
+  EXPECT_THROW(PackedWeight::from_int8(q, scales, 48), c10::Error);
+}
+
+// The packed layout (kernels/packed_weight.h) round-trips, and joining rows equals quantizing
+// the joined weight, for row counts that do and do not fill whole blocks of 16.
+TEST(WeightProduct, Int8PackedLayoutRoundTripsAndJoins) {
+  at::manual_seed(17);
+  for (int64_t n : {1, 16, 21, 40}) {
+    const at::Tensor w = at::randn({n, 150});
+    const PackedWeight p = PackedWeight::from_dense(w, WeightType::kInt8);
+    const auto [q, scales] = p.int8_rows();
+    const auto* packed = static_cast<const int8_t*>(p.view().data);
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t c = 0; c < 150; ++c) {
+        ASSERT_EQ(packed[int8_packed_offset(r, c, 3)], q[r][c].item<int8_t>()) << r << " " << c;
+      }
+    }
+    const at::Tensor tail = at::randn({7, 150});
+    const PackedWeight joined =
+        PackedWeight::join_rows(p, PackedWeight::from_dense(tail, WeightType::kInt8));
+    const PackedWeight whole = PackedWeight::from_dense(at::cat({w, tail}, 0), WeightType::kInt8);
+    EXPECT_EQ(joined.rows(), n + 7);
+    EXPECT_TRUE(bit_equal(joined.data(), whole.data())) << n;
+    EXPECT_TRUE(bit_equal(joined.scales(), whole.scales())) << n;
+  }
 }
 
 TEST(WeightProduct, BFloat16WeightsAreUsedAsStored) {

@@ -313,7 +313,8 @@ TEST(BadCheckpoint, TruncatedShardNamesTheTensorCut) {
 
 // What --weights int8 --dtype float32 allocates beyond the mapped files on the golden
 // checkpoint, counted here independently: each linear weight (2-D "*.weight", not an
-// embedding) as int8 plus one float32 scale per row and group of 64; other tensors stored in
+// embedding) as int8 plus one float32 scale per row and group of 64, padded to blocks of 16
+// rows and whole groups; other tensors stored in
 // another dtype than float32 are converted (the I64 position_ids buffer).
 int64_t int8_bytes_needed(const std::string& dir) {
   const Checkpoint ckpt = Checkpoint::open(dir);
@@ -324,7 +325,8 @@ int64_t int8_bytes_needed(const std::string& dir) {
                         name.compare(name.size() - 7, 7, ".weight") == 0 &&
                         name.find("embed") == std::string::npos;
     if (linear) {
-      total += v.shape[0] * v.shape[1] + v.shape[0] * ((v.shape[1] + 63) / 64) * 4;
+      // Packed (kernels/packed_weight.h): blocks of 16 rows x groups of 64, with 16 scales each.
+      total += (v.shape[0] + 15) / 16 * ((v.shape[1] + 63) / 64) * (16 * 64 + 16 * 4);
     } else if (v.dtype != StoredDtype::kF32) {
       total += v.numel() * 4;
     }
