@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/amx_int8.h"
 #include "kernels/amx_product.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/thread_pool.h"
@@ -64,6 +65,20 @@ __attribute__((target("avx512f,fma"))) float fma_chains_512(float seed) {
   __m512 s = a[0];
   for (int i = 1; i < kChains; ++i) s = _mm512_add_ps(s, a[i]);
   return _mm512_reduce_add_ps(s);
+}
+
+// kChains independent vpdpbusd chains (64 multiply-adds each) for kIters rounds.
+__attribute__((target("avx512f,avx512vnni"))) int32_t dpbusd_chains(int32_t seed) {
+  __m512i a[kChains];
+  for (int i = 0; i < kChains; ++i) a[i] = _mm512_set1_epi32(seed + i);
+  const __m512i u = _mm512_set1_epi8(3), s = _mm512_set1_epi8(-2);
+  for (int64_t it = 0; it < kIters; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kChains; ++i) a[i] = _mm512_dpbusd_epi32(a[i], u, s);
+  }
+  __m512i r = a[0];
+  for (int i = 1; i < kChains; ++i) r = _mm512_add_epi32(r, a[i]);
+  return _mm512_reduce_add_epi32(r);
 }
 
 __attribute__((target("avx2,fma"))) float fma_chains_256(float seed) {
@@ -167,6 +182,34 @@ double pool_amx_bf16_peak_gflops() {
     best = std::min(best, now_s() - t0);
   }
   return 4.0 * 2 * 16 * 16 * 32 * static_cast<double>(kTileIters) * tasks / best / 1e9;
+}
+
+double pool_int8_peak_gops(const char** name) {
+  const Isa isa = kernels::active_isa();
+  kernels::ThreadPool& pool = kernels::kernel_pool();
+  const int64_t tasks = pool.threads();
+  double best = 1e30;
+  if (isa >= Isa::kAmx) {
+    *name = "AMX int8 tile peak (tdpbssd)";
+    constexpr int64_t kTileIters = 1 << 18;
+    for (int r = 0; r < 3; ++r) {
+      const double t0 = now_s();
+      pool.run(tasks, [&](int64_t) { kernels::amx_int8_spin(kTileIters); });
+      best = std::min(best, now_s() - t0);
+    }
+    return 4.0 * 2 * 16 * 16 * 64 * static_cast<double>(kTileIters) * tasks / best / 1e9;
+  }
+  if (isa < Isa::kAvx512Vnni) return 0;
+  *name = "int8 vpdpbusd peak";
+  std::vector<int32_t> sinks(tasks);
+  for (int r = 0; r < 3; ++r) {
+    const double t0 = now_s();
+    pool.run(tasks, [&](int64_t t) { sinks[t] = dpbusd_chains(static_cast<int32_t>(t)); });
+    best = std::min(best, now_s() - t0);
+  }
+  volatile int32_t keep = sinks[0];
+  (void)keep;
+  return 2.0 * 64 * kChains * static_cast<double>(kIters) * tasks / best / 1e9;
 }
 
 }  // namespace flamingo::bench

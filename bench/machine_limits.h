@@ -20,6 +20,12 @@ double pool_fma_peak_gflops();
 // products of a bfloat16 model can at most reach there.
 double pool_amx_bf16_peak_gflops();
 
+// int8 multiply-add peak of the int8 weight products in GOP/s (2 ops per multiply-add), every
+// pool thread: tdpbssd on tile registers where the kernels run AMX, independent vpdpbusd
+// chains on AVX-512 VNNI, else 0 (the vpmaddubsw paths: their limit is the FMA peak's order).
+// `name` gets which instruction.
+double pool_int8_peak_gops(const char** name);
+
 // The process's peak resident set so far (VmHWM), in bytes (-1 when unknown).
 int64_t peak_rss_bytes();
 

@@ -164,12 +164,15 @@ const char* dtype_name(at::ScalarType t) { return t == at::kBFloat16 ? "bfloat16
 struct Machine {
   int threads = 0;
   double copy_gbps = 0, read_gbps = 0, fma_peak_gflops = 0;
-  double amx_bf16_peak_gflops = 0;            // 0: the kernels do not run AMX
+  double amx_bf16_peak_gflops = 0;  // 0: the kernels do not run AMX
+  double int8_peak_gops = 0;        // 0: no int8 dot-product peak measured
+  const char* int8_peak_name = "";
   std::map<std::string, double> gemm_gflops;  // by dtype name
 };
 
 // The arithmetic limit of a model's products: the AMX tile peak where they run on AMX
-// (bfloat16 weights and activations, kernels/amx_product.h), else the float32 FMA peak.
+// (bfloat16 weights and activations, kernels/amx_product.h), the int8 dot-product peak for int8
+// weights (AMX or vpdpbusd, kernels/int8_product.h), else the float32 FMA peak.
 struct Peak {
   const char* name;
   double gflops;
@@ -178,6 +181,9 @@ Peak product_peak(const Machine& m, const FlamingoModel& model) {
   if (m.amx_bf16_peak_gflops > 0 && model.dtype() == at::kBFloat16 &&
       model.weight_type() == kernels::WeightType::kBFloat16) {
     return {"AMX bfloat16 tile peak", m.amx_bf16_peak_gflops};
+  }
+  if (m.int8_peak_gops > 0 && model.weight_type() == kernels::WeightType::kInt8) {
+    return {m.int8_peak_name, m.int8_peak_gops};
   }
   return {"float32 FMA peak", m.fma_peak_gflops};
 }
@@ -206,6 +212,7 @@ Machine measure_machine(const Args& a) {
   m.read_gbps = pool_read_gbps(512LL << 20, 5);
   m.fma_peak_gflops = pool_fma_peak_gflops();
   m.amx_bf16_peak_gflops = pool_amx_bf16_peak_gflops();
+  m.int8_peak_gops = pool_int8_peak_gops(&m.int8_peak_name);
   m.gemm_gflops["float32"] = gemm_gflops(at::kFloat);  // decode GFLOP/s are set against it
   for (at::ScalarType t : a.dtypes) m.gemm_gflops[dtype_name(t)] = gemm_gflops(t);
   std::printf("== machine: %d threads; CPU flags: %s; kernels: %s ==\n", m.threads,
@@ -218,6 +225,9 @@ Machine measure_machine(const Args& a) {
   if (m.amx_bf16_peak_gflops > 0) {
     std::printf("  bfloat16 AMX tile peak (tdpbf16ps), kernel pool  %8.1f GFLOP/s\n",
                 m.amx_bf16_peak_gflops);
+  }
+  if (m.int8_peak_gops > 0) {
+    std::printf("  %s, kernel pool  %8.1f GOP/s\n", m.int8_peak_name, m.int8_peak_gops);
   }
   for (const auto& [name, g] : m.gemm_gflops) {
     std::printf("  GEMM 2048^3 %-8s (at::matmul)        %8.1f GFLOP/s\n", name.c_str(), g);
@@ -515,6 +525,8 @@ int run(int argc, char** argv) {
                           {"read_gbps", m.read_gbps},
                           {"fma_peak_gflops", m.fma_peak_gflops},
                           {"amx_bf16_peak_gflops", m.amx_bf16_peak_gflops},
+                          {"int8_peak_gops", m.int8_peak_gops},
+                          {"int8_peak_name", m.int8_peak_name},
                           {"gemm_2048_gflops", m.gemm_gflops},
                           {"cpu_flags", kernels::cpu_flags_summary()},
                           {"kernel_isa", kernels::isa_name(kernels::active_isa())}}}};

@@ -137,7 +137,24 @@ FLAMINGO_AMX void columns(const detail::QuantX& qx, int64_t m, const WeightView&
   _tile_release();
 }
 
+FLAMINGO_AMX void spin(int64_t iterations) {
+  configure(kTile);
+  _tile_zero(4);
+  _tile_zero(5);
+  _tile_zero(6);
+  _tile_zero(7);
+  for (int64_t i = 0; i < iterations; ++i) {
+    _tile_dpbssd(0, 4, 6);
+    _tile_dpbssd(1, 4, 7);
+    _tile_dpbssd(2, 5, 6);
+    _tile_dpbssd(3, 5, 7);
+  }
+  _tile_release();
+}
+
 }  // namespace
+
+void amx_int8_spin(int64_t iterations) { spin(iterations); }
 
 void amx_int8_columns(const detail::QuantX& qx, int64_t m, const WeightView& w, float* y,
                       int64_t n0, int64_t n1) {

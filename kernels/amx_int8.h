@@ -22,4 +22,8 @@ constexpr int64_t kAmxInt8MinRows = 8;
 void amx_int8_columns(const detail::QuantX& qx, int64_t m, const WeightView& w, float* y,
                       int64_t n0, int64_t n1);
 
+// For benchmarks' peak: `iterations` x 4 tile products (16 x 16 x 64 each, 32768 integer ops)
+// on tile registers only, on this thread.
+void amx_int8_spin(int64_t iterations);
+
 }  // namespace flamingo::kernels
