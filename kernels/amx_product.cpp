@@ -12,6 +12,7 @@
 
 #include "kernels/amx_tiles.h"
 #include "kernels/product_common.h"
+#include "kernels/transpose16.h"
 
 namespace flamingo::kernels {
 namespace {
@@ -95,38 +96,6 @@ struct PackedX {
   }
 };
 
-// out[j][i] = in[i][j] for a 16 x 16 block of 32-bit values (rows ld_in / ld_out apart).
-__attribute__((target("avx512f"))) void transpose16(const void* in, int64_t ld_in, void* out,
-                                                    int64_t ld_out) {
-  const auto* src = static_cast<const float*>(in);
-  auto* dst = static_cast<float*>(out);
-  __m512 r[16], t[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ld_in);
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  // r[4i + j], 128-bit lane L: rows 4i..4i+3 at column 4L + j.
-  for (int i = 0; i < 4; ++i) {
-    const __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 2]);
-    const __m512d c = _mm512_castps_pd(t[4 * i + 1]), d = _mm512_castps_pd(t[4 * i + 3]);
-    r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-    r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
-    r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
-    r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
-  }
-  for (int j = 0; j < 4; ++j) {
-    const __m512 even01 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
-    const __m512 even23 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
-    const __m512 odd01 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xdd);
-    const __m512 odd23 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xdd);
-    _mm512_storeu_ps(dst + j * ld_out, _mm512_shuffle_f32x4(even01, even23, 0x88));
-    _mm512_storeu_ps(dst + (8 + j) * ld_out, _mm512_shuffle_f32x4(even01, even23, 0xdd));
-    _mm512_storeu_ps(dst + (4 + j) * ld_out, _mm512_shuffle_f32x4(odd01, odd23, 0x88));
-    _mm512_storeu_ps(dst + (12 + j) * ld_out, _mm512_shuffle_f32x4(odd01, odd23, 0xdd));
-  }
-}
-
 void pack_x(const uint16_t* x, int64_t m, int64_t k, PackedX& out) {
   out.width = std::min(m, kTile);
   out.tiles = (m + out.width - 1) / out.width;
@@ -138,7 +107,7 @@ void pack_x(const uint16_t* x, int64_t m, int64_t k, PackedX& out) {
     for (; i0 + kTile <= m; i0 += kTile) {
       uint32_t* tile = out.words.data() + (i0 / kTile) * out.pairs * kTile;
       for (int64_t b = 0; b < blocks; ++b) {
-        transpose16(x + i0 * k + b * kTile * 2, k / 2, tile + b * kTile * kTile, kTile);
+        detail::transpose16(x + i0 * k + b * kTile * 2, k / 2, tile + b * kTile * kTile, kTile);
       }
       for (int64_t i = i0; i < i0 + kTile; ++i) {
         const uint16_t* row = x + i * k;
@@ -216,7 +185,7 @@ FLAMINGO_AMX void columns(const PackedX& px, int64_t m, const WeightView& w, flo
           for (int a = 0; a < na; ++a) {
             const float* c = s.sums[a][b];
             if (tokens == kTile && rows[a] == kTile && px.width == kTile) {
-              transpose16(c, kTile, y + i0 * w.n + n + a * kTile, w.n);
+              detail::transpose16(c, kTile, y + i0 * w.n + n + a * kTile, w.n);
               continue;
             }
             for (int64_t i = 0; i < tokens; ++i) {

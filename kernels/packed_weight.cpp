@@ -1,13 +1,16 @@
 #include "kernels/packed_weight.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <tuple>
 #include <vector>
 
+#include "kernels/cpu_isa.h"
 #include "kernels/thread_pool.h"
+#include "kernels/transpose16.h"
 
 namespace flamingo::kernels {
 const char* weight_type_name(WeightType type) {
@@ -43,15 +46,26 @@ int64_t packed_bytes(int64_t n, int64_t k, WeightType type, int64_t group) {
 namespace {
 
 // Copies one block between row-major q [rows][k], scales [rows][groups] (rows <= 16) and the
-// packed block at `data` with its scales (zeroed before when packing): 4 bytes at a time.
+// packed block at `data` with its scales (zeroed before when packing). A whole group of 16 rows
+// is a 16 x 16 transpose of 4-byte words where AVX-512 is at hand, else 4 bytes at a time.
 template <bool kPack, class Q, class S, class D, class DS>
 void copy_block(Q* q, S* s, int64_t rows, int64_t k, D* data, DS* scales) {
   const int64_t groups = (k + kInt8Group - 1) / kInt8Group;
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t g = 0; g < groups; ++g) {
+  const bool transpose = active_isa() >= Isa::kAvx512;  // FLAMINGO_KERNEL_ISA may lower it
+  const bool words = transpose && rows == kInt8BlockRows && k % 4 == 0;
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t kk = std::min(kInt8Group, k - g * kInt8Group);
+    if (words && kk == kInt8Group) {
+      if constexpr (kPack) {
+        detail::transpose16(q + g * kInt8Group, k / 4, data + g * kInt8BlockBytes, 16);
+      } else {
+        detail::transpose16(data + g * kInt8BlockBytes, 16, q + g * kInt8Group, k / 4);
+      }
+      continue;
+    }
+    for (int64_t r = 0; r < rows; ++r) {
       Q* row = q + r * k + g * kInt8Group;
       D* line = data + g * kInt8BlockBytes + 4 * r;
-      const int64_t kk = std::min(kInt8Group, k - g * kInt8Group);
       for (int64_t c = 0; c < kk; c += 4) {
         const size_t bytes = static_cast<size_t>(std::min<int64_t>(4, kk - c));
         if constexpr (kPack) {
@@ -60,6 +74,10 @@ void copy_block(Q* q, S* s, int64_t rows, int64_t k, D* data, DS* scales) {
           std::memcpy(row + c, line + c * 16, bytes);
         }
       }
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t g = 0; g < groups; ++g) {
       if constexpr (kPack) {
         scales[g * kInt8BlockRows + r] = s[r * groups + g];
       } else {
@@ -173,19 +191,22 @@ PackedWeight PackedWeight::from_int8(const at::Tensor& q, const at::Tensor& scal
                   scales.scalar_type() == at::kFloat,
               "PackedWeight: scales must be float32 [", q.size(0), ", ", groups, "], got ",
               scales.scalar_type(), " ", scales.sizes());
-  TORCH_CHECK(q.numel() == 0 || q.min().item<int8_t>() >= -127,
-              "PackedWeight: int8 weights must lie in [-127, 127] (symmetric), found ",
-              static_cast<int>(q.min().item<int8_t>()));
   PackedWeight p;
   const int64_t n = q.size(0), k = q.size(1);
   const at::Tensor qc = q.contiguous(), sc = scales.contiguous();
   const int8_t* qd = qc.data_ptr<int8_t>();
   const float* sd = sc.data_ptr<float>();
+  std::atomic<bool> asymmetric{false};  // a -128 anywhere
   std::tie(p.data_, p.scales_) =
       packed_int8(n, k, [&](int64_t b, int64_t rows, int8_t* data, float* s) {
         const int64_t r0 = b * kInt8BlockRows;
+        int8_t low = 0;
+        for (int64_t i = r0 * k; i < (r0 + rows) * k; ++i) low = std::min(low, qd[i]);
+        if (low < -127) asymmetric = true;
         copy_block<true>(qd + r0 * k, sd + r0 * groups, rows, k, data, s);
       });
+  TORCH_CHECK(!asymmetric, "PackedWeight: int8 weights must lie in [-127, 127] (symmetric), found ",
+              -128);
   p.view_ =
       WeightView{WeightType::kInt8, n, k, p.data_.data_ptr(), p.scales_.data_ptr<float>(), group};
   return p;
@@ -196,6 +217,14 @@ PackedWeight PackedWeight::join_rows(const PackedWeight& a, const PackedWeight& 
               "PackedWeight::join_rows: weights differ in type or columns");
   if (a.type() != WeightType::kInt8) {
     return from_dense(at::cat({a.data(), b.data()}, 0), a.type());
+  }
+  if (a.rows() % kInt8BlockRows == 0) {  // whole blocks: the packed tensors simply follow
+    PackedWeight p;
+    p.data_ = at::cat({a.data_, b.data_}, 0);
+    p.scales_ = at::cat({a.scales_, b.scales_}, 0);
+    p.view_ = WeightView{WeightType::kInt8,  a.rows() + b.rows(),         a.cols(),
+                         p.data_.data_ptr(), p.scales_.data_ptr<float>(), a.group()};
+    return p;
   }
   const auto [qa, sa] = a.int8_rows();
   const auto [qb, sb] = b.int8_rows();

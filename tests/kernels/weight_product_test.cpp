@@ -193,23 +193,31 @@ TEST(WeightProduct, FromInt8EqualsQuantizedFromDense) {
 // the joined weight, for row counts that do and do not fill whole blocks of 16.
 TEST(WeightProduct, Int8PackedLayoutRoundTripsAndJoins) {
   at::manual_seed(17);
-  for (int64_t n : {1, 16, 21, 40}) {
-    const at::Tensor w = at::randn({n, 150});
-    const PackedWeight p = PackedWeight::from_dense(w, WeightType::kInt8);
-    const auto [q, scales] = p.int8_rows();
-    const auto* packed = static_cast<const int8_t*>(p.view().data);
-    for (int64_t r = 0; r < n; ++r) {
-      for (int64_t c = 0; c < 150; ++c) {
-        ASSERT_EQ(packed[int8_packed_offset(r, c, 3)], q[r][c].item<int8_t>()) << r << " " << c;
+  // k = 200: whole groups are packed by 16 x 16 word transposes on AVX-512; k = 150 (not a
+  // multiple of 4) and partial blocks 4 bytes at a time.
+  for (int64_t k : {150, 200}) {
+    const int64_t groups = (k + 63) / 64;
+    for (int64_t n : {1, 16, 21, 40}) {
+      const at::Tensor w = at::randn({n, k});
+      const PackedWeight p = PackedWeight::from_dense(w, WeightType::kInt8);
+      const auto [q, scales] = p.int8_rows();
+      const auto* packed = static_cast<const int8_t*>(p.view().data);
+      const auto* qd = q.data_ptr<int8_t>();
+      for (int64_t r = 0; r < n; ++r) {
+        for (int64_t c = 0; c < k; ++c) {
+          ASSERT_EQ(packed[int8_packed_offset(r, c, groups)], qd[r * k + c]) << r << " " << c;
+        }
       }
+      EXPECT_TRUE(bit_equal(q.to(at::kFloat) * scales.repeat_interleave(64, 1).narrow(1, 0, k),
+                            p.dequantize()));
+      const at::Tensor tail = at::randn({7, k});
+      const PackedWeight joined =
+          PackedWeight::join_rows(p, PackedWeight::from_dense(tail, WeightType::kInt8));
+      const PackedWeight whole = PackedWeight::from_dense(at::cat({w, tail}, 0), WeightType::kInt8);
+      EXPECT_EQ(joined.rows(), n + 7);
+      EXPECT_TRUE(bit_equal(joined.data(), whole.data())) << n;
+      EXPECT_TRUE(bit_equal(joined.scales(), whole.scales())) << n;
     }
-    const at::Tensor tail = at::randn({7, 150});
-    const PackedWeight joined =
-        PackedWeight::join_rows(p, PackedWeight::from_dense(tail, WeightType::kInt8));
-    const PackedWeight whole = PackedWeight::from_dense(at::cat({w, tail}, 0), WeightType::kInt8);
-    EXPECT_EQ(joined.rows(), n + 7);
-    EXPECT_TRUE(bit_equal(joined.data(), whole.data())) << n;
-    EXPECT_TRUE(bit_equal(joined.scales(), whole.scales())) << n;
   }
 }
 
