@@ -323,43 +323,6 @@ void rows_blocked(const QuantX& qx, const WeightView& w, int64_t m, float* y, co
 
 }  // namespace
 
-namespace detail {
-
-void quantize_rows(const float* x, int64_t m, int64_t k, QuantExtra extra, QuantX& qx) {
-  qx.groups = (k + kGroup - 1) / kGroup;
-  qx.kp = qx.groups * kGroup;
-  const int64_t rows = extra == QuantExtra::kTileRows ? (m + kRows - 1) / kRows * kRows : m;
-  qx.q.resize(static_cast<size_t>(rows * qx.kp));
-  std::fill(qx.q.begin() + m * qx.kp, qx.q.end(), int8_t{0});
-  qx.s.resize(static_cast<size_t>(m * qx.groups));
-  qx.a.resize(extra == QuantExtra::kMagnitudes ? static_cast<size_t>(m * qx.kp) : 0);
-  qx.start.resize(extra == QuantExtra::kStartSums ? static_cast<size_t>(m * qx.groups) : 0);
-  auto row = [&](int64_t r) {
-    int8_t* q = qx.q.data() + r * qx.kp;
-    quantize_activation_row(x + r * k, k, q, qx.s.data() + r * qx.groups);
-    if (extra == QuantExtra::kStartSums) {
-      for (int64_t g = 0; g < qx.groups; ++g) {
-        int32_t sum = 0;
-        for (int64_t i = 0; i < kGroup; ++i) sum += q[g * kGroup + i];
-        qx.start[r * qx.groups + g] = -128 * sum;
-      }
-    } else if (extra == QuantExtra::kMagnitudes) {
-      uint8_t* a = qx.a.data() + r * qx.kp;
-      for (int64_t i = 0; i < qx.kp; ++i) a[i] = static_cast<uint8_t>(std::abs(q[i]));
-    }
-  };
-  constexpr int64_t kRowsPerTask = 8;
-  if (m * k < (int64_t{1} << 16)) {
-    for (int64_t r = 0; r < m; ++r) row(r);
-  } else {
-    kernel_pool().run((m + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t t) {
-      for (int64_t r = t * kRowsPerTask; r < std::min(m, (t + 1) * kRowsPerTask); ++r) row(r);
-    });
-  }
-}
-
-}  // namespace detail
-
 void quantize_activation_row(const float* x, int64_t k, int8_t* q, float* scales) {
   const int64_t groups = (k + kGroup - 1) / kGroup;
   for (int64_t g = 0; g < groups; ++g) {
@@ -399,7 +362,7 @@ void int8_product_raw(const float* x, int64_t m, const WeightView& w, float* y, 
                      : isa >= Isa::kAvx512Vnni ? detail::QuantExtra::kStartSums
                      : kern != nullptr         ? detail::QuantExtra::kMagnitudes
                                                : detail::QuantExtra::kNone;
-  detail::quantize_rows(x, m, w.k, extra, buffers);
+  detail::quantize_rows(x, m, w.k, extra, isa, buffers);
   detail::for_column_ranges(m, w.n, w.k, kRows, [=, &w](int64_t n0, int64_t n1) {
     if (amx) {
       amx_int8_columns(*qx, m, w, y, n0, n1);

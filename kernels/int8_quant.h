@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cpu_isa.h"
+
 namespace flamingo::kernels::detail {
 
 // What a path needs beyond q and the scales.
@@ -24,7 +26,8 @@ struct QuantX {
   std::vector<float> s;        // [m][groups]
 };
 
-// x [m][k] float32 -> qx, rows in parallel on the kernel pool when large.
-void quantize_rows(const float* x, int64_t m, int64_t k, QuantExtra extra, QuantX& qx);
+// x [m][k] float32 -> qx (the bits of quantize_activation_row), with AVX-512 or AVX2 as `isa`
+// allows; rows in parallel on the kernel pool when large.
+void quantize_rows(const float* x, int64_t m, int64_t k, QuantExtra extra, Isa isa, QuantX& qx);
 
 }  // namespace flamingo::kernels::detail

@@ -95,6 +95,35 @@ TEST(Int8Product, LongKKeepsTheDefinitionOnEveryPath) {
   }
 }
 
+// Activations exactly halfway between two steps (scale 1: max |x| = 127) round to even on
+// every path, including the vectorized quantization of the AVX-512 and AVX2 paths.
+TEST(Int8Product, HalfwayActivationsRoundToEvenOnEveryPath) {
+  at::manual_seed(34);
+  const int64_t k = 200, n = 20;
+  const PackedWeight w = PackedWeight::from_dense(at::randn({n, k}), WeightType::kInt8);
+  for (int64_t m : {2, 9}) {
+    at::Tensor x = at::empty({m, k});
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t i = 0; i < k; ++i) {
+        x[r][i] = i % 64 == 0 ? 127.f : static_cast<float>((i * 7 + r) % 254 - 127) / 2.f;
+      }
+    }
+    const auto [qt, st] = w.int8_rows();
+    std::vector<float> want(m * n);
+    for (int64_t r = 0; r < m; ++r) {
+      for (int64_t c = 0; c < n; ++c) {
+        want[r * n + c] = definition(x.data_ptr<float>() + r * k, qt.data_ptr<int8_t>() + c * k,
+                                     st.data_ptr<float>() + c * st.size(1), k);
+      }
+    }
+    for (Isa isa : isas()) {
+      const at::Tensor y = weight_product(x, w, {}, isa);
+      EXPECT_EQ(std::memcmp(y.data_ptr<float>(), want.data(), want.size() * sizeof(float)), 0)
+          << isa_name(isa) << " m=" << m;
+    }
+  }
+}
+
 // Against float32 activations (same int8 weights): each x differs from its quantized value by
 // at most half a step, sx / 2, so |y - y32| <= sum_k |w_k| sx(k) / 2 (+ float32 rounding).
 // The bound holds with room and the difference is not zero (the activations were quantized).
