@@ -1,6 +1,7 @@
 // Internal to the int8 product (kernels/int8_product.cpp, kernels/amx_int8.cpp): the
 // activations of one product quantized per group of 64 (the definition in
-// kernels/int8_product.h), with what each path needs beside them. Torch-free.
+// kernels/int8_product.h), with what each path needs beside them; the weights' quantization
+// at load (kernels/packed_weight.cpp). Torch-free.
 #pragma once
 
 #include <cstdint>
@@ -29,5 +30,9 @@ struct QuantX {
 // x [m][k] float32 -> qx (the bits of quantize_activation_row), with AVX-512 or AVX2 as `isa`
 // allows; rows in parallel on the kernel pool when large.
 void quantize_rows(const float* x, int64_t m, int64_t k, QuantExtra extra, Isa isa, QuantX& qx);
+
+// quantize_int8_row (kernels/packed_weight.h) of one weight row in groups of 64, with AVX-512 or
+// AVX2 as `isa` allows: the same bits.
+void quantize_weight_row(const float* w, int64_t k, int8_t* q, float* scales, Isa isa);
 
 }  // namespace flamingo::kernels::detail

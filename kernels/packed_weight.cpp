@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/cpu_isa.h"
+#include "kernels/int8_quant.h"
 #include "kernels/thread_pool.h"
 #include "kernels/transpose16.h"
 
@@ -107,6 +108,13 @@ std::pair<at::Tensor, at::Tensor> packed_int8(int64_t n, int64_t k, const Fill& 
   return {data, scales};
 }
 
+// A per-thread buffer of k bfloat16 values.
+std::vector<uint16_t>& bf16_bits(int64_t k) {
+  thread_local std::vector<uint16_t> bits;
+  bits.resize(static_cast<size_t>(k));
+  return bits;
+}
+
 }  // namespace
 
 void quantize_int8_row(const float* w, int64_t k, int64_t group, int8_t* q, float* scales) {
@@ -146,6 +154,7 @@ PackedWeight PackedWeight::from_dense(const at::Tensor& w, WeightType type, int6
       const at::ScalarType st = wc.scalar_type();
       const auto* src = static_cast<const std::byte*>(wc.data_ptr());
       const int64_t esize = static_cast<int64_t>(wc.element_size());
+      const Isa isa = active_isa();
       // Block by block on the kernel pool, each row widened into a float32 row of its own.
       std::tie(p.data_, p.scales_) =
           packed_int8(n, k, [&](int64_t b, int64_t rows, int8_t* data, float* scales) {
@@ -154,20 +163,24 @@ PackedWeight PackedWeight::from_dense(const at::Tensor& w, WeightType type, int6
             std::vector<float> s(rows * groups);
             for (int64_t r = 0; r < rows; ++r) {
               const std::byte* in = src + (b * kInt8BlockRows + r) * k * esize;
-              for (int64_t i = 0; i < k; ++i) {
-                if (st == at::kFloat) {
-                  std::memcpy(&row[i], in + i * 4, 4);
-                } else if (st == at::kBFloat16) {
-                  c10::BFloat16 h;
-                  std::memcpy(&h, in + i * 2, 2);
-                  row[i] = static_cast<float>(h);
-                } else {
+              if (st == at::kFloat) {
+                std::memcpy(row.data(), in, sizeof(float) * k);
+              } else if (st == at::kBFloat16) {  // the high half of a float32's bits
+                std::vector<uint16_t>& bits = bf16_bits(k);
+                std::memcpy(bits.data(), in, sizeof(uint16_t) * k);
+                for (int64_t i = 0; i < k; ++i) {
+                  const uint32_t u = uint32_t{bits[i]} << 16;
+                  std::memcpy(&row[i], &u, 4);
+                }
+              } else {
+                for (int64_t i = 0; i < k; ++i) {
                   c10::Half h;
                   std::memcpy(&h, in + i * 2, 2);
                   row[i] = static_cast<float>(h);
                 }
               }
-              quantize_int8_row(row.data(), k, group, q.data() + r * k, s.data() + r * groups);
+              detail::quantize_weight_row(row.data(), k, q.data() + r * k, s.data() + r * groups,
+                                          isa);
             }
             copy_block<true>(q.data(), s.data(), rows, k, data, scales);
           });

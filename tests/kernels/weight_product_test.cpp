@@ -221,6 +221,32 @@ TEST(WeightProduct, Int8PackedLayoutRoundTripsAndJoins) {
   }
 }
 
+// Quantizing at load runs vectorized (AVX-512 / AVX2) where the CPU allows: the bits of the
+// scalar quantize_int8_row on every path, for float32 and bfloat16 weights, halfway values,
+// all-zero groups and a short last group.
+TEST(WeightProduct, Int8QuantizationAtLoadGivesTheScalarBitsOnEveryPath) {
+  at::manual_seed(18);
+  const int64_t n = 19, k = 200;
+  at::Tensor w = at::randn({n, k});
+  for (int64_t i = 0; i < k; ++i) w[3][i] = i % 64 == 0 ? 127.f : ((i * 5) % 254 - 127) / 2.f;
+  w[4].narrow(0, 64, 64).zero_();
+  for (const at::Tensor& dense : {w, w.to(at::kBFloat16)}) {
+    const at::Tensor wf = dense.to(at::kFloat).contiguous();
+    at::Tensor q = at::empty({n, k}, at::kChar), s = at::empty({n, 4});
+    for (int64_t r = 0; r < n; ++r) {
+      quantize_int8_row(wf.data_ptr<float>() + r * k, k, kInt8Group, q.data_ptr<int8_t>() + r * k,
+                        s.data_ptr<float>() + r * 4);
+    }
+    for (Isa isa : isas()) {
+      set_forced_isa(isa);
+      const auto [pq, ps] = PackedWeight::from_dense(dense, WeightType::kInt8).int8_rows();
+      EXPECT_TRUE(bit_equal(pq, q)) << isa_name(isa) << " " << dense.scalar_type();
+      EXPECT_TRUE(bit_equal(ps, s)) << isa_name(isa) << " " << dense.scalar_type();
+    }
+    reset_forced_isa();
+  }
+}
+
 TEST(WeightProduct, BFloat16WeightsAreUsedAsStored) {
   const at::Tensor w = at::randn({8, 32}).to(at::kBFloat16);
   const PackedWeight p = PackedWeight::from_dense(w, WeightType::kBFloat16);
