@@ -335,6 +335,14 @@ void EngineImpl::finish(int64_t id, JobStatus status, const std::string& message
   job_ended();
 }
 
+void EngineImpl::end_job(int64_t job, JobStatus status, const std::string& message) {
+  if (scoring_.count(job)) {
+    end_score(job, status, message);
+  } else {
+    finish(job, status, message);
+  }
+}
+
 void EngineImpl::end_all(JobStatus status, const std::string& message) {
   std::vector<int64_t> ids;
   for (const auto& [id, a] : generating_) ids.push_back(id);

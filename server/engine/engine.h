@@ -40,6 +40,9 @@ struct EngineConfig {
   ServerLimits limits;
   // Called while weights load: bytes done, bytes total.
   std::function<void(int64_t, int64_t)> progress;
+  // Tests only: runs before each forward pass with the step's number (from 1). A throw fails
+  // that step's jobs as any error in a step would (fault isolation tests).
+  std::function<void(int64_t)> before_forward;
 };
 
 struct ModelDescription {

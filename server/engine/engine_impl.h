@@ -143,7 +143,11 @@ class EngineImpl final : public Engine {
     std::vector<const ImageInput*> inputs;
   };
   bool acquire_images(const std::vector<ImageInput>& inputs, ImageHold& hold, ImageMisses& misses);
-  void encode_misses(ImageMisses& misses);
+  // Encodes the misses in one batch; when that throws, one by one. Returns the slots whose
+  // image could not be encoded, with why (their entries stay without tensors).
+  std::vector<std::pair<int32_t, std::string>> encode_misses(ImageMisses& misses);
+  // Ends a generation or a Score job (whichever `job` is) with `status`.
+  void end_job(int64_t job, JobStatus status, const std::string& message);
   void release_images(ImageHold& hold);
   std::string image_cache_full() const;
   // The images a sequence's owner holds (empty when it has none).

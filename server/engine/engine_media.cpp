@@ -2,6 +2,7 @@
 // sequence is scheduled and keeps them until it ends; every image no entry holds yet is encoded
 // in ONE batch per step (an image several jobs share is encoded once).
 #include <ATen/ATen.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstring>
@@ -40,23 +41,42 @@ bool EngineImpl::acquire_images(const std::vector<ImageInput>& inputs, ImageHold
   return true;
 }
 
-void EngineImpl::encode_misses(ImageMisses& misses) {
+std::vector<std::pair<int32_t, std::string>> EngineImpl::encode_misses(ImageMisses& misses) {
   for (int32_t evicted : media_->take_evicted()) image_store_[evicted].reset();
-  if (misses.slots.empty()) return;
+  std::vector<std::pair<int32_t, std::string>> failed;
+  if (misses.slots.empty()) return failed;
   const int64_t s = desc_.image_size;
-  const std::vector<const ImageInput*>& in = misses.inputs;
-  at::Tensor pixels = at::empty({static_cast<int64_t>(in.size()), 3, s, s}, at::kFloat);
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (static_cast<int64_t>(in[i]->pixels.size()) != 3 * s * s) {
-      throw Error("engine: image has " + std::to_string(in[i]->pixels.size()) +
-                  " values, expected 3 x " + std::to_string(s) + " x " + std::to_string(s));
+  // Encodes misses [first, first + count) in one batch.
+  auto encode = [&](size_t first, size_t count) {
+    at::Tensor pixels = at::empty({static_cast<int64_t>(count), 3, s, s}, at::kFloat);
+    for (size_t i = 0; i < count; ++i) {
+      const ImageInput& in = *misses.inputs[first + i];
+      if (static_cast<int64_t>(in.pixels.size()) != 3 * s * s) {
+        throw Error("engine: image has " + std::to_string(in.pixels.size()) +
+                    " values, expected 3 x " + std::to_string(s) + " x " + std::to_string(s));
+      }
+      std::memcpy(pixels[static_cast<int64_t>(i)].data_ptr<float>(), in.pixels.data(),
+                  in.pixels.size() * sizeof(float));
     }
-    std::memcpy(pixels[static_cast<int64_t>(i)].data_ptr<float>(), in[i]->pixels.data(),
-                in[i]->pixels.size() * sizeof(float));
+    std::vector<ImageKV> kv = pipeline_->model().encode_images(pixels);
+    for (size_t i = 0; i < count; ++i) image_store_[misses.slots[first + i]] = std::move(kv[i]);
+  };
+  try {
+    encode(0, misses.slots.size());
+  } catch (const std::exception& batch_error) {
+    // Find which images fail (a bad image, or memory for the batch): the others go on.
+    spdlog::warn("engine: encoding {} images failed ({}); encoding them one by one",
+                 misses.slots.size(), batch_error.what());
+    for (size_t i = 0; i < misses.slots.size(); ++i) {
+      try {
+        encode(i, 1);
+      } catch (const std::exception& e) {
+        failed.emplace_back(misses.slots[i], e.what());
+      }
+    }
   }
-  std::vector<ImageKV> kv = pipeline_->model().encode_images(pixels);
-  for (size_t i = 0; i < misses.slots.size(); ++i) image_store_[misses.slots[i]] = std::move(kv[i]);
   misses = {};
+  return failed;
 }
 
 void EngineImpl::release_images(ImageHold& hold) {

@@ -25,24 +25,40 @@ void EngineImpl::step() {
     image_base.push_back(static_cast<int32_t>(images.size()));
     for (int32_t slot : held_slots(c.id)) images.push_back(&*image_store_[slot]);
   }
-  const FlatBatch batch = scheduler_->build_batch(plan, image_base);
-  const at::Tensor logits = pipeline_->model().forward(batch, *cache_, images).contiguous();
-  ++steps_;
-  const Clock::time_point t2 = Clock::now();
-
-  const int64_t vocab = logits.size(1);
-  const float* row = logits.data_ptr<float>();
   std::vector<StepResult> results;
   std::vector<std::pair<int64_t, JobDelta>> deltas;
-  for (const SeqChunk& c : plan.chunks) {
-    if (owners_.at(c.id).part >= 0) {
-      record_scores(c, row, vocab);
-      row += (c.score_end - c.score_begin) * vocab;
+  FlatBatch batch;
+  Clock::time_point t2;
+  try {
+    batch = scheduler_->build_batch(plan, image_base);
+    if (config_.before_forward) config_.before_forward(steps_ + 1);
+    const at::Tensor logits = pipeline_->model().forward(batch, *cache_, images).contiguous();
+    ++steps_;
+    t2 = Clock::now();
+    const int64_t vocab = logits.size(1);
+    const float* row = logits.data_ptr<float>();
+    for (const SeqChunk& c : plan.chunks) {
+      if (owners_.at(c.id).part >= 0) {
+        record_scores(c, row, vocab);
+        row += (c.score_end - c.score_begin) * vocab;
+      }
+      if (c.wants_logits) {
+        emit(c, std::span(row, vocab), results, deltas, t2);
+        row += vocab;
+      }
     }
-    if (c.wants_logits) {
-      emit(c, std::span(row, vocab), results, deltas, t2);
-      row += vocab;
-    }
+  } catch (const std::exception& e) {
+    // The step's sequences have unknown KV and sampler state: their jobs end (nothing they
+    // wrote reaches the prefix cache, which update() fills); queued jobs and the engine go on.
+    spdlog::error("engine step {} failed: {}", steps_ + 1, e.what());
+    std::vector<int64_t> jobs;
+    for (const SeqChunk& c : plan.chunks) jobs.push_back(owners_.at(c.id).job);
+    std::sort(jobs.begin(), jobs.end());
+    jobs.erase(std::unique(jobs.begin(), jobs.end()), jobs.end());
+    for (int64_t job : jobs)
+      end_job(job, JobStatus::kFailed, std::string("engine error: ") + e.what());
+    scheduler_->update({});
+    return;
   }
   const std::vector<FinishedSeq> finished = scheduler_->update(results);
   for (auto& [id, d] : deltas) {
@@ -66,8 +82,8 @@ void EngineImpl::step() {
 }
 
 // Media cache slots for every job the plan touches (first time only), the misses encoded in
-// one batch; jobs whose images do not fit end with kRejected and leave the plan. Returns the
-// number of images encoded.
+// one batch; jobs whose images do not fit end with kRejected, jobs with an image that cannot
+// be encoded with kFailed, and both leave the plan. Returns the number of images encoded.
 size_t EngineImpl::acquire_plan_images(StepPlan& plan) {
   ImageMisses misses;
   std::vector<int64_t> rejected;  // jobs
@@ -86,10 +102,21 @@ size_t EngineImpl::acquire_plan_images(StepPlan& plan) {
     if (!ok) rejected.push_back(o.job);
   }
   const size_t encoded = misses.slots.size();
-  encode_misses(misses);
-  for (int64_t job : rejected) {
-    finish(job, JobStatus::kRejected, image_cache_full());
-    end_score(job, JobStatus::kRejected, image_cache_full());
+  const std::vector<std::pair<int32_t, std::string>> failed = encode_misses(misses);
+  for (int64_t job : rejected) end_job(job, JobStatus::kRejected, image_cache_full());
+  // A job holding an image that could not be encoded ends; the step goes on without it.
+  for (const auto& [slot, why] : failed) {
+    std::vector<int64_t> holders;
+    for (const SeqChunk& c : plan.chunks) {
+      if (!scheduler_->contains(c.id)) continue;
+      const std::span<const int32_t> held = held_slots(c.id);
+      if (std::find(held.begin(), held.end(), slot) != held.end()) {
+        holders.push_back(owners_.at(c.id).job);
+      }
+    }
+    for (int64_t job : holders) {
+      end_job(job, JobStatus::kFailed, "an image of the request could not be encoded: " + why);
+    }
   }
   std::erase_if(plan.chunks, [this](const SeqChunk& c) { return !scheduler_->contains(c.id); });
   return encoded;

@@ -180,6 +180,59 @@ TEST_F(EngineTest, AFailedStepFailsItsJobsAndTheEngineGoesOn) {
   EXPECT_EQ(sink->tokens, solo(k).token_ids);
 }
 
+// Fault isolation: an image that cannot be encoded, in the same step as another job's image,
+// fails only its own job; the other job's tokens are its solo tokens.
+TEST_F(EngineTest, AnImageThatCannotBeEncodedFailsOnlyItsJob) {
+  const EngineCase good{"Question: what is this? Answer:", {"mug_P_60x60.png"}, 8, {}};
+  GenerateJob bad = make_job(EngineCase{"A photo of", {"lamp_rgba_50x41.png"}, 3, {}});
+  bad.images[0].pixels.resize(11);
+  bad.images[0].key ^= 0x77;  // not the cached lamp
+  auto good_sink = std::make_shared<JobCollector>();
+  auto bad_sink = std::make_shared<JobCollector>();
+  ASSERT_EQ(engine_->submit(make_job(good), good_sink).code, Admission::kAccepted);
+  ASSERT_EQ(engine_->submit(std::move(bad), bad_sink).code, Admission::kAccepted);
+  bad_sink->wait();
+  good_sink->wait();
+  EXPECT_EQ(bad_sink->outcome.status, JobStatus::kFailed);
+  EXPECT_NE(bad_sink->outcome.message.find("could not be encoded"), std::string::npos)
+      << bad_sink->outcome.message;
+  EXPECT_NE(bad_sink->outcome.message.find("image has 11 values"), std::string::npos)
+      << bad_sink->outcome.message;
+  EXPECT_EQ(good_sink->outcome.status, JobStatus::kLength) << good_sink->outcome.message;
+  EXPECT_EQ(good_sink->tokens, solo(good).token_ids);
+  EXPECT_EQ(engine_->stats().kv_blocks_used, 0);
+}
+
+// Fault isolation: a forward pass that throws (here std::bad_alloc through the test hook, as
+// running out of memory would) fails the jobs in that step only. A job still queued behind
+// them (one running request at a time) runs afterwards and gives its solo tokens.
+TEST_F(EngineTest, AFailedForwardFailsOnlyThatStepsJobs) {
+  EngineConfig c;
+  c.model_dir = kGoldenModel;
+  c.dtype = "float32";
+  c.limits.max_running_requests = 1;
+  c.warm_up = false;
+  c.before_forward = [calls = std::make_shared<int>(0)](int64_t) {
+    if (++*calls == 3) throw std::bad_alloc();  // once: the third forward pass
+  };
+  const std::unique_ptr<Engine> engine = Engine::start(c);
+  const EngineCase first{"A photo of", {"cat_face_28x28.png"}, 10, {}};
+  const EngineCase queued{"In this picture we can see", {"leaf_42x42.png"}, 5, {}};
+  auto first_sink = std::make_shared<JobCollector>();
+  auto queued_sink = std::make_shared<JobCollector>();
+  ASSERT_EQ(engine->submit(golden_job(*engine, first), first_sink).code, Admission::kAccepted);
+  ASSERT_EQ(engine->submit(golden_job(*engine, queued), queued_sink).code, Admission::kAccepted);
+  first_sink->wait();
+  queued_sink->wait();
+  EXPECT_EQ(first_sink->outcome.status, JobStatus::kFailed);
+  EXPECT_NE(first_sink->outcome.message.find("engine error"), std::string::npos)
+      << first_sink->outcome.message;
+  EXPECT_EQ(first_sink->tokens.size(), 2u);  // steps 1 and 2 gave a token each
+  EXPECT_EQ(queued_sink->outcome.status, JobStatus::kLength) << queued_sink->outcome.message;
+  EXPECT_EQ(queued_sink->tokens, solo(queued).token_ids);
+  EXPECT_EQ(engine->stats().kv_blocks_used, 0);
+}
+
 TEST(EngineDrainTest, DrainFinishesAcceptedJobsAndRefusesNewOnes) {
   EngineConfig c;
   c.model_dir = kGoldenModel;
