@@ -354,6 +354,8 @@ int run(int argc, char** argv) {
     m.set_running_requests(s.running);
     m.set_kv_blocks_used(s.kv_blocks_used);
     m.set_kv_blocks_free(s.kv_blocks_free);
+    m.set_image_cache_bytes(static_cast<double>(s.image_cache_bytes));
+    m.set_image_cache_referenced_bytes(static_cast<double>(s.image_cache_referenced_bytes));
   });
   {
     std::lock_guard lock(stop_mu);

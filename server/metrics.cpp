@@ -380,6 +380,11 @@ ServerMetrics::ServerMetrics()
           registry_.gauge("flamingo_running_requests", "Sequences in the running batch.")),
       kv_blocks_used_(registry_.gauge("flamingo_kv_blocks_used", "KV cache blocks in use.")),
       kv_blocks_free_(registry_.gauge("flamingo_kv_blocks_free", "KV cache blocks free.")),
+      image_cache_bytes_(registry_.gauge("flamingo_image_cache_bytes",
+                                         "Encoded images' K/V held in the image cache.")),
+      image_cache_referenced_bytes_(
+          registry_.gauge("flamingo_image_cache_referenced_bytes",
+                          "Image cache bytes held by running requests (0 when idle).")),
       prompt_tokens_(
           registry_.counter("flamingo_prompt_tokens_total", "Prompt tokens of admitted requests.")),
       generated_tokens_(

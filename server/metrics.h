@@ -176,6 +176,9 @@ std::string_view outcome_for_status_code(int code);
 //   flamingo_running_requests                 gauge: sequences in the running batch.
 //   flamingo_kv_blocks_used                   gauge: KV cache blocks in use.
 //   flamingo_kv_blocks_free                   gauge: KV cache blocks free.
+//   flamingo_image_cache_bytes                gauge: encoded images' K/V held in the image cache.
+//   flamingo_image_cache_referenced_bytes     gauge: the part of it that running requests hold
+//                                              (0 when idle: anything else is a leak).
 //   flamingo_prompt_tokens_total              counter: prompt tokens of admitted requests.
 //   flamingo_generated_tokens_total           counter: generated (completion) tokens.
 //   flamingo_images_total                     counter: images in admitted requests.
@@ -214,6 +217,8 @@ class ServerMetrics {
   void set_running_requests(double n) { running_requests_.set(n); }
   void set_kv_blocks_used(double n) { kv_blocks_used_.set(n); }
   void set_kv_blocks_free(double n) { kv_blocks_free_.set(n); }
+  void set_image_cache_bytes(double n) { image_cache_bytes_.set(n); }
+  void set_image_cache_referenced_bytes(double n) { image_cache_referenced_bytes_.set(n); }
 
   void add_prompt_tokens(double n) { prompt_tokens_.inc(n); }
   void add_generated_tokens(double n) { generated_tokens_.inc(n); }
@@ -256,6 +261,8 @@ class ServerMetrics {
   Gauge& running_requests_;
   Gauge& kv_blocks_used_;
   Gauge& kv_blocks_free_;
+  Gauge& image_cache_bytes_;
+  Gauge& image_cache_referenced_bytes_;
   Counter& prompt_tokens_;
   Counter& generated_tokens_;
   Counter& images_;

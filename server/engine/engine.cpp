@@ -367,6 +367,7 @@ void EngineImpl::publish_stats() {
   stats_.kv_blocks_free = blocks_->num_free_blocks();
   stats_.kv_blocks_used = blocks_->num_used_blocks();
   stats_.image_cache_bytes = media_->used_bytes();
+  stats_.image_cache_referenced_bytes = media_->used_bytes() - media_->evictable_bytes();
   stats_.steps = steps_;
 }
 

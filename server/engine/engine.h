@@ -62,6 +62,7 @@ struct EngineStats {
   int32_t running = 0;  // holding KV blocks
   int32_t kv_blocks_used = 0, kv_blocks_free = 0;
   int64_t image_cache_bytes = 0;
+  int64_t image_cache_referenced_bytes = 0;  // held by running jobs (0 when idle)
   int64_t steps = 0;
 };
 

@@ -12,7 +12,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -452,16 +451,16 @@ int64_t rss_kb(pid_t pid) {
 }
 
 TEST(HostileInputE2E, EveryCaseGetsAResultOrANamedErrorAndTheServerStaysUp) {
-  // A fixed mmap threshold for the server (inherited through execv): glibc then returns every
-  // large buffer (the 10 MB text, decoded images) to the system when freed, instead of raising
-  // its threshold and keeping them in the heap, so RSS shows what the server holds.
-  setenv("MALLOC_MMAP_THRESHOLD_", "131072", 1);
   const std::unique_ptr<ServerProcess> server =
       start_server({"--max-images", std::to_string(kMaxImages), "--max-image-bytes",
                     std::to_string(kMaxImageBytes), "--max-image-pixels",
                     std::to_string(kMaxPixels), "--max-stop-strings", std::to_string(kMaxStops),
                     "--max-text-bytes", std::to_string(kMaxTextBytes), "--max-candidates", "64",
-                    "--kv-cache-mb", "32", "--image-cache-mb", "16"});
+                    "--kv-cache-mb", "32", "--image-cache-mb", "16"},
+                   // A fixed mmap threshold: glibc then returns every large buffer (the 10 MB
+                   // text, decoded images) to the system when freed, instead of raising its
+                   // threshold and keeping them in the heap, so RSS shows what the server holds.
+                   true, {"MALLOC_MMAP_THRESHOLD_=131072"});
   const auto stub = make_stub(server->address());
   std::vector<HostileCase> cases;
   add_png_cases(cases);
@@ -516,7 +515,6 @@ TEST(HostileInputE2E, EveryCaseGetsAResultOrANamedErrorAndTheServerStaysUp) {
     EXPECT_LE(after_kb[pass], baseline_kb + baseline_kb / 10) << "pass " << pass;
   }
   EXPECT_LE(after_kb[kPasses - 1], after_kb[0] + baseline_kb * 75 / 1000) << "growth: a leak";
-  unsetenv("MALLOC_MMAP_THRESHOLD_");
   EXPECT_EQ(stop_server(*server), std::optional<int>(0));
 }
 

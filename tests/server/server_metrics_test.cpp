@@ -32,6 +32,8 @@ TEST(ServerMetricsTest, ExportsExactlyTheDocumentedFamilies) {
       {"flamingo_running_requests", "gauge"},
       {"flamingo_kv_blocks_used", "gauge"},
       {"flamingo_kv_blocks_free", "gauge"},
+      {"flamingo_image_cache_bytes", "gauge"},
+      {"flamingo_image_cache_referenced_bytes", "gauge"},
       {"flamingo_prompt_tokens_total", "counter"},
       {"flamingo_generated_tokens_total", "counter"},
       {"flamingo_images_total", "counter"},
@@ -141,9 +143,13 @@ TEST(ServerMetricsTest, CollectorFillsGaugesAtEachScrape) {
     s.set_running_requests(calls);
     s.set_kv_blocks_used(100 + calls);
     s.set_kv_blocks_free(900 - calls);
+    s.set_image_cache_bytes(4096.0 * calls);
+    s.set_image_cache_referenced_bytes(1024.0 * calls);
   });
   Exposition e = parse(m.render());
   EXPECT_EQ(calls, 1);
+  EXPECT_EQ(e.value("flamingo_image_cache_bytes"), 4096);
+  EXPECT_EQ(e.value("flamingo_image_cache_referenced_bytes"), 1024);
   EXPECT_EQ(e.value("flamingo_queue_length"), 10);
   EXPECT_EQ(e.value("flamingo_running_requests"), 1);
   EXPECT_EQ(e.value("flamingo_kv_blocks_used"), 101);

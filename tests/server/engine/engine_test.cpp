@@ -30,6 +30,15 @@ using testing::kGoldenModel;
 using testing::pipeline_input;
 using testing::PipelineInput;
 
+// The engine publishes its stats after a step's outcomes reach their sinks: waits (up to 1 s)
+// for every KV block to be free again, returns the blocks still used.
+int32_t kv_blocks_used_after_idle(const Engine& engine) {
+  for (int i = 0; i < 100 && engine.stats().kv_blocks_used != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return engine.stats().kv_blocks_used;
+}
+
 class EngineTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -129,11 +138,7 @@ TEST_F(EngineTest, CancelEndsJobAndFreesBlocks) {
   sink->wait();
   EXPECT_EQ(sink->outcome.status, JobStatus::kCancelled);
   EXPECT_LT(sink->outcome.completion_tokens, 200);
-  // Stats are published after each loop iteration.
-  for (int i = 0; i < 100 && engine_->stats().kv_blocks_used != 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_EQ(engine_->stats().kv_blocks_used, 0);
+  EXPECT_EQ(kv_blocks_used_after_idle(*engine_), 0);
 }
 
 TEST_F(EngineTest, DeadlineEndsJob) {
@@ -200,7 +205,7 @@ TEST_F(EngineTest, AnImageThatCannotBeEncodedFailsOnlyItsJob) {
       << bad_sink->outcome.message;
   EXPECT_EQ(good_sink->outcome.status, JobStatus::kLength) << good_sink->outcome.message;
   EXPECT_EQ(good_sink->tokens, solo(good).token_ids);
-  EXPECT_EQ(engine_->stats().kv_blocks_used, 0);
+  EXPECT_EQ(kv_blocks_used_after_idle(*engine_), 0);
 }
 
 // Fault isolation: a forward pass that throws (here std::bad_alloc through the test hook, as
@@ -230,7 +235,7 @@ TEST_F(EngineTest, AFailedForwardFailsOnlyThatStepsJobs) {
   EXPECT_EQ(first_sink->tokens.size(), 2u);  // steps 1 and 2 gave a token each
   EXPECT_EQ(queued_sink->outcome.status, JobStatus::kLength) << queued_sink->outcome.message;
   EXPECT_EQ(queued_sink->tokens, solo(queued).token_ids);
-  EXPECT_EQ(engine->stats().kv_blocks_used, 0);
+  EXPECT_EQ(kv_blocks_used_after_idle(*engine), 0);
 }
 
 TEST(EngineDrainTest, DrainFinishesAcceptedJobsAndRefusesNewOnes) {
