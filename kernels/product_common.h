@@ -1,6 +1,7 @@
-// Internal to kernels/weight_product and kernels/int8_product: the shared shape of a weight
-// product (16 lane sums per output element and their fixed reduction tree, K tiles, x row
-// groups) and its split into tasks over output columns. Torch-free.
+// Internal to the weight products: the float32 / bfloat16 products' shape (16 lane sums per
+// output element and their fixed reduction tree, K tiles, x row groups), and for every product
+// (kernels/weight_product, int8_product, amx_product) the split into tasks over output columns
+// and the prefetch distance. Torch-free.
 #pragma once
 
 #include <immintrin.h>
