@@ -158,6 +158,7 @@ PackedWeight PackedWeight::from_dense(const at::Tensor& w, WeightType type, int6
       // Block by block on the kernel pool, each row widened into a float32 row of its own.
       std::tie(p.data_, p.scales_) =
           packed_int8(n, k, [&](int64_t b, int64_t rows, int8_t* data, float* scales) {
+            if (k == 0) return;  // nothing to quantize (and no row to copy)
             std::vector<float> row(k);
             std::vector<int8_t> q(rows * k);
             std::vector<float> s(rows * groups);
