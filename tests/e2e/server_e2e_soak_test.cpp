@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <fstream>
 #include <mutex>
 #include <thread>
 
@@ -21,15 +20,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using grpc::StatusCode;
-
-int64_t rss_kb(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
-  }
-  return -1;
-}
 
 // A metric's value from a Prometheus text page (the first series whose line starts with
 // `series`), -1 when absent.

@@ -461,6 +461,16 @@ inline HealthResult health_check(const std::shared_ptr<grpc::Channel>& channel,
 // ---- misc ----
 
 // FLAMINGO_E2E_VERBOSE=1 prints the servers' logs also when a test passes.
+// A process's resident set (VmRSS) in kB, -1 when unknown.
+inline int64_t rss_kb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+  }
+  return -1;
+}
+
 inline bool verbose() { return std::getenv("FLAMINGO_E2E_VERBOSE") != nullptr; }
 
 // True when `s` is valid UTF-8 (no overlongs, surrogates or code points above U+10FFFF).

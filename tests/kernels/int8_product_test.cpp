@@ -46,40 +46,10 @@ float definition(const float* x, const int8_t* q, const float* sw, int64_t k) {
   return acc;
 }
 
-TEST(Int8Product, EveryPathGivesTheDefinitionBitForBit) {
-  at::manual_seed(31);
-  for (int64_t k : {1, 63, 64, 65, 200, 512, 577, 1100}) {
-    for (int64_t m : {1, 3, 7, 8, 17, 50}) {
-      const int64_t n = 19;
-      const PackedWeight w = PackedWeight::from_dense(at::randn({n, k}), WeightType::kInt8);
-      at::Tensor x = at::randn({m, k});
-      x[0].narrow(0, 0, std::min<int64_t>(k, 64)).zero_();  // an all-zero group: sx = 0
-      const auto [qt, st] = w.int8_rows();
-      const auto* q = qt.data_ptr<int8_t>();
-      const auto* sw = st.data_ptr<float>();
-      std::vector<float> want(m * n);
-      for (int64_t r = 0; r < m; ++r) {
-        for (int64_t c = 0; c < n; ++c) {
-          want[r * n + c] =
-              definition(x.data_ptr<float>() + r * k, q + c * k, sw + c * st.size(1), k);
-        }
-      }
-      for (Isa isa : isas()) {
-        const at::Tensor y = weight_product(x, w, {}, isa);
-        EXPECT_EQ(std::memcmp(y.data_ptr<float>(), want.data(), want.size() * sizeof(float)), 0)
-            << isa_name(isa) << " m=" << m << " k=" << k;
-      }
-    }
-  }
-}
-
-// More than 1024 groups along K: the AMX path's running integer sums restart at group 1024 (the
-// bound that keeps them within int32); the bits stay the definition's across the restart.
-TEST(Int8Product, LongKKeepsTheDefinitionOnEveryPath) {
-  at::manual_seed(33);
-  const int64_t k = 1030 * 64 + 5, n = 17, m = 9;
-  const PackedWeight w = PackedWeight::from_dense(at::randn({n, k}), WeightType::kInt8);
-  const at::Tensor x = at::randn({m, k});
+// Every path's y = x W^T against the definition, bit for bit (x float32 [m, k] contiguous).
+void expect_every_path_gives_the_definition(const at::Tensor& x, const PackedWeight& w,
+                                            const std::string& what) {
+  const int64_t m = x.size(0), k = x.size(1), n = w.rows();
   const auto [qt, st] = w.int8_rows();
   std::vector<float> want(m * n);
   for (int64_t r = 0; r < m; ++r) {
@@ -91,8 +61,31 @@ TEST(Int8Product, LongKKeepsTheDefinitionOnEveryPath) {
   for (Isa isa : isas()) {
     const at::Tensor y = weight_product(x, w, {}, isa);
     EXPECT_EQ(std::memcmp(y.data_ptr<float>(), want.data(), want.size() * sizeof(float)), 0)
-        << isa_name(isa);
+        << isa_name(isa) << " " << what;
   }
+}
+
+TEST(Int8Product, EveryPathGivesTheDefinitionBitForBit) {
+  at::manual_seed(31);
+  for (int64_t k : {1, 63, 64, 65, 200, 512, 577, 1100}) {
+    for (int64_t m : {1, 3, 7, 8, 17, 50}) {
+      const int64_t n = 19;
+      const PackedWeight w = PackedWeight::from_dense(at::randn({n, k}), WeightType::kInt8);
+      at::Tensor x = at::randn({m, k});
+      x[0].narrow(0, 0, std::min<int64_t>(k, 64)).zero_();  // an all-zero group: sx = 0
+      expect_every_path_gives_the_definition(x, w,
+                                             "m=" + std::to_string(m) + " k=" + std::to_string(k));
+    }
+  }
+}
+
+// More than 1024 groups along K: the AMX path's running integer sums restart at group 1024 (the
+// bound that keeps them within int32); the bits stay the definition's across the restart.
+TEST(Int8Product, LongKKeepsTheDefinitionOnEveryPath) {
+  at::manual_seed(33);
+  const int64_t k = 1030 * 64 + 5, n = 17, m = 9;
+  const PackedWeight w = PackedWeight::from_dense(at::randn({n, k}), WeightType::kInt8);
+  expect_every_path_gives_the_definition(at::randn({m, k}), w, "long K");
 }
 
 // Activations exactly halfway between two steps (scale 1: max |x| = 127) round to even on
@@ -108,19 +101,7 @@ TEST(Int8Product, HalfwayActivationsRoundToEvenOnEveryPath) {
         x[r][i] = i % 64 == 0 ? 127.f : static_cast<float>((i * 7 + r) % 254 - 127) / 2.f;
       }
     }
-    const auto [qt, st] = w.int8_rows();
-    std::vector<float> want(m * n);
-    for (int64_t r = 0; r < m; ++r) {
-      for (int64_t c = 0; c < n; ++c) {
-        want[r * n + c] = definition(x.data_ptr<float>() + r * k, qt.data_ptr<int8_t>() + c * k,
-                                     st.data_ptr<float>() + c * st.size(1), k);
-      }
-    }
-    for (Isa isa : isas()) {
-      const at::Tensor y = weight_product(x, w, {}, isa);
-      EXPECT_EQ(std::memcmp(y.data_ptr<float>(), want.data(), want.size() * sizeof(float)), 0)
-          << isa_name(isa) << " m=" << m;
-    }
+    expect_every_path_gives_the_definition(x, w, "m=" + std::to_string(m));
   }
 }
 
