@@ -22,9 +22,9 @@ namespace flamingo::cli {
 namespace {
 
 namespace pb = ::flamingo::v1;
+using cli_testing::usage_error;
 using nlohmann::json;
 using std::chrono::system_clock;
-using cli_testing::usage_error;
 
 // Records every request and answers with canned responses (or `fail` when it is not OK).
 class FakeFlamingo final : public pb::Flamingo::Service {
