@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "model/family_defaults.h"
 #include "model/flamingo.h"
 #include "model/image_decode.h"
 #include "model/image_preprocess.h"
@@ -20,17 +21,6 @@ namespace flamingo {
 
 struct PipelineOptions {
   ModelOptions model;
-};
-
-// What every generation of the family honours.
-struct FamilyDefaults {
-  std::vector<int32_t> stop_ids;  // </s>, <end_of_utterance> (when the model has its row)
-  std::vector<std::string> stop;  // "<end_of_utterance>" when the model can only spell it
-  // Never sampled: <image>, <fake_token_around_image>, and every id that has an embedding row
-  // but no token in the tokenizer (a padded vocabulary).
-  std::vector<int32_t> banned_ids;
-  // Those ids without a token, as inclusive ranges [first, last] (for the load log).
-  std::vector<std::pair<int32_t, int32_t>> rows_without_tokens;
 };
 
 class Pipeline {

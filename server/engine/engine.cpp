@@ -1,6 +1,5 @@
 // The engine: construction, the inbox shared with submitting threads, the loop and the ends of
 // jobs. See engine.h for the contract and engine_impl.h for how the units divide the work.
-#include <ATen/Parallel.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -16,15 +15,8 @@ double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-EngineImpl::EngineImpl(const EngineConfig& config) : config_(config) {
-  FlamingoModel::set_threads(config.threads);
-  PipelineOptions po;
-  po.model.dtype = config.dtype;
-  po.model.weights = config.weights;
-  po.model.context_length = config.context_length;
-  po.model.progress = config.progress;
-  pipeline_ = Pipeline::load(config.model_dir, po);
-  defaults_ = pipeline_->generation_defaults();
+EngineImpl::EngineImpl(const EngineConfig& config, std::unique_ptr<EngineModel> model)
+    : config_(config), model_(std::move(model)), defaults_(model_->defaults()) {
   if (!defaults_.rows_without_tokens.empty()) {
     std::string ranges;
     int64_t count = 0;
@@ -39,9 +31,7 @@ EngineImpl::EngineImpl(const EngineConfig& config) : config_(config) {
         "sampled (a padded vocabulary)",
         config.model_dir, count, ranges);
   }
-  detokenizer_anchor_ = detokenizer_anchor(pipeline_->tokenizer());
-  const FlamingoModel& model = pipeline_->model();
-  const ModelConfig& mc = model.config();
+  detokenizer_anchor_ = detokenizer_anchor(model_->tokenizer());
 
   const ServerLimits& l = config.limits;
   // Admission bounds the jobs in flight; a Score job may queue a sequence per candidate and
@@ -49,29 +39,19 @@ EngineImpl::EngineImpl(const EngineConfig& config) : config_(config) {
   const int32_t jobs = l.max_queued_requests + l.max_running_requests;
   const SchedulerConfig sc{l.max_running_requests, jobs * (std::max(0, l.max_candidates) + 1),
                            config.token_budget, config.image_budget};
-  image_bytes_ = model.image_kv_bytes();
-  const int64_t block_bytes = model.kv_block_bytes(std::max(config.block_size, 1));
+  image_bytes_ = model_->image_kv_bytes();
+  const int64_t block_bytes = model_->kv_block_bytes(std::max(config.block_size, 1));
   const CacheSizes sizes =
       size_caches({config.kv_cache_bytes, config.image_cache_bytes, config.block_size,
-                   sc.max_running, model.context_length(), block_bytes, image_bytes_});
-  cache_ = std::make_unique<KvCache>(mc, sizes.kv_blocks, config.block_size, model.dtype());
+                   sc.max_running, model_->context_length(), block_bytes, image_bytes_});
+  model_->allocate_kv(sizes.kv_blocks, config.block_size);
   blocks_ = std::make_unique<BlockManager>(static_cast<int32_t>(sizes.kv_blocks), config.block_size,
                                            config.prefix_caching);
   media_ = std::make_unique<MediaCache>(sizes.image_cache_bytes);
   scheduler_ = std::make_unique<Scheduler>(sc, *blocks_, media_.get(), image_bytes_);
 
+  desc_ = model_->describe();
   desc_.model_dir = config.model_dir;
-  desc_.family = mc.model_type;
-  desc_.hidden_size = mc.hidden_size;
-  desc_.num_layers = mc.num_hidden_layers;
-  desc_.num_cross_layers = mc.num_cross_layers();
-  desc_.vocab_size = mc.total_vocab();
-  desc_.image_size = pipeline_->image_config().image_size;
-  desc_.latents_per_image = mc.image_tokens();
-  desc_.context_length = model.context_length();
-  desc_.dtype = model.dtype() == at::kBFloat16 ? "bfloat16" : "float32";
-  desc_.weights = kernels::weight_type_name(model.weight_type());
-  desc_.kernel_isa = kernels::isa_name(kernels::active_isa());
   desc_.kv_blocks_total = sizes.kv_blocks;
   desc_.kv_block_size = config.block_size;
   desc_.image_bytes = image_bytes_;
@@ -98,19 +78,19 @@ void EngineImpl::start_thread() {
 void EngineImpl::warm_up() {
   // One image and a few tokens through the engine itself: vision, perceiver, image K/V,
   // prefill and decode, so the first client does not pay for first-touch costs.
-  const int s = pipeline_->image_config().image_size;
+  const int s = model_->image_config().image_size;
   RgbImage image;
   image.width = s;
   image.height = s;
   image.data.assign(static_cast<size_t>(s) * s * 3, 128);
   const TokenizedPrompt t =
-      pipeline_->tokenize({PromptItem::make_image(), PromptItem::make_text("warm-up")}, 1);
+      model_->tokenize({PromptItem::make_image(), PromptItem::make_text("warm-up")}, 1);
   GenerateJob job;
   job.request_id = "warm-up";
   job.prompt = t.token_ids;
   job.image_of_token = t.image_of_token;
   job.images.push_back({0x77617276u /* not a content hash: no client image has it */,
-                        preprocess_image(image, pipeline_->image_config())});
+                        preprocess_image(image, model_->image_config())});
   job.max_new_tokens = 2;
   job.ignore_eos = true;
   job.sampling.seed = 1;
@@ -371,8 +351,9 @@ void EngineImpl::publish_stats() {
   stats_.steps = steps_;
 }
 
-std::unique_ptr<Engine> Engine::start(const EngineConfig& config) {
-  auto engine = std::make_unique<EngineImpl>(config);
+std::unique_ptr<Engine> Engine::start(const EngineConfig& config,
+                                      std::unique_ptr<EngineModel> model) {
+  auto engine = std::make_unique<EngineImpl>(config, std::move(model));
   engine->start_thread();
   if (config.warm_up) engine->warm_up();
   return engine;

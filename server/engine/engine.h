@@ -22,6 +22,7 @@
 namespace flamingo {
 
 class Tokenizer;
+class EngineModel;
 struct ImagePreprocessConfig;
 
 struct EngineConfig {
@@ -85,6 +86,10 @@ class Engine {
   // image through every path (vision, perceiver, image K/V, prefill, decode) before returning.
   // Throws flamingo::Error on a bad model folder or configuration.
   static std::unique_ptr<Engine> start(const EngineConfig& config);
+  // The same over a given model (engine_model.h; tests pass a fake). config.model_dir is only
+  // reported; the model's own options are the model's.
+  static std::unique_ptr<Engine> start(const EngineConfig& config,
+                                       std::unique_ptr<EngineModel> model);
   virtual ~Engine() = default;  // stops the thread; unfinished jobs end with kShutdown
 
   virtual const ModelDescription& description() const = 0;

@@ -1,10 +1,11 @@
-// The engine's implementation, shared by its units (include only from server/engine/engine*.cpp;
-// it brings in ATen through model/):
+// The engine's implementation, shared by its units (include only from server/engine/engine*.cpp).
+// Torch-free: the tensors are behind EngineModel (engine_model.h).
 //   engine.cpp        construction, the inbox (submit, cancel, drain, stats), the loop, job ends
 //   engine_media.cpp  images of scheduled jobs: media cache slots, one batched encode per step
 //   engine_step.cpp   one step: plan -> images -> forward -> sample, score, emit -> update
 //   engine_score.cpp  Score jobs as scoring sequences of the scheduler, and their results
 //   cache_sizing.cpp  KV blocks and image cache budget from the flags and the model's sizes
+//   engine_model_pipeline.cpp  the real EngineModel, and Engine::start(config)
 // Everything below the inbox runs on the engine thread only.
 #pragma once
 
@@ -19,11 +20,10 @@
 #include <variant>
 #include <vector>
 
-#include "model/kv_cache.h"
-#include "model/pipeline.h"
 #include "server/engine/block_manager.h"
 #include "server/engine/detokenizer.h"
 #include "server/engine/engine.h"
+#include "server/engine/engine_model.h"
 #include "server/engine/media_cache.h"
 #include "server/engine/scheduler.h"
 #include "server/engine/text_stream.h"
@@ -103,12 +103,12 @@ using Command = std::variant<NewGenerate, NewScore, CancelJob>;
 
 class EngineImpl final : public Engine {
  public:
-  explicit EngineImpl(const EngineConfig& config);
+  EngineImpl(const EngineConfig& config, std::unique_ptr<EngineModel> model);
   ~EngineImpl() override;
 
   const ModelDescription& description() const override { return desc_; }
-  const Tokenizer& tokenizer() const override { return pipeline_->tokenizer(); }
-  const ImagePreprocessConfig& image_config() const override { return pipeline_->image_config(); }
+  const Tokenizer& tokenizer() const override { return model_->tokenizer(); }
+  const ImagePreprocessConfig& image_config() const override { return model_->image_config(); }
   const std::vector<int32_t>& stop_ids() const override { return defaults_.stop_ids; }
   const std::vector<std::string>& stop_strings() const override { return defaults_.stop; }
   const std::vector<int32_t>& banned_ids() const override { return defaults_.banned_ids; }
@@ -169,7 +169,7 @@ class EngineImpl final : public Engine {
   void end_score(int64_t job, JobStatus status, const std::string& message = {});
 
   EngineConfig config_;
-  std::unique_ptr<Pipeline> pipeline_;
+  std::unique_ptr<EngineModel> model_;
   FamilyDefaults defaults_;
   ModelDescription desc_;
   int64_t image_bytes_ = 0;
@@ -188,11 +188,9 @@ class EngineImpl final : public Engine {
   std::thread thread_;
 
   // Engine thread only.
-  std::unique_ptr<KvCache> cache_;
   std::unique_ptr<BlockManager> blocks_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<MediaCache> media_;
-  std::vector<std::optional<ImageKV>> image_store_;  // by media slot
   std::unordered_map<int64_t, ActiveGenerate> generating_;
   std::unordered_map<int64_t, ActiveScore> scoring_;
   std::unordered_map<int64_t, SeqOwner> owners_;  // every scheduler sequence's job

@@ -1,11 +1,9 @@
 // The images of scheduled jobs: a job takes media cache slots for all its images when its first
 // sequence is scheduled and keeps them until it ends; every image no entry holds yet is encoded
 // in ONE batch per step (an image several jobs share is encoded once).
-#include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cstring>
 
 #include "model/error.h"
 #include "server/engine/cache_sizing.h"
@@ -28,10 +26,9 @@ bool EngineImpl::acquire_images(const std::vector<ImageInput>& inputs, ImageHold
       return false;
     }
     hold.slots.push_back(l->slot);
-    if (image_store_.size() <= static_cast<size_t>(l->slot)) image_store_.resize(l->slot + 1);
     // A miss needs encoding (whatever its slot held before), and so does an entry whose
     // encoding failed before (a hit without tensors).
-    if ((!l->hit || !image_store_[l->slot].has_value()) &&
+    if ((!l->hit || !model_->has_image(l->slot)) &&
         std::find(misses.slots.begin(), misses.slots.end(), l->slot) == misses.slots.end()) {
       misses.slots.push_back(l->slot);
       misses.inputs.push_back(&im);
@@ -42,34 +39,18 @@ bool EngineImpl::acquire_images(const std::vector<ImageInput>& inputs, ImageHold
 }
 
 std::vector<std::pair<int32_t, std::string>> EngineImpl::encode_misses(ImageMisses& misses) {
-  for (int32_t evicted : media_->take_evicted()) image_store_[evicted].reset();
+  for (int32_t evicted : media_->take_evicted()) model_->drop_image(evicted);
   std::vector<std::pair<int32_t, std::string>> failed;
   if (misses.slots.empty()) return failed;
-  const int64_t s = desc_.image_size;
-  // Encodes misses [first, first + count) in one batch.
-  auto encode = [&](size_t first, size_t count) {
-    at::Tensor pixels = at::empty({static_cast<int64_t>(count), 3, s, s}, at::kFloat);
-    for (size_t i = 0; i < count; ++i) {
-      const ImageInput& in = *misses.inputs[first + i];
-      if (static_cast<int64_t>(in.pixels.size()) != 3 * s * s) {
-        throw Error("engine: image has " + std::to_string(in.pixels.size()) +
-                    " values, expected 3 x " + std::to_string(s) + " x " + std::to_string(s));
-      }
-      std::memcpy(pixels[static_cast<int64_t>(i)].data_ptr<float>(), in.pixels.data(),
-                  in.pixels.size() * sizeof(float));
-    }
-    std::vector<ImageKV> kv = pipeline_->model().encode_images(pixels);
-    for (size_t i = 0; i < count; ++i) image_store_[misses.slots[first + i]] = std::move(kv[i]);
-  };
   try {
-    encode(0, misses.slots.size());
+    model_->encode_images(misses.inputs, misses.slots);
   } catch (const std::exception& batch_error) {
     // Find which images fail (a bad image, or memory for the batch): the others go on.
     spdlog::warn("engine: encoding {} images failed ({}); encoding them one by one",
                  misses.slots.size(), batch_error.what());
     for (size_t i = 0; i < misses.slots.size(); ++i) {
       try {
-        encode(i, 1);
+        model_->encode_images(std::span(&misses.inputs[i], 1), std::span(&misses.slots[i], 1));
       } catch (const std::exception& e) {
         failed.emplace_back(misses.slots[i], e.what());
       }

@@ -1,11 +1,11 @@
 // One engine step: the scheduler's plan, the images its jobs need, one flattened forward, then
 // per chunk its scored rows (Score) or its sampled token, stop checks and text (Generate), and
 // the scheduler's update with the jobs that ended.
-#include <ATen/ATen.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 
+#include "model/error.h"
 #include "server/engine/engine_impl.h"
 
 namespace flamingo {
@@ -19,11 +19,11 @@ void EngineImpl::step() {
     scheduler_->update({});
     return;
   }
-  std::vector<const ImageKV*> images;
+  std::vector<int32_t> image_slots;  // the forward's images, chunk by chunk
   std::vector<int32_t> image_base;
   for (const SeqChunk& c : plan.chunks) {
-    image_base.push_back(static_cast<int32_t>(images.size()));
-    for (int32_t slot : held_slots(c.id)) images.push_back(&*image_store_[slot]);
+    image_base.push_back(static_cast<int32_t>(image_slots.size()));
+    for (int32_t slot : held_slots(c.id)) image_slots.push_back(slot);
   }
   std::vector<StepResult> results;
   std::vector<std::pair<int64_t, JobDelta>> deltas;
@@ -32,11 +32,15 @@ void EngineImpl::step() {
   try {
     batch = scheduler_->build_batch(plan, image_base);
     if (config_.before_forward) config_.before_forward(steps_ + 1);
-    const at::Tensor logits = pipeline_->model().forward(batch, *cache_, images).contiguous();
+    const std::span<const float> logits = model_->forward(batch, image_slots);
     ++steps_;
     t2 = Clock::now();
-    const int64_t vocab = logits.size(1);
-    const float* row = logits.data_ptr<float>();
+    const int64_t vocab = model_->vocab_size();
+    if (logits.size() != batch.logit_rows.size() * static_cast<size_t>(vocab)) {
+      throw Error("engine: the model returned " + std::to_string(logits.size()) + " logits for " +
+                  std::to_string(batch.logit_rows.size()) + " rows of " + std::to_string(vocab));
+    }
+    const float* row = logits.data();
     for (const SeqChunk& c : plan.chunks) {
       if (owners_.at(c.id).part >= 0) {
         record_scores(c, row, vocab);
@@ -153,16 +157,10 @@ void EngineImpl::emit(const SeqChunk& c, std::span<const float> logits,
 
 void EngineImpl::retire(const std::vector<FinishedSeq>& finished) {
   for (const FinishedSeq& f : finished) {
-    switch (f.reason) {
-      case FinishReason::kScored:
-        part_scored(f.id);
-        break;
-      case FinishReason::kStop:
-        finish(f.id, JobStatus::kStop);
-        break;
-      case FinishReason::kLength:
-        finish(f.id, JobStatus::kLength);
-        break;
+    if (owners_.at(f.id).part >= 0) {
+      part_scored(f.id);  // a scoring sequence whose tokens are all computed
+    } else {
+      finish(f.id, f.status);
     }
   }
 }

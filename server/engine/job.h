@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "model/sampler.h"
+#include "server/engine/job_status.h"
 
 namespace flamingo {
 
@@ -46,38 +47,6 @@ struct JobDelta {
   std::vector<float> logprobs;
   std::vector<std::vector<std::pair<int32_t, double>>> top_logprobs;  // when asked
 };
-
-enum class JobStatus {
-  kLength,     // max_new_tokens reached
-  kStop,       // EOS / end-of-utterance / stop string
-  kCancelled,  // the client cancelled
-  kDeadline,   // the deadline passed
-  kRejected,   // could not run (message says why; e.g. the image cache is full)
-  kShutdown,   // the server stopped before the job finished (drain timeout)
-  kFailed,     // internal error (message)
-};
-
-// "length", "stop", "cancelled", "deadline", "rejected", "shutdown", "failed": the name logs,
-// metrics and the CLI's finish_reason use.
-inline const char* job_status_name(JobStatus s) {
-  switch (s) {
-    case JobStatus::kLength:
-      return "length";
-    case JobStatus::kStop:
-      return "stop";
-    case JobStatus::kCancelled:
-      return "cancelled";
-    case JobStatus::kDeadline:
-      return "deadline";
-    case JobStatus::kRejected:
-      return "rejected";
-    case JobStatus::kShutdown:
-      return "shutdown";
-    case JobStatus::kFailed:
-      return "failed";
-  }
-  return "?";
-}
 
 struct JobOutcome {
   JobStatus status = JobStatus::kLength;

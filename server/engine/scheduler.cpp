@@ -278,12 +278,12 @@ std::vector<FinishedSeq> Scheduler::update(std::span<const StepResult> results) 
     s.image_hash.push_back(image < 0 ? 0 : s.request.image_hashes[image]);
     const auto generated = static_cast<int32_t>(s.tokens.size() - s.request.prompt.size());
     if (!r.finished && generated < s.request.max_new_tokens) continue;
-    finished.push_back({r.id, r.finished ? FinishReason::kStop : FinishReason::kLength});
+    finished.push_back({r.id, r.finished ? JobStatus::kStop : JobStatus::kLength});
   }
   for (const SeqChunk& c : last_plan_.chunks) {
     const Seq& s = seqs_.at(c.id);
     if (s.request.score_from > 0 && s.num_computed == static_cast<int32_t>(s.tokens.size())) {
-      finished.push_back({c.id, FinishReason::kScored});
+      finished.push_back({c.id, JobStatus::kLength});
     }
   }
   for (const FinishedSeq& f : finished) {

@@ -33,6 +33,7 @@
 
 #include "model/batch.h"
 #include "server/engine/block_manager.h"
+#include "server/engine/job_status.h"
 #include "server/engine/media_cache.h"
 
 namespace flamingo {
@@ -81,11 +82,11 @@ struct StepResult {
   bool finished = false;
 };
 
-enum class FinishReason { kLength, kStop, kScored };  // kScored: a scoring sequence computed
-
 struct FinishedSeq {
   int64_t id = 0;
-  FinishReason reason = FinishReason::kLength;
+  // kLength: max_new_tokens reached, or a scoring sequence whose tokens are all computed;
+  // kStop: the caller flagged it (StepResult::finished).
+  JobStatus status = JobStatus::kLength;
 };
 
 class Scheduler {
@@ -119,7 +120,7 @@ class Scheduler {
   FlatBatch build_batch(const StepPlan& plan, std::span<const int32_t> image_base = {}) const;
   // Applies the results of the last plan: commits written full blocks, appends each sampled
   // token, finishes sequences at max_new_tokens or when flagged and scoring sequences whose
-  // tokens are all computed (kScored), frees their blocks. Throws
+  // tokens are all computed (kLength), frees their blocks. Throws
   // flamingo::Error, state unchanged, if a result names no wants_logits chunk of the last
   // plan, appears twice, or a live wants_logits chunk has no result. update({}) after every
   // sequence of the plan was aborted closes it (what the engine does after a failed step).

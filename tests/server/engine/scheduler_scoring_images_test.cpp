@@ -44,7 +44,7 @@ TEST(SchedulerTest, ScoringSequenceReturnsItsPositionsRowsAndFinishesWhenCompute
   const auto fin = s.update({});
   ASSERT_EQ(fin.size(), 1u);
   EXPECT_EQ(fin[0].id, 1);
-  EXPECT_EQ(fin[0].reason, FinishReason::kScored);
+  EXPECT_EQ(fin[0].status, JobStatus::kLength);
   EXPECT_EQ(bm.num_free_blocks(), 16);
   EXPECT_FALSE(s.has_work());
 }
@@ -72,7 +72,7 @@ TEST(SchedulerTest, ScoringSequenceSharesAStepWithADecode) {
   const auto fin = s.update(std::vector<StepResult>{{1, 51, false}});
   ASSERT_EQ(fin.size(), 1u);
   EXPECT_EQ(fin[0].id, 2);
-  EXPECT_EQ(fin[0].reason, FinishReason::kScored);
+  EXPECT_EQ(fin[0].status, JobStatus::kLength);
   EXPECT_EQ(s.num_generated(1), 2);
 }
 

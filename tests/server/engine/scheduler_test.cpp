@@ -43,7 +43,7 @@ TEST(SchedulerTest, SingleRequestPrefillThenDecodeToMaxNewTokens) {
   const auto fin = s.update(std::vector<StepResult>{{1, 102, false}});
   ASSERT_EQ(fin.size(), 1u);
   EXPECT_EQ(fin[0].id, 1);
-  EXPECT_EQ(fin[0].reason, FinishReason::kLength);
+  EXPECT_EQ(fin[0].status, JobStatus::kLength);
   EXPECT_EQ(bm.num_free_blocks(), 16);
   EXPECT_FALSE(s.has_work());
   EXPECT_FALSE(s.contains(1));
@@ -57,7 +57,7 @@ TEST(SchedulerTest, CallerStopFlagFinishesEarly) {
   s.schedule();
   const auto fin = s.update(std::vector<StepResult>{{1, 2, true}});
   ASSERT_EQ(fin.size(), 1u);
-  EXPECT_EQ(fin[0].reason, FinishReason::kStop);
+  EXPECT_EQ(fin[0].status, JobStatus::kStop);
   EXPECT_EQ(bm.num_free_blocks(), 16);
 }
 
