@@ -41,7 +41,7 @@ if [ "$with_test_tools" = 1 ]; then
   packages+=(openssl)                    # the TLS test makes its certificates with it
 fi
 if [ "$with_server" = 1 ]; then
-  packages+=(libgrpc++-dev protobuf-compiler-grpc libcpp-httplib-dev python3-grpcio python3-protobuf python3-matplotlib)
+  packages+=(libgrpc++-dev protobuf-compiler-grpc libcpp-httplib-dev prometheus-cpp-dev python3-grpcio python3-protobuf python3-matplotlib)
   # Node.js and npm for the openai-SDK test of the HTTP API (tests/clients/openai_sdk). A
   # Node.js from elsewhere (nodesource's bundles npm and conflicts with Debian's npm) is kept.
   if [ "$with_test_tools" = 1 ] && { ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; }; then
