@@ -1,117 +1,43 @@
 #include "cli/cli_args.h"
 
-#include <charconv>
 #include <cmath>
-#include <set>
+#include <limits>
 #include <sstream>
-#include <stdexcept>
+
+#include "util/flag_table.h"
+#include "util/model_flags.h"
 
 namespace flamingo::cli {
 namespace {
 
-template <typename T>
-T parse_number(const std::string& flag, const std::string& value) {
-  T out{};
-  const char* end = value.data() + value.size();
-  auto [ptr, ec] = std::from_chars(value.data(), end, out);
-  if (ec != std::errc() || ptr != end) {
-    throw UsageError(flag + ": expected a number, got '" + value + "'");
-  }
-  return out;
-}
+using Table = flags::FlagTable<CliArgs, UsageError>;
+using Flag = Table::FlagT;
 
-// --tls-cert and --tls-key come together; any --tls flag turns TLS on.
-void check_tls_flags(CliArgs& a) {
-  if (a.tls_cert.empty() != a.tls_key.empty()) {
-    throw UsageError(a.tls_cert.empty() ? "--tls-key needs --tls-cert"
-                                        : "--tls-cert needs --tls-key");
-  }
-  a.tls = a.tls || !a.tls_ca.empty() || !a.tls_cert.empty();
-}
+// Flag tags: the commands that accept a flag, and whether it is for one mode only.
+enum : uint32_t {
+  kGenerate = 1 << 0,
+  kScore = 1 << 1,
+  kCaption = 1 << 2,
+  kAsk = 1 << 3,
+  kInfo = 1 << 4,
+  kQuantize = 1 << 5,
+  kLocalOnly = 1 << 6,   // refused with --server (the server's model and flags decide)
+  kRemoteOnly = 1 << 7,  // only with --server
+};
+constexpr uint32_t kGenScore = kGenerate | kScore;
+constexpr uint32_t kModelCommands = kGenerate | kScore | kCaption | kAsk;
+constexpr uint32_t kAllCommands = kModelCommands | kInfo | kQuantize;
 
-float parse_float(const std::string& flag, const std::string& value) {
-  try {
-    size_t used = 0;
-    float f = std::stof(value, &used);
-    if (used != value.size() || std::isnan(f)) throw std::invalid_argument(value);
-    return f;
-  } catch (const std::exception&) {
-    throw UsageError(flag + ": expected a number, got '" + value + "'");
-  }
-}
+struct Command {
+  const char* name;
+  uint32_t bit;
+};
+constexpr Command kCommands[] = {{"generate", kGenerate}, {"score", kScore},
+                                 {"caption", kCaption},   {"ask", kAsk},
+                                 {"info", kInfo},         {"quantize", kQuantize}};
 
-}  // namespace
-
-std::string cli_usage() {
-  return R"(usage:
-  flamingo-cli generate --model DIR --prompt TEXT [--image PATH]... [options]
-  flamingo-cli score    --model DIR --prompt TEXT [--image PATH]... [--candidate TEXT]... --json
-  flamingo-cli generate --server HOST:PORT --prompt TEXT [--image PATH]... [--stream] [options]
-  flamingo-cli score    --server HOST:PORT --prompt TEXT [--image PATH]... --candidate TEXT... --json
-  flamingo-cli caption  --server HOST:PORT --image PATH [--example IMAGE=TEXT]... [options]
-  flamingo-cli ask      --server HOST:PORT --image PATH --question TEXT
-                        [--example IMAGE=QUESTION=ANSWER]... [options]
-  flamingo-cli info     --server HOST:PORT [--timeout SECONDS]   (GetModelInfo, as JSON)
-  flamingo-cli quantize --model DIR --out DIR [--threads N]
-                        write an int8 copy of the checkpoint (docs/QUANTIZATION.md): load it
-                        with --weights int8 (or auto) without quantizing at every start
-
-In TEXT each "<image>" marks where the next --image goes; nothing else is special.
-
-common options:
-  --model DIR              HF-format IDEFICS checkpoint folder (default: the bundled tiny model)
-  --image PATH             PNG or JPEG, once per <image> marker, in order
-  --dtype auto|float32|bfloat16   compute dtype (auto: bfloat16 if the CPU has avx512_bf16/AMX)
-  --weights auto|float32|bfloat16|int8   how linear weights are held (auto: bfloat16 when
-                           the compute dtype or the checkpoint is bfloat16, else float32)
-  --context-length N       override max_position_embeddings (default: config.json, else 2048)
-  --threads N              intra-op threads (default: all cores)
-  --max-image-bytes N      reject larger image files (default 20971520)
-  --max-image-pixels N     reject images whose header declares more pixels (default 40000000)
-  --json                   print one JSON object on stdout
-generate options:
-  --max-new-tokens N       default 32 (with --server: the server's --default-max-new-tokens)
-  --temperature T          0 = greedy (default)
-  --top-k K                0 = off
-  --top-p P                1 = off
-  --repetition-penalty R   1 = off
-  --seed S                 sampling seed (default: random, reported in --json output;
-                           with --server S must be >= 1)
-  --stop STR               stop string (repeatable); </s> and <end_of_utterance> always stop
-  --ignore-eos             do not stop at </s> / <end_of_utterance>
-  --top-logprobs N         also report the N most likely tokens per step (--json)
-score options:
-  --candidate TEXT         candidate continuation of the last text (repeatable)
-
-remote mode (a running flamingo-server answers; --model, --dtype, --context-length,
---threads and the --max-image-* flags are the server's and are rejected here):
-  --server HOST:PORT       gRPC address of flamingo-server (e.g. 127.0.0.1:50051)
-  --timeout SECONDS        deadline for the call (default: none)
-  --tls                    connect with TLS, trusting the system's CA certificates
-  --tls-ca FILE            connect with TLS, trusting this PEM CA (the one that signed the
-                           server's --tls-cert, or that certificate if self-signed)
-  --tls-cert FILE, --tls-key FILE
-                           client certificate and key (PEM) for a server with --tls-client-ca
-  --stream                 generate: print the text as it arrives (GenerateStream);
-                           with --json the final aggregate is printed
-  --request-id ID          generate: an id the server logs with the request
-caption (needs --server): one --image to caption; sampling flags and --max-new-tokens apply
-  --example IMAGE=TEXT     few-shot demo: an image file and its caption (repeatable)
-ask (needs --server): answer --question about one --image
-  --question TEXT          the question
-  --example IMAGE=QUESTION=ANSWER
-                           few-shot demo (repeatable); split at the first and the last '='
---json output of generate, caption and ask with --server: text, token_ids, logprobs,
-finish_reason (length|stop|cancelled), seed, usage {prompt_tokens, completion_tokens, images},
-request_id, and top_logprobs when asked; score --server prints candidate_logprobs.
-
-exit codes: 0 ok, 1 error (bad input, checkpoint, image, prompt), 2 usage,
-  3 the server answered an error or could not be reached; stderr then reads
-  "flamingo-cli: <gRPC STATUS_CODE>: <message>", e.g. "flamingo-cli: UNAVAILABLE: ..."
-)";
-}
-
-namespace {
+// --help sections.
+enum Section { kCommon, kGenerateSection, kScoreSection, kRemoteSection, kExampleSection, kOut };
 
 // caption: IMAGE=TEXT (split at the first '='); ask: IMAGE=QUESTION=ANSWER (split at the first
 // and the last '=', so the question may contain '=').
@@ -134,182 +60,161 @@ CliExample parse_example(const std::string& command, const std::string& spec) {
   return e;
 }
 
-}  // namespace
+flags::FlagStyle cli_style() {
+  flags::FlagStyle s;
+  s.pipe_choices = false;  // "expected auto, float32 or bfloat16"
+  s.column = 27;
+  s.width = 98;
+  s.empty_default = "";
+  s.default_open = " (default: ";
+  s.default_close = ")";
+  return s;
+}
 
-CliArgs parse_cli_args(const std::vector<std::string>& argv, const std::string& default_model) {
-  CliArgs a;
-  a.model_dir = default_model;
-  if (argv.empty()) {
-    throw UsageError(
-        "missing command (generate, score, caption, ask, info or quantize); see --help");
+Table make_table() {
+  Table t(cli_style());
+  constexpr uint32_t kMain = kModelCommands;
+  constexpr int32_t kI32 = std::numeric_limits<int32_t>::max();
+  t.next_flags(kCommon, kGenScore);
+  t.text("--prompt", "the prompt; each \"<image>\" in it marks where the next --image goes",
+         &CliArgs::prompt)
+      .meta("TEXT");
+  t.repeated("--image", "PNG or JPEG, once per <image> marker, in order", &CliArgs::images)
+      .meta("PATH")
+      .with_tags(kMain);
+  t.next_flags(kCommon, kGenScore | kLocalOnly);
+  flags::add_model_flags(t);  // the same flags as flamingo-server's
+  t.at("--model").tags |= kQuantize;
+  t.at("--threads").tags |= kQuantize;
+  flags::add_image_limit_flags(t, &CliArgs::max_image_bytes, &CliArgs::max_image_pixels);
+  t.next_flags(kCommon, kMain | kInfo);
+  t.toggle("--json", "print one JSON object on stdout", &CliArgs::json);
+  t.help_flag(&CliArgs::help).with_tags(kAllCommands);
+
+  t.next_flags(kGenerateSection, kMain);  // the sampling flags also apply to caption and ask
+  t.integer("--max-new-tokens",
+            "most tokens to generate; with --server, unset means the server's "
+            "--default-max-new-tokens",
+            &CliArgs::max_new_tokens, 1, kI32);
+  t.number("--temperature", "0 = greedy", &CliArgs::temperature).meta("T");
+  t.integer("--top-k", "0 = off", &CliArgs::top_k).meta("K");
+  t.number("--top-p", "1 = off", &CliArgs::top_p).meta("P");
+  t.number("--repetition-penalty", "1 = off", &CliArgs::repetition_penalty).meta("R");
+  t.integer("--seed",
+            "sampling seed (default: random, reported in --json output; with --server S must "
+            "be >= 1)",
+            &CliArgs::seed)
+      .meta("S");
+  t.next_flags(kGenerateSection, kGenScore);
+  t.repeated("--stop", "stop string (repeatable); </s> and <end_of_utterance> always stop",
+             &CliArgs::stop)
+      .meta("STR");
+  t.toggle("--ignore-eos", "do not stop at </s> / <end_of_utterance>", &CliArgs::ignore_eos);
+  t.integer("--top-logprobs",
+            "also report the N most likely tokens per step (--json); locally at most 20",
+            &CliArgs::top_logprobs, 0, kI32);
+
+  t.next_flags(kScoreSection, kScore);
+  t.repeated("--candidate", "candidate continuation of the last text (repeatable)",
+             &CliArgs::candidates)
+      .meta("TEXT");
+
+  t.next_flags(kRemoteSection, kMain | kInfo);
+  t.text("--server", "gRPC address of flamingo-server (e.g. 127.0.0.1:50051)", &CliArgs::server)
+      .meta("HOST:PORT");
+  t.next_flags(kRemoteSection, kMain | kInfo | kRemoteOnly);
+  t.number("--timeout", "deadline for the call; 0 = none", &CliArgs::timeout_seconds)
+      .meta("SECONDS");
+  t.toggle("--tls", "connect with TLS, trusting the system's CA certificates", &CliArgs::tls);
+  t.text("--tls-ca",
+         "connect with TLS, trusting this PEM CA (the one that signed the server's --tls-cert, "
+         "or that certificate if self-signed)",
+         &CliArgs::tls_ca)
+      .meta("FILE");
+  t.text("--tls-cert",
+         "client certificate (PEM) for a server with --tls-client-ca (with --tls-key)",
+         &CliArgs::tls_cert)
+      .meta("FILE");
+  t.text("--tls-key", "private key (PEM) of --tls-cert", &CliArgs::tls_key).meta("FILE");
+  t.next_flags(kRemoteSection, kGenerate | kRemoteOnly);
+  t.toggle("--stream",
+           "generate: print the text as it arrives (GenerateStream); with --json the final "
+           "aggregate is printed",
+           &CliArgs::stream);
+  t.text("--request-id", "generate: an id the server logs with the request", &CliArgs::request_id)
+      .meta("ID");
+
+  t.next_flags(kExampleSection, kAsk);
+  t.text("--question", "ask: the question about the --image", &CliArgs::question).meta("TEXT");
+  t.next_flags(kExampleSection, kCaption | kAsk);
+  t.custom("--example",
+           "few-shot demo (repeatable): caption IMAGE=TEXT, an image file and its caption; ask "
+           "IMAGE=QUESTION=ANSWER, split at the first and the last '='",
+           [](CliArgs& a, const std::string& spec) {
+             // Other commands: refused by the "--example: only for caption and ask" check.
+             if (a.command == "caption" || a.command == "ask") {
+               a.examples.push_back(parse_example(a.command, spec));
+             }
+           })
+      .meta("IMAGE=TEXT|IMAGE=QUESTION=ANSWER");
+
+  t.next_flags(kOut, kQuantize);
+  t.text("--out", "quantize: the folder to write the int8 copy to (new or empty)",
+         &CliArgs::out_dir)
+      .meta("DIR");
+  return t;
+}
+
+const Table& table() {
+  static const Table kTable = make_table();
+  return kTable;
+}
+
+// "--a X, --b and --c Y": the flags `keep` lets through, with their value names.
+std::string flag_list(const std::function<bool(const Flag&)>& keep, bool metavars) {
+  std::vector<std::string> names;
+  for (const Flag& f : table().all()) {
+    if (f.name == "--help" || !keep(f)) continue;
+    names.push_back(f.name + (metavars && f.takes_value ? " " + f.metavar : ""));
   }
-  size_t i = 0;
-  if (argv[0] == "-h" || argv[0] == "--help" || argv[0] == "help") {
-    a.help = true;
-    return a;
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    out += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
   }
-  a.command = argv[i++];
-  if (a.command != "generate" && a.command != "score" && a.command != "caption" &&
-      a.command != "ask" && a.command != "info" && a.command != "quantize") {
-    throw UsageError("unknown command '" + a.command +
-                     "' (expected generate, score, caption, ask, info or quantize)");
+  return out;
+}
+
+// --tls-cert and --tls-key come together; any --tls flag turns TLS on; --timeout > 0.
+void check_remote_flags(CliArgs& a, const flags::FlagsGiven& given) {
+  if (const std::string e = flags::tls_pair_error(a.tls_cert, a.tls_key); !e.empty()) {
+    throw UsageError(e);
   }
-  if (a.command == "quantize") {  // local only: --model, --out, --threads
-    bool model_given = false;
-    while (i < argv.size()) {
-      const std::string flag = argv[i++];
-      if (flag == "-h" || flag == "--help") {
-        a.help = true;
-      } else if ((flag == "--model" || flag == "--out" || flag == "--threads") && i < argv.size()) {
-        const std::string v = argv[i++];
-        if (flag == "--model") {
-          a.model_dir = v;
-          model_given = true;
-        } else if (flag == "--out") {
-          a.out_dir = v;
-        } else {
-          a.threads = parse_number<int32_t>(flag, v);
-        }
-      } else {
-        throw UsageError("quantize: unknown or incomplete flag '" + flag +
-                         "' (quantize takes --model DIR, --out DIR and --threads N)");
-      }
-    }
-    if (!a.help && !model_given) throw UsageError("quantize: --model DIR is required");
-    if (!a.help && a.out_dir.empty()) throw UsageError("quantize: --out DIR is required");
-    return a;
+  a.tls = a.tls || !a.tls_ca.empty() || !a.tls_cert.empty();
+  if (given.has("--timeout") && !(a.timeout_seconds > 0)) {
+    std::ostringstream got;
+    got << a.timeout_seconds;
+    throw UsageError("--timeout: must be a number of seconds > 0, got " + got.str());
   }
-  if (a.command == "info") {  // GetModelInfo: only --server, --timeout and --json
-    while (i < argv.size()) {
-      const std::string flag = argv[i++];
-      if (flag == "-h" || flag == "--help") {
-        a.help = true;
-      } else if (flag == "--json") {
-        a.json = true;
-      } else if (flag == "--tls") {
-        a.tls = true;
-      } else if ((flag == "--server" || flag == "--timeout" || flag == "--tls-ca" ||
-                  flag == "--tls-cert" || flag == "--tls-key") &&
-                 i < argv.size()) {
-        const std::string v = argv[i++];
-        if (flag == "--server") {
-          a.server = v;
-        } else if (flag == "--timeout") {
-          a.timeout_seconds = parse_float(flag, v);
-          if (!(a.timeout_seconds > 0)) throw UsageError("--timeout: must be > 0, got '" + v + "'");
-        } else {
-          (flag == "--tls-ca" ? a.tls_ca : flag == "--tls-cert" ? a.tls_cert : a.tls_key) = v;
-        }
-      } else {
-        throw UsageError("info: unknown or incomplete flag '" + flag +
-                         "' (info takes --server HOST:PORT, --timeout SECONDS and the --tls "
-                         "flags)");
-      }
-    }
-    if (a.server.empty() && !a.help) throw UsageError("info needs --server HOST:PORT");
-    check_tls_flags(a);
-    return a;
-  }
-  auto value = [&](const std::string& flag) -> std::string {
-    if (i >= argv.size()) throw UsageError(flag + ": missing value");
-    return argv[i++];
-  };
-  std::set<std::string> given;
-  std::vector<std::string> example_specs;
-  while (i < argv.size()) {
-    const std::string flag = argv[i++];
-    given.insert(flag);
-    if (flag == "-h" || flag == "--help")
-      a.help = true;
-    else if (flag == "--model")
-      a.model_dir = value(flag);
-    else if (flag == "--prompt")
-      a.prompt = value(flag), a.prompt_given = true;
-    else if (flag == "--image")
-      a.images.push_back(value(flag));
-    else if (flag == "--candidate")
-      a.candidates.push_back(value(flag));
-    else if (flag == "--stop")
-      a.stop.push_back(value(flag));
-    else if (flag == "--max-new-tokens")
-      a.max_new_tokens = parse_number<int32_t>(flag, value(flag)), a.max_new_tokens_given = true;
-    else if (flag == "--temperature")
-      a.temperature = parse_float(flag, value(flag));
-    else if (flag == "--top-k")
-      a.top_k = parse_number<int32_t>(flag, value(flag));
-    else if (flag == "--top-p")
-      a.top_p = parse_float(flag, value(flag));
-    else if (flag == "--repetition-penalty")
-      a.repetition_penalty = parse_float(flag, value(flag));
-    else if (flag == "--seed")
-      a.seed = parse_number<uint64_t>(flag, value(flag));
-    else if (flag == "--dtype")
-      a.dtype = value(flag);
-    else if (flag == "--weights")
-      a.weights = value(flag);
-    else if (flag == "--json")
-      a.json = true;
-    else if (flag == "--ignore-eos")
-      a.ignore_eos = true;
-    else if (flag == "--top-logprobs")
-      a.top_logprobs = parse_number<int32_t>(flag, value(flag));
-    else if (flag == "--context-length")
-      a.context_length = parse_number<int64_t>(flag, value(flag));
-    else if (flag == "--threads")
-      a.threads = parse_number<int32_t>(flag, value(flag));
-    else if (flag == "--max-image-bytes")
-      a.max_image_bytes = parse_number<int64_t>(flag, value(flag));
-    else if (flag == "--max-image-pixels")
-      a.max_image_pixels = parse_number<int64_t>(flag, value(flag));
-    else if (flag == "--server")
-      a.server = value(flag);
-    else if (flag == "--timeout")
-      a.timeout_seconds = parse_float(flag, value(flag));
-    else if (flag == "--stream")
-      a.stream = true;
-    else if (flag == "--tls")
-      a.tls = true;
-    else if (flag == "--tls-ca")
-      a.tls_ca = value(flag);
-    else if (flag == "--tls-cert")
-      a.tls_cert = value(flag);
-    else if (flag == "--tls-key")
-      a.tls_key = value(flag);
-    else if (flag == "--request-id")
-      a.request_id = value(flag);
-    else if (flag == "--question")
-      a.question = value(flag);
-    else if (flag == "--example")
-      example_specs.push_back(value(flag));
-    else
-      throw UsageError("unknown option '" + flag + "'");
-  }
-  if (a.help) return a;
-  const bool remote = given.count("--server") > 0;
+}
+
+// The checks of generate, score, caption and ask after their flags parsed.
+void check_model_command(CliArgs& a, const flags::FlagsGiven& given, uint32_t command) {
+  const bool remote = given.has("--server");
   if (remote && a.server.empty()) throw UsageError("--server: expected HOST:PORT, got ''");
-  if (!remote) {
-    if (a.command == "caption" || a.command == "ask") {
-      throw UsageError(a.command + ": needs --server HOST:PORT (" + a.command +
-                       " runs on a flamingo-server only; locally use generate with --prompt)");
+  if (!remote && (a.command == "caption" || a.command == "ask")) {
+    throw UsageError(a.command + ": needs --server HOST:PORT (" + a.command +
+                     " runs on a flamingo-server only; locally use generate with --prompt)");
+  }
+  for (const Flag& f : table().all()) {
+    if (!given.has(f.name)) continue;
+    if (!remote && (f.tags & kRemoteOnly))
+      throw UsageError(f.name + ": only with --server HOST:PORT");
+    if (remote && (f.tags & kLocalOnly)) {
+      throw UsageError(f.name + ": not used with --server (the server's model and flags decide)");
     }
-    for (const char* f : {"--timeout", "--stream", "--request-id", "--tls", "--tls-ca",
-                          "--tls-cert", "--tls-key"}) {
-      if (given.count(f)) throw UsageError(std::string(f) + ": only with --server HOST:PORT");
-    }
-  } else {
-    for (const char* f : {"--model", "--dtype", "--weights", "--context-length", "--threads",
-                          "--max-image-bytes", "--max-image-pixels"}) {
-      if (given.count(f)) {
-        throw UsageError(std::string(f) +
-                         ": not used with --server (the server's model and flags decide)");
-      }
-    }
-    check_tls_flags(a);
-    if (given.count("--timeout") && !(a.timeout_seconds > 0 && std::isfinite(a.timeout_seconds))) {
-      std::ostringstream got;
-      got << a.timeout_seconds;
-      throw UsageError("--timeout: must be a number of seconds > 0, got " + got.str());
-    }
+  }
+  if (remote) {
+    check_remote_flags(a, given);
     if (a.seed && *a.seed == 0) {
       throw UsageError(
           "--seed: must be >= 1 with --server (0 asks the server for a random seed), got 0");
@@ -321,10 +226,8 @@ CliArgs parse_cli_args(const std::vector<std::string>& argv, const std::string& 
   }
   if (a.command == "generate" || a.command == "score") {
     if (!a.prompt_given) throw UsageError("--prompt is required");
-    if (!example_specs.empty()) throw UsageError("--example: only for caption and ask");
-    if (given.count("--question")) {
-      throw UsageError("--question: only for the ask command");
-    }
+    if (given.has("--example")) throw UsageError("--example: only for caption and ask");
+    if (given.has("--question")) throw UsageError("--question: only for the ask command");
   } else {
     if (a.prompt_given) {
       throw UsageError("--prompt: not used by " + a.command +
@@ -336,42 +239,20 @@ CliArgs parse_cli_args(const std::vector<std::string>& argv, const std::string& 
                        std::to_string(a.images.size()));
     }
     if (a.command == "ask" && a.question.empty()) throw UsageError("ask: --question is required");
-    if (a.command == "caption" && given.count("--question")) {
+    if (a.command == "caption" && given.has("--question")) {
       throw UsageError("--question: only for the ask command");
     }
     for (const char* f : {"--stop", "--ignore-eos", "--top-logprobs", "--candidate"}) {
-      if (given.count(f)) {
+      if (given.has(f)) {
         throw UsageError(std::string(f) + ": only for " +
                          (std::string(f) == "--candidate" ? "score" : "generate"));
       }
     }
-    for (const std::string& spec : example_specs) {
-      a.examples.push_back(parse_example(a.command, spec));
-    }
   }
   if (a.model_dir.empty() && !remote) throw UsageError("--model is required");
-  if (a.dtype != "auto" && a.dtype != "float32" && a.dtype != "bfloat16") {
-    throw UsageError("--dtype: expected auto, float32 or bfloat16, got '" + a.dtype + "'");
-  }
-  if (a.weights != "auto" && a.weights != "float32" && a.weights != "bfloat16" &&
-      a.weights != "int8") {
-    throw UsageError("--weights: expected auto, float32, bfloat16 or int8, got '" + a.weights +
-                     "'");
-  }
-  if (a.max_new_tokens < 1) {
-    throw UsageError("--max-new-tokens: must be >= 1, got " + std::to_string(a.max_new_tokens));
-  }
   // The server enforces its own --max-top-logprobs; locally the limit is 20.
-  if (a.top_logprobs < 0 || (!remote && a.top_logprobs > 20)) {
-    throw UsageError(std::string("--top-logprobs: must be ") + (remote ? ">= 0" : "in [0, 20]") +
-                     ", got " + std::to_string(a.top_logprobs));
-  }
-  if (a.threads < 0) throw UsageError("--threads: must be >= 0, got " + std::to_string(a.threads));
-  if (a.context_length < 0) {
-    throw UsageError("--context-length: must be >= 1, got " + std::to_string(a.context_length));
-  }
-  if (a.max_image_bytes < 1 || a.max_image_pixels < 1) {
-    throw UsageError("--max-image-bytes/--max-image-pixels: must be >= 1");
+  if (!remote && a.top_logprobs > 20) {
+    throw UsageError("--top-logprobs: must be in [0, 20], got " + std::to_string(a.top_logprobs));
   }
   if (a.command == "score" && !a.json) throw UsageError("score: --json is required");
   if (a.command == "score" && remote && a.candidates.empty()) {
@@ -381,6 +262,114 @@ CliArgs parse_cli_args(const std::vector<std::string>& argv, const std::string& 
   }
   if (a.command == "generate" && !a.candidates.empty()) {
     throw UsageError("--candidate: only for the score command");
+  }
+  for (const Flag& f : table().all()) {  // whatever the checks above left to the table's tags
+    if (given.has(f.name) && !(f.tags & command)) {
+      throw UsageError(f.name + ": not used by " + a.command);
+    }
+  }
+}
+
+// Breaks `text` into lines of at most `width` characters at spaces.
+std::string wrap(const std::string& text, size_t width) {
+  std::istringstream words(text);
+  std::string out, line, w;
+  while (words >> w) {
+    if (!line.empty() && line.size() + 1 + w.size() > width) out += line + "\n", line.clear();
+    line += (line.empty() ? "" : " ") + w;
+  }
+  return out + line + "\n";
+}
+
+}  // namespace
+
+std::string cli_usage() {
+  const CliArgs d;
+  const auto section = [&](int s) {
+    return table().help(d, [s](const Flag& f) { return f.section == s; });
+  };
+  const std::string local_only =
+      flag_list([](const Flag& f) { return (f.tags & kLocalOnly) != 0; }, false);
+  return R"(usage:
+  flamingo-cli generate --model DIR --prompt TEXT [--image PATH]... [options]
+  flamingo-cli score    --model DIR --prompt TEXT [--image PATH]... [--candidate TEXT]... --json
+  flamingo-cli generate --server HOST:PORT --prompt TEXT [--image PATH]... [--stream] [options]
+  flamingo-cli score    --server HOST:PORT --prompt TEXT [--image PATH]... --candidate TEXT... --json
+  flamingo-cli caption  --server HOST:PORT --image PATH [--example IMAGE=TEXT]... [options]
+  flamingo-cli ask      --server HOST:PORT --image PATH --question TEXT
+                        [--example IMAGE=QUESTION=ANSWER]... [options]
+  flamingo-cli info     --server HOST:PORT [--timeout SECONDS]   (GetModelInfo, as JSON)
+  flamingo-cli quantize --model DIR --out DIR [--threads N]
+                        write an int8 copy of the checkpoint (docs/QUANTIZATION.md): load it
+                        with --weights int8 (or auto) without quantizing at every start
+
+In TEXT each "<image>" marks where the next --image goes; nothing else is special.
+Flags take their value as --name VALUE or --name=VALUE.
+
+common options:
+)" + section(kCommon) +
+         "generate options (the sampling flags and --max-new-tokens also apply to caption and "
+         "ask):\n" +
+         section(kGenerateSection) + "score options:\n" + section(kScoreSection) + "\n" +
+         wrap("remote mode (a running flamingo-server answers; " + local_only +
+                  " are the server's and are rejected here):",
+              96) +
+         section(kRemoteSection) +
+         "caption (needs --server): one --image to caption\n"
+         "ask (needs --server): answer --question about one --image\n" +
+         section(kExampleSection) + "quantize:\n" + section(kOut) +
+         R"(
+--json output of generate, caption and ask with --server: text, token_ids, logprobs,
+finish_reason (length|stop|cancelled), seed, usage {prompt_tokens, completion_tokens, images},
+request_id, and top_logprobs when asked; score --server prints candidate_logprobs.
+
+exit codes: 0 ok, 1 error (bad input, checkpoint, image, prompt), 2 usage,
+  3 the server answered an error or could not be reached; stderr then reads
+  "flamingo-cli: <gRPC STATUS_CODE>: <message>", e.g. "flamingo-cli: UNAVAILABLE: ..."
+)";
+}
+
+CliArgs parse_cli_args(const std::vector<std::string>& argv, const std::string& default_model) {
+  CliArgs a;
+  a.model_dir = default_model;
+  if (argv.empty()) {
+    throw UsageError(
+        "missing command (generate, score, caption, ask, info or quantize); see --help");
+  }
+  if (argv[0] == "-h" || argv[0] == "--help" || argv[0] == "help") {
+    a.help = true;
+    return a;
+  }
+  a.command = argv[0];
+  uint32_t command = 0;
+  for (const Command& c : kCommands) {
+    if (a.command == c.name) command = c.bit;
+  }
+  if (command == 0) {
+    throw UsageError("unknown command '" + a.command +
+                     "' (expected generate, score, caption, ask, info or quantize)");
+  }
+  // generate, score, caption and ask parse each other's flags and refuse them below with a
+  // message that says which command they are for; info and quantize take only their own.
+  const uint32_t accepted = (command & kModelCommands) ? kModelCommands : command;
+  const flags::FlagsGiven given = table().parse(
+      argv, 1, a, [accepted](const Flag& f) { return (f.tags & accepted) != 0; },
+      [&](const std::string& arg) {
+        if (command & kModelCommands) return "unknown option '" + arg + "'";
+        return a.command + ": unknown or incomplete flag '" + arg + "' (" + a.command + " takes " +
+               flag_list([command](const Flag& f) { return (f.tags & command) != 0; }, true) + ")";
+      });
+  a.prompt_given = given.has("--prompt");
+  a.max_new_tokens_given = given.has("--max-new-tokens");
+  if (a.help) return a;
+  if (command == kQuantize) {  // local only: --model, --out, --threads
+    if (!given.has("--model")) throw UsageError("quantize: --model DIR is required");
+    if (a.out_dir.empty()) throw UsageError("quantize: --out DIR is required");
+  } else if (command == kInfo) {  // GetModelInfo: --server, --timeout, --json and the --tls flags
+    if (a.server.empty()) throw UsageError("info needs --server HOST:PORT");
+    check_remote_flags(a, given);
+  } else {
+    check_model_command(a, given, command);
   }
   return a;
 }
