@@ -5,78 +5,15 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "model/config_reader.h"
 #include "model/error.h"
 
 namespace flamingo {
-namespace {
 
-using nlohmann::json;
-
-class Reader {
- public:
-  Reader(const json& obj, std::string source, std::string prefix)
-      : obj_(obj), source_(std::move(source)), prefix_(std::move(prefix)) {}
-
-  template <typename T>
-  void get(const char* key, T& out) const {
-    auto it = obj_.find(key);
-    if (it == obj_.end() || it->is_null()) return;  // class default
-    try {
-      if constexpr (std::is_same_v<T, int64_t>) {
-        if (!it->is_number_integer()) throw std::invalid_argument("an integer");
-        out = it->template get<int64_t>();
-      } else if constexpr (std::is_same_v<T, double>) {
-        if (!it->is_number()) throw std::invalid_argument("a number");
-        out = it->template get<double>();
-      } else if constexpr (std::is_same_v<T, bool>) {
-        if (!it->is_boolean()) throw std::invalid_argument("a boolean");
-        out = it->template get<bool>();
-      } else {
-        if (!it->is_string()) throw std::invalid_argument("a string");
-        out = it->template get<std::string>();
-      }
-    } catch (const std::invalid_argument& e) {
-      throw Error(source_ + ": key '" + prefix_ + key + "' must be " + std::string(e.what()) +
-                  ", found " + it->dump());
-    }
-  }
-
-  void positive(const char* key, int64_t value) const {
-    if (value <= 0) {
-      throw Error(source_ + ": key '" + prefix_ + key + "' must be > 0, found " +
-                  std::to_string(value));
-    }
-  }
-
-  [[noreturn]] void fail(const std::string& key, const std::string& expected,
-                         const std::string& found) const {
-    throw Error(source_ + ": key '" + prefix_ + key + "': expected " + expected + ", found " +
-                found);
-  }
-
- private:
-  const json& obj_;
-  std::string source_;
-  std::string prefix_;
-};
-
-void check_model_type(const json& obj, const char* key, const std::string& source,
-                      std::initializer_list<const char*> accepted) {
-  auto it = obj.find("model_type");
-  if (it == obj.end()) return;
-  std::string found = it->is_string() ? it->get<std::string>() : it->dump();
-  for (const char* a : accepted) {
-    if (found == a) return;
-  }
-  std::string list;
-  for (const char* a : accepted) list += (list.empty() ? "\"" : ", \"") + std::string(a) + "\"";
-  throw Error(source + ": unsupported " + key + " \"" + found + "\" (supported: " + list + ")");
-}
-
-VisionConfig parse_vision(const json& obj, const std::string& source) {
-  check_model_type(obj, "vision_config.model_type", source, {"idefics", "idefics_vision"});
+VisionConfig parse_vision_config(const json& obj, const std::string& source, VisionConfig v,
+                                 std::initializer_list<const char*> model_types) {
+  check_model_type(obj, "vision_config.model_type", source, model_types);
   Reader r(obj, source, "vision_config.");
-  VisionConfig v;
   r.get("hidden_size", v.embed_dim);
   r.get("embed_dim", v.embed_dim);
   r.get("image_size", v.image_size);
@@ -110,6 +47,8 @@ VisionConfig parse_vision(const json& obj, const std::string& source) {
   }
   return v;
 }
+
+namespace {
 
 PerceiverConfig parse_perceiver(const json& obj, const std::string& source) {
   check_model_type(obj, "perceiver_config.model_type", source,
@@ -225,7 +164,7 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   }
   if (auto it = root.find("vision_config"); it != root.end() && !it->is_null()) {
     if (!it->is_object()) r.fail("vision_config", "an object", it->dump());
-    c.vision = parse_vision(*it, source);
+    c.vision = parse_vision_config(*it, source, VisionConfig{}, {"idefics", "idefics_vision"});
   }
   if (auto it = root.find("perceiver_config"); it != root.end() && !it->is_null()) {
     if (!it->is_object()) r.fail("perceiver_config", "an object", it->dump());
@@ -234,15 +173,28 @@ ModelConfig parse_model_config(const std::string& json_text, const std::string& 
   return c;
 }
 
-ModelConfig load_model_config(const std::string& dir) {
-  const std::string path = (std::filesystem::path(dir) / "config.json").string();
-  std::ifstream in(path);
-  if (!in) {
-    throw Error(path + ": cannot read (is '" + dir + "' an IDEFICS checkpoint folder?)");
-  }
+std::string read_config_json(const std::string& dir, const std::string& kind, std::string* path) {
+  *path = (std::filesystem::path(dir) / "config.json").string();
+  std::ifstream in(*path);
+  if (!in) throw Error(*path + ": cannot read (is '" + dir + "' " + kind + " checkpoint folder?)");
   std::stringstream ss;
   ss << in.rdbuf();
-  return parse_model_config(ss.str(), path);
+  return ss.str();
+}
+
+ModelConfig load_model_config(const std::string& dir) {
+  std::string path;
+  const std::string text = read_config_json(dir, "an IDEFICS", &path);
+  return parse_model_config(text, path);
+}
+
+std::string checkpoint_model_type(const std::string& dir) {
+  std::string path;
+  const std::string text = read_config_json(dir, "a model", &path);
+  const json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded()) throw Error(path + ": malformed JSON");
+  auto it = root.is_object() ? root.find("model_type") : root.end();
+  return it != root.end() && it->is_string() ? it->get<std::string>() : "";
 }
 
 }  // namespace flamingo

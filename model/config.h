@@ -92,4 +92,8 @@ ModelConfig load_model_config(const std::string& dir);
 // Same, from JSON text (for tests); `source` names it in errors.
 ModelConfig parse_model_config(const std::string& json_text, const std::string& source);
 
+// config.json's model_type ("idefics", "clip", ...; "" when absent): which loader a folder
+// needs. Throws Error for a missing file or malformed JSON.
+std::string checkpoint_model_type(const std::string& dir);
+
 }  // namespace flamingo

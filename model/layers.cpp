@@ -33,9 +33,10 @@ at::Tensor activation(const at::Tensor& x, const std::string& name) {
 }
 
 at::Tensor dense_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                           double scale) {
-  at::Tensor scores = at::matmul(q, k.transpose(-1, -2)) * scale;
-  at::Tensor probs = at::softmax(scores.to(at::kFloat), -1).to(v.scalar_type());
+                           double scale, const at::Tensor& mask) {
+  at::Tensor scores = (at::matmul(q, k.transpose(-1, -2)) * scale).to(at::kFloat);
+  if (mask.defined()) scores = scores + mask;
+  at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
   return at::matmul(probs, v);
 }
 

@@ -20,10 +20,11 @@ at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::T
 // "gelu" (erf), "gelu_new"/"gelu_pytorch_tanh" (tanh approximation), "quick_gelu", "relu".
 at::Tensor activation(const at::Tensor& x, const std::string& name);
 
-// softmax(q k^T * scale) v over the last two dims; q [..., Lq, D], k/v [..., Lk, D].
-// Softmax in float32 for reduced-precision inputs.
+// softmax(q k^T * scale + mask) v over the last two dims; q [..., Lq, D], k/v [..., Lk, D],
+// mask (optional, float32) [Lq, Lk] added to the scores (-inf: masked). Softmax in float32 for
+// reduced-precision inputs.
 at::Tensor dense_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                           double scale);
+                           double scale, const at::Tensor& mask = {});
 
 // x [..., in] -> x W^T + b [..., out] in x's dtype, through kernels::weight_product (float32
 // sums, bit-identical for a row alone or in any batch; the bias added before a bfloat16 result
