@@ -126,7 +126,7 @@ ImageHeader probe_image(const uint8_t* data, std::size_t size, const std::string
 }
 
 RgbImage decode_image(const uint8_t* data, std::size_t size, const ImageLimits& limits,
-                      const std::string& source) {
+                      const std::string& source, Alpha alpha) {
   if (size > limits.max_bytes) {
     throw Error(label(source) + ": " + std::to_string(size) + " bytes exceeds the limit of " +
                 std::to_string(limits.max_bytes) + " (max_bytes)");
@@ -139,11 +139,11 @@ RgbImage decode_image(const uint8_t* data, std::size_t size, const ImageLimits& 
                 " pixels exceeds the limit of " + std::to_string(limits.max_pixels) +
                 " (max_pixels)");
   }
-  if (header.format == ImageFormat::kPng) return decode_png(data, size, source);
+  if (header.format == ImageFormat::kPng) return decode_png(data, size, source, alpha);
   return decode_jpeg(data, size, header, source);
 }
 
-RgbImage read_image_file(const std::string& path, const ImageLimits& limits) {
+RgbImage read_image_file(const std::string& path, const ImageLimits& limits, Alpha alpha) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
     throw Error("image file '" + path + "': cannot read: " +
@@ -162,7 +162,7 @@ RgbImage read_image_file(const std::string& path, const ImageLimits& limits) {
     throw Error("image file '" + path + "': cannot read " + std::to_string(file_size) +
                 " bytes: " + std::strerror(errno));
   }
-  return decode_image(bytes.data(), bytes.size(), limits, path);
+  return decode_image(bytes.data(), bytes.size(), limits, path, alpha);
 }
 
 }  // namespace flamingo

@@ -27,6 +27,11 @@ struct ImageLimits {
 
 enum class ImageFormat { kPng, kJpeg };
 
+// How transparency becomes RGB. kOverWhite: transformers' convert_to_rgb (IDEFICS): convert
+// ("RGBA") and alpha_composite over opaque white. kDrop: Pillow's convert("RGB") (CLIP's
+// do_convert_rgb): alpha and tRNS are ignored, the colour kept.
+enum class Alpha { kOverWhite, kDrop };
+
 struct ImageHeader {
   ImageFormat format;
   int width;
@@ -43,10 +48,11 @@ ImageHeader probe_image(const uint8_t* data, std::size_t size, const std::string
 // Error. Grayscale, grayscale+alpha, palette (with tRNS), 16-bit and RGBA PNGs and grayscale or
 // CMYK JPEGs are converted to RGB exactly as Pillow + convert_to_rgb do.
 RgbImage decode_image(const uint8_t* data, std::size_t size, const ImageLimits& limits,
-                      const std::string& source);
+                      const std::string& source, Alpha alpha = Alpha::kOverWhite);
 
 // Reads the file (refusing one larger than limits.max_bytes before reading it) and decodes it.
 // Errors name the path.
-RgbImage read_image_file(const std::string& path, const ImageLimits& limits);
+RgbImage read_image_file(const std::string& path, const ImageLimits& limits,
+                         Alpha alpha = Alpha::kOverWhite);
 
 }  // namespace flamingo

@@ -35,7 +35,7 @@ inline void put_composited(uint8_t* out, uint32_t r, uint32_t g, uint32_t b, uin
 
 // Decoders; the caps (bytes, pixels) have been checked by decode_image. Throw Error naming
 // `source` for corrupt or truncated data.
-RgbImage decode_png(const uint8_t* data, std::size_t size, const std::string& source);
+RgbImage decode_png(const uint8_t* data, std::size_t size, const std::string& source, Alpha alpha);
 RgbImage decode_jpeg(const uint8_t* data, std::size_t size, const ImageHeader& header,
                      const std::string& source);
 

@@ -53,6 +53,7 @@ struct PngLayout {
   bool has_trns_gray;        // grayscale tRNS present
   uint16_t trns_gray;        // its raw sample value (as Pillow's i16 reads it)
   uint8_t palette[256 * 4];  // RGBA, for palette images
+  bool drop_alpha;           // Alpha::kDrop: colours as stored, transparency ignored
 };
 
 bool png_read_header(png_structp png, png_infop info, PngLayout* layout) {
@@ -133,7 +134,7 @@ void convert_png_row(const PngLayout& layout, const uint8_t* raw, uint8_t* out) 
         } else {
           v = raw[x] != 0 ? 255 : 0;
         }
-        if (layout.has_trns_gray && v == trns) v = 255;  // alpha 0 over white
+        if (layout.has_trns_gray && !layout.drop_alpha && v == trns) v = 255;  // alpha 0 over white
         out[0] = out[1] = out[2] = v;
       }
       break;
@@ -152,14 +153,14 @@ void convert_png_row(const PngLayout& layout, const uint8_t* raw, uint8_t* out) 
     case PNG_COLOR_TYPE_PALETTE:
       for (uint32_t x = 0; x < width; ++x, out += 3) {
         const uint8_t* e = layout.palette + raw[x] * 4;
-        put_composited(out, e[0], e[1], e[2], e[3]);
+        put_composited(out, e[0], e[1], e[2], layout.drop_alpha ? 255 : e[3]);
       }
       break;
     case PNG_COLOR_TYPE_GRAY_ALPHA: {
       const int step = depth == 16 ? 4 : 2;
       for (uint32_t x = 0; x < width; ++x, out += 3) {
         const uint8_t* p = raw + static_cast<std::size_t>(x) * step;
-        const uint8_t v = composite_over_white(p[0], p[step / 2]);
+        const uint8_t v = layout.drop_alpha ? p[0] : composite_over_white(p[0], p[step / 2]);
         out[0] = out[1] = out[2] = v;
       }
       break;
@@ -169,7 +170,7 @@ void convert_png_row(const PngLayout& layout, const uint8_t* raw, uint8_t* out) 
       const int lane = depth == 16 ? 2 : 1;
       for (uint32_t x = 0; x < width; ++x, out += 3) {
         const uint8_t* p = raw + static_cast<std::size_t>(x) * step;
-        put_composited(out, p[0], p[lane], p[2 * lane], p[3 * lane]);
+        put_composited(out, p[0], p[lane], p[2 * lane], layout.drop_alpha ? 255 : p[3 * lane]);
       }
       break;
     }
@@ -221,7 +222,7 @@ class PngReadStruct {
 
 }  // namespace
 
-RgbImage decode_png(const uint8_t* data, std::size_t size, const std::string& source) {
+RgbImage decode_png(const uint8_t* data, std::size_t size, const std::string& source, Alpha alpha) {
   PngSource src{data, size, 0, {0}};
   PngReadStruct reader(&src, source);
   png_set_read_fn(reader.png(), &src, png_read_from_memory);
@@ -229,6 +230,7 @@ RgbImage decode_png(const uint8_t* data, std::size_t size, const std::string& so
   png_set_user_limits(reader.png(), kPngMaxDimension, kPngMaxDimension);
 
   PngLayout layout{};
+  layout.drop_alpha = alpha == Alpha::kDrop;
   if (!png_read_header(reader.png(), reader.info(), &layout)) {
     throw Error(label(source) + ": invalid PNG: " + src.message);
   }
