@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "server/grpc_bytes.h"
 #include "server/proto_requests.h"
 #include "server/proto_responses.h"
 #include "server/wire_request.h"
@@ -18,32 +19,6 @@ namespace {
 
 using grpc::Status;
 using grpc::StatusCode;
-
-// Request bytes -> `out`, or INVALID_ARGUMENT saying what is wrong with them (wire_request.h).
-Status parse_request(const grpc::ByteBuffer& bytes, google::protobuf::Message& out) {
-  std::string data;
-  if (bytes.Valid()) {
-    std::vector<grpc::Slice> slices;
-    if (!bytes.Dump(&slices).ok()) {
-      return Status(StatusCode::INVALID_ARGUMENT, "request: the message bytes could not be read");
-    }
-    for (const grpc::Slice& s : slices) {
-      data.append(reinterpret_cast<const char*>(s.begin()), s.size());
-    }
-  }
-  if (std::optional<std::string> error = flamingo::parse_request(data, out)) {
-    return Status(StatusCode::INVALID_ARGUMENT, *error);
-  }
-  return Status::OK;
-}
-
-// A response message -> the raw handler's bytes.
-void serialize_response(const google::protobuf::Message& message, grpc::ByteBuffer& out) {
-  const std::string bytes = message.SerializeAsString();
-  grpc::Slice slice(bytes);
-  grpc::ByteBuffer buffer(&slice, 1);
-  out.Swap(&buffer);
-}
 
 Clock::time_point steady_deadline(const grpc::CallbackServerContext* context) {
   const auto deadline = context->deadline();
@@ -401,11 +376,22 @@ void FlamingoService::begin_shutdown() { shutting_down_.store(true); }
 
 grpc::Status FlamingoService::available(Context& out) const {
   if (shutting_down_.load()) return Status(StatusCode::UNAVAILABLE, "server is shutting down");
+  if (clip_only_.load()) {
+    return Status(StatusCode::FAILED_PRECONDITION,
+                  "the served model is a CLIP ('" + clip_only_dir_ +
+                      "', kind clip): it answers Embed and Classify; Generate, GenerateStream, "
+                      "Caption, AnswerQuestion and Score need an IDEFICS model (kind idefics)");
+  }
   out.engine = engine_.load();
   out.builder = builder_.load();
   out.metrics = &metrics_;
   if (out.engine == nullptr) return Status(StatusCode::UNAVAILABLE, "model loading, retry later");
   return Status::OK;
+}
+
+void FlamingoService::serve_clip_only(std::string model_dir) {
+  clip_only_dir_ = std::move(model_dir);
+  clip_only_.store(true);
 }
 
 std::string FlamingoService::next_request_id() {
@@ -469,10 +455,22 @@ grpc::ServerUnaryReactor* FlamingoService::GetModelInfo(grpc::CallbackServerCont
   v1::ModelInfoRequest parsed;
   Status s = authorize(context);
   if (s.ok()) s = parse_request(*request, parsed);
-  if (s.ok()) s = available(ctx);
   v1::ModelInfo info;
+  if (s.ok() && clip_only_.load()) {
+    if (shutting_down_.load()) s = Status(StatusCode::UNAVAILABLE, "server is shutting down");
+    if (s.ok()) {
+      fill_clip_info(info);
+      serialize_response(info, *out);
+    }
+    metrics_.record_request("GetModelInfo", outcome_for_status_code(s.error_code()));
+    reactor->Finish(s);
+    return reactor;
+  }
+  if (s.ok()) s = available(ctx);
   v1::ModelInfo* response = &info;
   if (s.ok()) {
+    response->set_kind("idefics");
+    fill_clip_info(info);
     const ModelDescription& d = ctx.engine->description();
     response->set_family(d.family);
     response->set_model_dir(d.model_dir);

@@ -18,6 +18,7 @@
 
 #include "flamingo/v1/flamingo.grpc.pb.h"
 #include "server/api_keys.h"
+#include "server/clip/clip_requests.h"
 #include "server/engine/engine.h"
 #include "server/metrics.h"
 #include "server/request_builder.h"
@@ -29,7 +30,9 @@ using RawFlamingoService = v1::Flamingo::WithRawCallbackMethod_Generate<
     v1::Flamingo::WithRawCallbackMethod_GenerateStream<v1::Flamingo::WithRawCallbackMethod_Caption<
         v1::Flamingo::WithRawCallbackMethod_AnswerQuestion<
             v1::Flamingo::WithRawCallbackMethod_Score<
-                v1::Flamingo::WithRawCallbackMethod_GetModelInfo<v1::Flamingo::Service>>>>>>;
+                v1::Flamingo::WithRawCallbackMethod_GetModelInfo<
+                    v1::Flamingo::WithRawCallbackMethod_Embed<
+                        v1::Flamingo::WithRawCallbackMethod_Classify<v1::Flamingo::Service>>>>>>>>;
 
 class FlamingoService final : public RawFlamingoService {
  public:
@@ -39,6 +42,11 @@ class FlamingoService final : public RawFlamingoService {
   // The engine is loaded and warm: calls are served from now on. Both must outlive the
   // service's calls (the server is shut down before they are destroyed).
   void attach(Engine* engine, const RequestBuilder* builder);
+  // A CLIP is loaded (--clip-model, or a CLIP --model): Embed and Classify are served. Both
+  // must outlive the service's calls.
+  void attach_clip(ClipEngine* engine, const ClipRequestBuilder* builder);
+  // --model is a CLIP: the IDEFICS methods answer FAILED_PRECONDITION naming the model kind.
+  void serve_clip_only(std::string model_dir);
   // New calls answer UNAVAILABLE; calls already accepted run to the end.
   void begin_shutdown();
 
@@ -59,6 +67,13 @@ class FlamingoService final : public RawFlamingoService {
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
                                          const grpc::ByteBuffer* request,
                                          grpc::ByteBuffer* response) override;
+  // grpc_clip.cpp
+  grpc::ServerUnaryReactor* Embed(grpc::CallbackServerContext* context,
+                                  const grpc::ByteBuffer* request,
+                                  grpc::ByteBuffer* response) override;
+  grpc::ServerUnaryReactor* Classify(grpc::CallbackServerContext* context,
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
 
   // Shared by the reactors (public for them; not an API).
   struct Context {
@@ -68,6 +83,14 @@ class FlamingoService final : public RawFlamingoService {
   };
   // The engine and builder when serving, else a status to answer with.
   grpc::Status available(Context& out) const;
+  struct ClipContext {
+    ClipEngine* engine = nullptr;
+    const ClipRequestBuilder* builder = nullptr;
+  };
+  // The CLIP engine when one is served, else a status to answer with.
+  grpc::Status clip_available(ClipContext& out) const;
+  // ModelInfo.clip (when a CLIP is served) and, for a CLIP --model, kind and the fields it has.
+  void fill_clip_info(v1::ModelInfo& info) const;
   // OK, or UNAUTHENTICATED when API keys are set and the call's "authorization" metadata does
   // not hold one.
   grpc::Status authorize(const grpc::CallbackServerContext* context) const;
@@ -79,6 +102,10 @@ class FlamingoService final : public RawFlamingoService {
   const ApiKeys& keys_;
   std::atomic<Engine*> engine_{nullptr};
   std::atomic<const RequestBuilder*> builder_{nullptr};
+  std::atomic<ClipEngine*> clip_{nullptr};
+  std::atomic<const ClipRequestBuilder*> clip_builder_{nullptr};
+  std::atomic<bool> clip_only_{false};
+  std::string clip_only_dir_;  // set before clip_only_
   std::atomic<bool> shutting_down_{false};
   std::atomic<uint64_t> next_id_{1};
 };

@@ -21,6 +21,9 @@ struct ServerLimits {
   int64_t max_text_bytes = 1ll << 20;     // --max-text-bytes (all text of a request)
   int32_t max_queued_requests = 256;      // --max-queued
   int32_t max_running_requests = 32;      // --max-running
+  int32_t max_embed_images = 64;          // --max-embed-images (CLIP Embed)
+  int32_t max_embed_texts = 256;          // --max-embed-texts (CLIP Embed)
+  int32_t max_labels = 1000;              // --max-labels (CLIP Classify)
 };
 
 }  // namespace flamingo

@@ -23,10 +23,14 @@
 #include <mutex>
 #include <thread>
 
+#include "model/clip_tokenizer.h"
+#include "model/config.h"
 #include "model/error.h"
 #include "model/install_paths.h"
 #include "server/api_keys.h"
 #include "server/chat_template.h"
+#include "server/clip/clip_engine.h"
+#include "server/clip/clip_requests.h"
 #include "server/engine/engine.h"
 #include "server/grpc_service.h"
 #include "server/http/openai_server.h"
@@ -82,6 +86,38 @@ std::string chat_template_path(const ServerArgs& args, const std::string& model_
 }
 
 // The model folder's name ("/m/idefics-9b/" -> "idefics-9b").
+// A CLIP model folder (config.json's model_type "clip"); anything else goes to the IDEFICS
+// loader, whose errors name what is wrong.
+bool is_clip_folder(const std::string& dir) {
+  try {
+    return checkpoint_model_type(dir) == "clip";
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+struct ClipServing {
+  std::unique_ptr<ClipEngine> engine;
+  std::unique_ptr<ClipRequestBuilder> builder;
+};
+
+ClipServing load_clip(const std::string& dir, const ServerArgs& args) {
+  spdlog::info("loading CLIP model {}", dir);
+  ClipEngineConfig c;
+  c.model_dir = dir;
+  c.dtype = args.dtype;
+  c.weights = args.weights;
+  c.cache_bytes = args.clip_cache_mb << 20;
+  ClipServing s;
+  s.engine = ClipEngine::start(c);
+  const ClipDescription& d = s.engine->description();
+  s.builder = std::make_unique<ClipRequestBuilder>(s.engine->tokenizer(), s.engine->image_config(),
+                                                   args.limits, d.context_length);
+  spdlog::info("CLIP loaded: {} (projection {}, image {}, text context {}, dtype {})", dir,
+               d.projection_dim, d.image_size, d.context_length, d.dtype);
+  return s;
+}
+
 std::string folder_name(const std::string& dir) {
   std::filesystem::path p(dir);
   if (!p.has_filename()) p = p.parent_path();
@@ -267,8 +303,15 @@ int run(int argc, char** argv) {
     }
   }
 
+  const bool clip_only = is_clip_folder(args.model_dir);
+  if (clip_only && args.http_port != 0) {
+    spdlog::warn(
+        "{} is a CLIP: it is served over gRPC (Embed, Classify); the HTTP API serves IDEFICS "
+        "models only, so it stays off",
+        args.model_dir);
+  }
   std::unique_ptr<OpenAIServer> http;
-  if (args.http_port != 0) {
+  if (args.http_port != 0 && !clip_only) {
     OpenAIServerConfig hc;
     hc.host = args.http_host.empty() ? args.host : args.http_host;
     hc.port = args.http_port;
@@ -301,6 +344,7 @@ int run(int argc, char** argv) {
   }
 
   std::unique_ptr<Engine> engine;
+  ClipServing clip;
   std::unique_ptr<RequestBuilder> request_builder;
   std::unique_ptr<ChatTemplate> chat_template;
   try {
@@ -329,18 +373,32 @@ int run(int argc, char** argv) {
       spdlog::info("waiting {} ms before loading (--load-delay-ms)", args.load_delay_ms);
       std::this_thread::sleep_for(std::chrono::milliseconds(args.load_delay_ms));
     }
-    spdlog::info("loading model {}", args.model_dir);
-    engine = Engine::start(ec);
-    const ModelDescription& d = engine->description();
-    const std::string tpl = templates_path(args, args.model_dir, d.family);
-    request_builder = std::make_unique<RequestBuilder>(engine->tokenizer(), engine->image_config(),
-                                                       args.limits, d.context_length, d.vocab_size,
-                                                       PromptTemplates::load_file(tpl));
-    spdlog::info("prompt templates: {}", tpl);
-    if (http) {
-      const std::string chat = chat_template_path(args, args.model_dir, d.family);
-      chat_template = std::make_unique<ChatTemplate>(ChatTemplate::load_file(chat));
-      spdlog::info("chat template: {}", chat);
+    if (clip_only) {
+      clip = load_clip(args.model_dir, args);
+    } else {
+      spdlog::info("loading model {}", args.model_dir);
+      engine = Engine::start(ec);
+      if (!args.clip_model_dir.empty()) clip = load_clip(args.clip_model_dir, args);
+    }
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    health->Shutdown();
+    server->Shutdown();
+    return 1;
+  }
+  try {
+    if (engine) {  // the IDEFICS model's prompt and chat templates (a CLIP has none)
+      const ModelDescription& d = engine->description();
+      const std::string tpl = templates_path(args, args.model_dir, d.family);
+      request_builder = std::make_unique<RequestBuilder>(
+          engine->tokenizer(), engine->image_config(), args.limits, d.context_length, d.vocab_size,
+          PromptTemplates::load_file(tpl));
+      spdlog::info("prompt templates: {}", tpl);
+      if (http) {
+        const std::string chat = chat_template_path(args, args.model_dir, d.family);
+        chat_template = std::make_unique<ChatTemplate>(ChatTemplate::load_file(chat));
+        spdlog::info("chat template: {}", chat);
+      }
     }
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());
@@ -349,6 +407,7 @@ int run(int argc, char** argv) {
     return 1;
   }
   metrics.set_collector([&engine](ServerMetrics& m) {
+    if (!engine) return;
     const EngineStats s = engine->stats();
     m.set_queue_length(s.queued);
     m.set_running_requests(s.running);
@@ -361,11 +420,15 @@ int run(int argc, char** argv) {
     std::lock_guard lock(stop_mu);
     serving = true;
   }
-  service.attach(engine.get(), request_builder.get());
+  if (clip.engine) service.attach_clip(clip.engine.get(), clip.builder.get());
+  if (clip_only) service.serve_clip_only(args.model_dir);
+  if (engine) service.attach(engine.get(), request_builder.get());
   if (http) http->attach(engine.get(), request_builder.get(), chat_template.get());
   health->SetServingStatus("", true);
   health->SetServingStatus(kServiceName, true);
-  {
+  if (clip_only) {
+    spdlog::info("ready: CLIP {}: serving on {}:{}", args.model_dir, args.host, bound_port);
+  } else {
     const ModelDescription& d = engine->description();
     spdlog::info(
         "ready: model {} ({}, {} layers, hidden {}, {} cross layers, dtype {}, weights {}, "
@@ -381,7 +444,7 @@ int run(int argc, char** argv) {
   health->Shutdown();  // NOT_SERVING for every service from now on
   service.begin_shutdown();
   if (http) http->begin_shutdown();
-  const bool drained = engine->drain(args.drain_timeout_s);
+  const bool drained = !engine || engine->drain(args.drain_timeout_s);
   if (!drained) {
     spdlog::warn("drain timeout ({} s) passed: unfinished requests answered UNAVAILABLE",
                  args.drain_timeout_s);

@@ -137,14 +137,14 @@ void RequestBuilder::check_text_bytes(int64_t bytes, const std::string& field) c
   }
 }
 
-void RequestBuilder::check_images(const std::vector<ImageRef>& images) const {
+void check_image_refs(const std::vector<ImageRef>& images, const ServerLimits& limits) {
   for (const ImageRef& img : images) {
     const std::string_view b = img.bytes;
     const std::string field = img.field + ".data";
     if (b.empty()) throw InvalidRequest(field, "empty image (PNG or JPEG bytes expected)");
-    if (static_cast<int64_t>(b.size()) > limits_.max_image_bytes) {
+    if (static_cast<int64_t>(b.size()) > limits.max_image_bytes) {
       throw InvalidRequest(field, num(static_cast<int64_t>(b.size())) + " bytes exceed the limit " +
-                                      num(limits_.max_image_bytes) + " (--max-image-bytes)");
+                                      num(limits.max_image_bytes) + " (--max-image-bytes)");
     }
     ImageHeader header;
     try {
@@ -153,26 +153,27 @@ void RequestBuilder::check_images(const std::vector<ImageRef>& images) const {
       throw InvalidRequest(field, image_error(e, field));
     }
     const int64_t pixels = int64_t{header.width} * header.height;
-    if (pixels > limits_.max_image_pixels) {
+    if (pixels > limits.max_image_pixels) {
       throw InvalidRequest(img.field, num(int64_t{header.width}) + "x" +
                                           num(int64_t{header.height}) + " = " + num(pixels) +
                                           " pixels exceed the limit " +
-                                          num(limits_.max_image_pixels) + " (--max-image-pixels)");
+                                          num(limits.max_image_pixels) + " (--max-image-pixels)");
     }
   }
 }
 
-std::vector<ImageInput> RequestBuilder::decode_images(const std::vector<ImageRef>& images) const {
+std::vector<ImageInput> decode_image_refs(const std::vector<ImageRef>& images,
+                                          const ServerLimits& limits,
+                                          const ImagePreprocessConfig& config) {
   ImageLimits image_limits;
-  image_limits.max_bytes = static_cast<size_t>(limits_.max_image_bytes);
-  image_limits.max_pixels = limits_.max_image_pixels;
+  image_limits.max_bytes = static_cast<size_t>(limits.max_image_bytes);
+  image_limits.max_pixels = limits.max_image_pixels;
   std::vector<ImageInput> out;
   out.reserve(images.size());
   std::unordered_map<uint64_t, size_t> seen;  // key -> index in out (same bytes: decode once)
   for (const ImageRef& img : images) {
     const std::string_view b = img.bytes;
-    const uint64_t key =
-        media_key(as_bytes(b), image_config_.image_size, image_config_.mean, image_config_.std);
+    const uint64_t key = media_key(as_bytes(b), config.image_size, config.mean, config.std);
     if (auto it = seen.find(key); it != seen.end()) {
       out.push_back(out[it->second]);
       continue;
@@ -180,12 +181,12 @@ std::vector<ImageInput> RequestBuilder::decode_images(const std::vector<ImageRef
     const std::string field = img.field + ".data";
     RgbImage rgb;
     try {
-      rgb = decode_image(as_bytes(b).data(), b.size(), image_limits, field);
+      rgb = decode_image(as_bytes(b).data(), b.size(), image_limits, field, config.alpha);
     } catch (const Error& e) {
       throw InvalidRequest(field, image_error(e, field));
     }
     seen.emplace(key, out.size());
-    out.push_back({key, preprocess_image(rgb, image_config_)});
+    out.push_back({key, preprocess_image(rgb, config)});
   }
   return out;
 }
@@ -361,7 +362,7 @@ void RequestBuilder::finish_job(const std::vector<PromptItem>& items, const std:
       resolve_max_new_tokens(max_new_tokens, static_cast<int64_t>(t.token_ids.size()), prompt_name);
   job.prompt = std::move(t.token_ids);
   job.image_of_token = std::move(t.image_of_token);
-  job.images = decode_images(images);
+  job.images = decode_image_refs(images, limits_, image_config_);
 }
 
 GenerateJob RequestBuilder::build_generate(const GenerateInput& r) const {
@@ -369,7 +370,7 @@ GenerateJob RequestBuilder::build_generate(const GenerateInput& r) const {
   check_image_count(static_cast<int64_t>(c.images.size()), limits_.max_images_per_request, "prompt",
                     "");
   check_text_bytes(c.text_bytes, "prompt");
-  check_images(c.images);
+  check_image_refs(c.images, limits_);
   GenerateJob job;
   resolve_generation_fields(r, job);
   finish_job(c.items, "prompt", r.max_new_tokens, "the prompt's", c.images, job);
@@ -396,7 +397,7 @@ GenerateJob RequestBuilder::build_caption(const CaptionInput& r) const {
   if (!r.image) throw InvalidRequest("image", "missing (the image to caption)");
   images.push_back({*r.image, "image"});
   check_text_bytes(text_bytes, "examples");
-  check_images(images);
+  check_image_refs(images, limits_);
 
   GenerateJob job;
   job.sampling = resolve_sampling(r.sampling);
@@ -431,7 +432,7 @@ GenerateJob RequestBuilder::build_question(const QuestionInput& r) const {
   text_bytes += static_cast<int64_t>(r.question.size());
   images.push_back({*r.image, "image"});
   check_text_bytes(text_bytes, "question + examples");
-  check_images(images);
+  check_image_refs(images, limits_);
 
   GenerateJob job;
   job.sampling = resolve_sampling(r.sampling);
@@ -462,7 +463,7 @@ ScoreJob RequestBuilder::build_score(const ScoreInput& r) const {
     text_bytes += static_cast<int64_t>(r.candidates[i].size());
   }
   check_text_bytes(text_bytes, "prompt + candidates");
-  check_images(c.images);
+  check_image_refs(c.images, limits_);
 
   ScoreJob job;
   job.prompt_logprobs = r.prompt_logprobs;
@@ -493,7 +494,7 @@ ScoreJob RequestBuilder::build_score(const ScoreInput& r) const {
   }
   job.sequences = std::move(sequences);
   job.image_of_token = std::move(image_of_token);
-  job.images = decode_images(c.images);
+  job.images = decode_image_refs(c.images, limits_, image_config_);
   return job;
 }
 

@@ -58,14 +58,25 @@ class InvalidRequest : public Error {
   std::string field_;
 };
 
+// An image of a request, as the client sent it.
+struct ImageRef {
+  std::string_view bytes;  // encoded
+  std::string field;       // e.g. "prompt[3].image"
+};
+
+// Each image non-empty, within --max-image-bytes, a PNG or JPEG header declaring at most
+// --max-image-pixels (InvalidRequest naming "<field>.data" or the field otherwise).
+void check_image_refs(const std::vector<ImageRef>& images, const ServerLimits& limits);
+// Decodes (transparency as config.alpha says) and preprocesses each image; the same bytes
+// twice are decoded once. Keys are media_key() of the bytes and config.
+std::vector<ImageInput> decode_image_refs(const std::vector<ImageRef>& images,
+                                          const ServerLimits& limits,
+                                          const ImagePreprocessConfig& config);
+
 class RequestBuilder {
  public:
   static constexpr size_t kMaxRequestIdBytes = 256;
-
-  struct ImageRef {
-    std::string_view bytes;  // encoded
-    std::string field;       // e.g. "prompt[3].image"
-  };
+  using ImageRef = flamingo::ImageRef;
 
   // context_length >= 1: tokens a sequence may hold (prompt + generated). vocab_rows: rows of
   // the model's embedding; a token id >= vocab_rows cannot be fed to the model.
@@ -96,8 +107,6 @@ class RequestBuilder {
   std::optional<int32_t> template_token(std::string_view token) const;
 
  private:
-  void check_images(const std::vector<ImageRef>& images) const;
-  std::vector<ImageInput> decode_images(const std::vector<ImageRef>& images) const;
   TokenizedPrompt tokenize(const std::vector<PromptItem>& items, const std::string& field) const;
   int32_t resolve_max_new_tokens(int32_t requested, int64_t prompt_tokens,
                                  const std::string& prompt_field) const;

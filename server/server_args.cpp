@@ -123,6 +123,19 @@ Table make_table() {
             L(&ServerLimits::max_queued_requests), 0, 1 << 20);
   t.integer("--max-running", "requests in the running batch",
             L(&ServerLimits::max_running_requests), 1, 4096);
+  t.text("--clip-model",
+         "a CLIP checkpoint (HF CLIPModel folder) served beside --model: Embed and Classify",
+         &ServerArgs::clip_model_dir)
+      .meta("DIR");
+  t.integer("--clip-cache-mb",
+            "CLIP image embeddings cached (an image embedded twice is computed once)",
+            &ServerArgs::clip_cache_mb, 1, 1 << 20);
+  t.integer("--max-embed-images", "images per Embed request (CLIP)",
+            L(&ServerLimits::max_embed_images), 0, 65536);
+  t.integer("--max-embed-texts", "texts per Embed request (CLIP)",
+            L(&ServerLimits::max_embed_texts), 0, 65536);
+  t.integer("--max-labels", "labels per Classify request (CLIP)", L(&ServerLimits::max_labels), 1,
+            1 << 20);
   t.help_flag(&ServerArgs::help);
   return t;
 }

@@ -49,6 +49,8 @@ struct ServerArgs {
   bool reflection = true;         // gRPC server reflection
   std::string tls_cert, tls_key;  // PEM files; both or neither (TLS on gRPC and HTTP)
   std::string tls_client_ca;      // PEM CA file: clients must present a certificate it signed
+  std::string clip_model_dir;     // empty: no CLIP beside --model (a CLIP --model serves alone)
+  int64_t clip_cache_mb = 16;     // CLIP image embeddings cached
   ServerLimits limits;
   bool help = false;
 };
