@@ -115,6 +115,17 @@ def make_fake_server(address="127.0.0.1:0", server_credentials=None):
             self._record("Score", request)
             return pb2.ScoreResponse(logprobs=[-float(len(c)) for c in request.candidates])
 
+        def Embed(self, request, context):
+            self._record("Embed", request)
+            return pb2.EmbedResponse(
+                image_embeddings=[pb2.Embedding(values=[float(len(i.data)), 0.0]) for i in request.images],
+                text_embeddings=[pb2.Embedding(values=[0.0, float(len(t))]) for t in request.texts])
+
+        def Classify(self, request, context):
+            self._record("Classify", request)
+            n = len(request.labels)
+            return pb2.ClassifyResponse(probabilities=[1.0 / n] * n)
+
         def GetModelInfo(self, request, context):
             return pb2.ModelInfo(family="idefics", model_dir="fake", hidden_size=16, num_layers=2,
                                  num_cross_layers=1, vocab_size=32002, image_size=30,

@@ -98,7 +98,7 @@ class StubsTest(unittest.TestCase):
         self.assertEqual(
             sorted(m.name for m in service.methods),
             sorted(["Generate", "GenerateStream", "Caption", "AnswerQuestion", "Score",
-                    "GetModelInfo"]))
+                    "GetModelInfo", "Embed", "Classify"]))
         self.assertTrue(service.methods_by_name["GenerateStream"].server_streaming)
 
     def test_health_proto_is_the_standard_one(self):
@@ -338,6 +338,16 @@ class ClientTest(FakeServerCase):
         self.assertEqual(self.client.score(["<image>", "x"], [" a", " bbb"]), [-2.0, -4.0])
         info = self.client.model_info()
         self.assertEqual((info.family, info.limits.max_images_per_request), ("idefics", 32))
+
+    def test_embed_and_classify(self):
+        images, texts = self.client.embed([CAT, CHAIR], ["a cat", "chair"])
+        self.assertEqual(images, [[float(len(CAT.read_bytes())), 0.0],
+                                  [float(len(CHAIR.read_bytes())), 0.0]])
+        self.assertEqual(texts, [[0.0, 5.0], [0.0, 5.0]])
+        self.assertEqual(self.client.embed(texts="one")[1], [[0.0, 3.0]])
+        probs = self.client.classify(CAT, ["cat", "dog"], template="{} photo")
+        self.assertEqual(probs, [0.5, 0.5])
+        self.assertEqual(getattr(self.last("Classify"), "template"), "{} photo")
 
     def test_health(self):
         S = health_pb2.HealthCheckResponse

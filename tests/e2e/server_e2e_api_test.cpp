@@ -508,9 +508,9 @@ TEST_F(ServerE2E, ReflectionListsAndDescribesTheService) {
         if (service.name() != "Flamingo") continue;
         std::map<std::string, bool> methods;  // name -> server streaming
         for (const auto& m : service.method()) methods[m.name()] = m.server_streaming();
-        EXPECT_EQ(methods.size(), 6u);
-        for (const char* name :
-             {"Generate", "GenerateStream", "Caption", "AnswerQuestion", "Score", "GetModelInfo"})
+        EXPECT_EQ(methods.size(), 8u);
+        for (const char* name : {"Generate", "GenerateStream", "Caption", "AnswerQuestion", "Score",
+                                 "GetModelInfo", "Embed", "Classify"})
           EXPECT_TRUE(methods.count(name)) << name;
         EXPECT_TRUE(methods["GenerateStream"]);
         EXPECT_FALSE(methods["Generate"]);

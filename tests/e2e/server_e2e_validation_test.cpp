@@ -239,11 +239,10 @@ TEST_F(StrictServerE2E, MalformedRequestBytesAreInvalidArgumentNamingWhatIsWrong
       {wire_bytes_field(1, "abc").substr(0, 4), "malformed protobuf"},  // a truncated field
   };
   const std::vector<std::pair<std::string, std::string>> methods = {
-      {"Generate", "GenerateRequest"},
-      {"Caption", "CaptionRequest"},
-      {"AnswerQuestion", "QuestionRequest"},
-      {"Score", "ScoreRequest"},
-      {"GetModelInfo", "ModelInfoRequest"}};
+      {"Generate", "GenerateRequest"},       {"Caption", "CaptionRequest"},
+      {"AnswerQuestion", "QuestionRequest"}, {"Score", "ScoreRequest"},
+      {"GetModelInfo", "ModelInfoRequest"},  {"Embed", "EmbedRequest"},
+      {"Classify", "ClassifyRequest"}};
   for (const auto& [method, type] : methods) {
     for (const Case& c : cases) {
       std::string response;

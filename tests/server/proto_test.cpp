@@ -33,12 +33,12 @@ TEST(Proto, FinishReasonNamesAreTheContract) {
   EXPECT_EQ(v1::FinishReason_Name(v1::FINISH_REASON_UNSPECIFIED), "FINISH_REASON_UNSPECIFIED");
 }
 
-TEST(Proto, ServiceHasTheSixRpcs) {
+TEST(Proto, ServiceHasItsRpcs) {
   const auto* service = v1::GenerateRequest::descriptor()->file()->FindServiceByName("Flamingo");
   ASSERT_NE(service, nullptr);
   EXPECT_EQ(service->full_name(), "flamingo.v1.Flamingo");
-  for (const char* rpc :
-       {"Generate", "GenerateStream", "Caption", "AnswerQuestion", "Score", "GetModelInfo"}) {
+  for (const char* rpc : {"Generate", "GenerateStream", "Caption", "AnswerQuestion", "Score",
+                          "GetModelInfo", "Embed", "Classify"}) {
     EXPECT_NE(service->FindMethodByName(rpc), nullptr) << rpc;
   }
   EXPECT_TRUE(service->FindMethodByName("GenerateStream")->server_streaming());

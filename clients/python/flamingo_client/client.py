@@ -252,6 +252,25 @@ class FlamingoClient:
         response = self.stub.Score(score_request(prompt, candidates), **self._kw(timeout, metadata))
         return list(response.logprobs)
 
+    # -- CLIP (a server started with --model CLIP_DIR or --clip-model DIR) -------------------
+    def embed(self, images=(), texts=(), *, timeout=None, metadata=None):
+        """Embed(images, texts) -> (image embeddings, text embeddings): lists of float lists,
+        L2-normalized, in request order. Images are paths, bytes or Image messages."""
+        if isinstance(texts, str):
+            texts = [texts]
+        request = pb2.EmbedRequest(images=[image(i) for i in images], texts=list(texts))
+        response = self.stub.Embed(request, **self._kw(timeout, metadata))
+        return ([list(e.values) for e in response.image_embeddings],
+                [list(e.values) for e in response.text_embeddings])
+
+    def classify(self, img, labels, template="", *, timeout=None, metadata=None):
+        """Classify(image, labels) -> one probability per label (softmax of CLIP's logits).
+        template: each label's text with "{}" for the label (default "a photo of a {}.")."""
+        request = pb2.ClassifyRequest(image=image(img), labels=list(labels))
+        setattr(request, "template", template)
+        response = self.stub.Classify(request, **self._kw(timeout, metadata))
+        return list(response.probabilities)
+
     def model_info(self, *, timeout=None, metadata=None):
         return self.stub.GetModelInfo(pb2.ModelInfoRequest(), **self._kw(timeout, metadata))
 
