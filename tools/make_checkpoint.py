@@ -42,6 +42,10 @@ Usage:
       [--minimal-config] [--tokenizer-model FILE] [--tokenizer-cache DIR]
       [size overrides, see --help]
 
+`--preset clip-tiny` writes a random CLIP checkpoint instead (CLIPModel, byte-level BPE vocab
+trained on the corpus): see tools/make_clip_checkpoint.py for its files and flags (--seed,
+--clip-eos-rule argmax|first, --clip-hidden-act, --clip-merges).
+
 Presets: tiny (text 64 x 4 layers x 4 heads, cross_layer_interval 2, vocab 1000; vision 32 x 2
 layers, image 28, patch 14; perceiver 8 latents, depth 2, 2 x 16), small (~444M params: text
 1024 x 16 x 16, intermediate 2816, vocab 32000, interval 4; vision 768 x 12 x 12,
@@ -481,7 +485,8 @@ def write_configs(out, c, dtype, minimal):
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", choices=sorted(PRESETS), required=True)
+    ap.add_argument("--preset", choices=sorted(PRESETS) + ["clip-tiny"], required=True,
+                    help="clip-tiny: a CLIP checkpoint (tools/make_clip_checkpoint.py)")
     ap.add_argument("--out", required=True, help="output folder (created; files overwritten)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
@@ -530,6 +535,13 @@ def parse_args(argv):
 
 
 def main(argv=None):
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset")
+    if pre.parse_known_args(argv)[0].preset == "clip-tiny":
+        if HERE not in sys.path:
+            sys.path.insert(0, HERE)
+        import make_clip_checkpoint
+        return make_clip_checkpoint.main(argv)
     a, c = parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
     for f in os.listdir(a.out):
