@@ -304,14 +304,8 @@ int run(int argc, char** argv) {
   }
 
   const bool clip_only = is_clip_folder(args.model_dir);
-  if (clip_only && args.http_port != 0) {
-    spdlog::warn(
-        "{} is a CLIP: it is served over gRPC (Embed, Classify); the HTTP API serves IDEFICS "
-        "models only, so it stays off",
-        args.model_dir);
-  }
   std::unique_ptr<OpenAIServer> http;
-  if (args.http_port != 0 && !clip_only) {
+  if (args.http_port != 0) {
     OpenAIServerConfig hc;
     hc.host = args.http_host.empty() ? args.host : args.http_host;
     hc.port = args.http_port;
@@ -423,7 +417,8 @@ int run(int argc, char** argv) {
   if (clip.engine) service.attach_clip(clip.engine.get(), clip.builder.get());
   if (clip_only) service.serve_clip_only(args.model_dir);
   if (engine) service.attach(engine.get(), request_builder.get());
-  if (http) http->attach(engine.get(), request_builder.get(), chat_template.get());
+  if (http && clip.engine) http->attach_clip(clip.engine.get(), clip.builder.get(), clip_only);
+  if (http && engine) http->attach(engine.get(), request_builder.get(), chat_template.get());
   health->SetServingStatus("", true);
   health->SetServingStatus(kServiceName, true);
   if (clip_only) {

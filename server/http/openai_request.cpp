@@ -203,17 +203,6 @@ std::string read_local_image(std::string_view url, const MediaPolicy& policy,
   return bytes;
 }
 
-std::string fetch_image(std::string_view url, const MediaPolicy& policy, const std::string& param) {
-  if (starts_with(url, "data:")) return decode_data_url(url, policy.max_image_bytes, param);
-  if (starts_with(url, "file://")) return read_local_image(url, policy, param);
-  if (starts_with(url, "http://") || starts_with(url, "https://")) {
-    ImageFetchPolicy fetch = policy.fetch;
-    fetch.max_bytes = policy.max_image_bytes;
-    return fetch_image_url(url, fetch, param);
-  }
-  bad(param, "expected a data:, file:// or http(s):// URL");
-}
-
 std::vector<ChatContentPart> parse_content(const json& content, const std::string& path,
                                            const MediaPolicy& policy, ChatRequest& out) {
   std::vector<ChatContentPart> parts;
@@ -269,6 +258,17 @@ int base64_value(unsigned char c) {
 }
 
 }  // namespace
+
+std::string fetch_image(std::string_view url, const MediaPolicy& policy, const std::string& param) {
+  if (starts_with(url, "data:")) return decode_data_url(url, policy.max_image_bytes, param);
+  if (starts_with(url, "file://")) return read_local_image(url, policy, param);
+  if (starts_with(url, "http://") || starts_with(url, "https://")) {
+    ImageFetchPolicy fetch = policy.fetch;
+    fetch.max_bytes = policy.max_image_bytes;
+    return fetch_image_url(url, fetch, param);
+  }
+  bad(param, "expected a data:, file:// or http(s):// URL");
+}
 
 HttpError::HttpError(int status, std::string message, std::string param, std::string type,
                      std::string code)

@@ -95,6 +95,10 @@ struct CompletionRequest {
 ChatRequest parse_chat_request(std::string_view body, const MediaPolicy& policy);
 CompletionRequest parse_completion_request(std::string_view body, const MediaPolicy& policy);
 
+// An image URL's bytes under `policy`: data: URLs always, file:// inside the allowed folder,
+// http(s):// when fetching is allowed. Throws HttpError (400) naming `param`.
+std::string fetch_image(std::string_view url, const MediaPolicy& policy, const std::string& param);
+
 // "data:[<mediatype>][;base64],<data>" -> bytes. Throws HttpError naming `param` (bad base64
 // with the offset, not base64, larger than max_bytes).
 std::string decode_data_url(std::string_view url, int64_t max_bytes, const std::string& param);

@@ -20,6 +20,7 @@
 #include "server/http/connection_threads.h"
 #include "server/http/http_listener.h"
 #include "server/http/httplib_config.h"
+#include "server/http/openai_embeddings.h"
 #include "server/http/openai_generation.h"
 #include "server/http/openai_response.h"
 #include "server/metrics.h"
@@ -39,6 +40,9 @@ struct OpenAIServer::Impl {
   std::atomic<Engine*> engine{nullptr};
   std::atomic<const RequestBuilder*> builder{nullptr};
   std::atomic<const ChatTemplate*> chat{nullptr};
+  std::atomic<ClipEngine*> clip{nullptr};
+  std::atomic<const ClipRequestBuilder*> clip_builder{nullptr};
+  std::atomic<bool> clip_only{false};
   std::atomic<bool> shutting_down{false};
   std::atomic<uint64_t> next_id{1};
   int64_t created = std::time(nullptr);
@@ -50,6 +54,13 @@ struct OpenAIServer::Impl {
 
   ServingContext available() const {
     if (shutting_down.load()) throw HttpError(503, "the server is shutting down");
+    if (clip_only.load()) {
+      throw HttpError(400,
+                      "the served model '" + config.served_model_name +
+                          "' is a CLIP: it answers POST /v1/embeddings; chat and completions need "
+                          "an IDEFICS model",
+                      "model", "invalid_request_error", "model_not_supported");
+    }
     ServingContext c{engine.load(), builder.load(), chat.load()};
     if (c.engine == nullptr) throw HttpError(503, "the model is loading, retry later");
     return c;
@@ -94,6 +105,20 @@ struct OpenAIServer::Impl {
     return std::nullopt;
   }
 
+  // Reads a body within max_body_bytes; false when it is larger.
+  bool read_body(const httplib::ContentReader& reader, std::string& body) const {
+    bool too_large = false;
+    reader([&](const char* data, size_t n) {
+      if (static_cast<int64_t>(body.size() + n) > config.max_body_bytes) {
+        too_large = true;
+        return false;
+      }
+      body.append(data, n);
+      return true;
+    });
+    return !too_large;
+  }
+
   void register_routes(httplib::Server& s) {
     s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       std::optional<HttpError> error;
@@ -105,12 +130,14 @@ struct OpenAIServer::Impl {
       } else if (const bool has_body = req.has_header("Transfer-Encoding") ||
                                        (req.has_header("Content-Length") &&
                                         req.get_header_value("Content-Length") != "0");
-                 has_body && !(req.method == "POST" && (req.path == "/v1/chat/completions" ||
-                                                        req.path == "/v1/completions"))) {
+                 has_body && !(req.method == "POST" &&
+                               (req.path == "/v1/chat/completions" ||
+                                req.path == "/v1/completions" || req.path == "/v1/embeddings"))) {
         // httplib would read the body (a chunked one without limit) before routing.
         error =
             HttpError(404, "no such endpoint: " + req.method + " " + req.path.substr(0, 200) +
-                               " (with a body: POST /v1/chat/completions, POST /v1/completions)");
+                               " (with a body: POST /v1/chat/completions, POST /v1/completions, "
+                               "POST /v1/embeddings)");
       }
       if (!error && req.path.rfind("/v1/", 0) == 0 && config.api_keys != nullptr &&
           !config.api_keys->accepts(req.get_header_value("Authorization"))) {
@@ -133,16 +160,7 @@ struct OpenAIServer::Impl {
       s.Post(path, [this, api = api](const httplib::Request& req, httplib::Response& res,
                                      const httplib::ContentReader& reader) {
         std::string body;
-        bool too_large = false;
-        reader([&](const char* data, size_t n) {
-          if (static_cast<int64_t>(body.size() + n) > config.max_body_bytes) {
-            too_large = true;
-            return false;
-          }
-          body.append(data, n);
-          return true;
-        });
-        if (too_large) {
+        if (!read_body(reader, body)) {
           send_error(res, body_too_large());
           res.set_header("Connection", "close");
           return;
@@ -151,6 +169,30 @@ struct OpenAIServer::Impl {
             api, req, body, [this] { return available(); }, port.load(), res);
       });
     }
+    s.Post("/v1/embeddings", [this](const httplib::Request&, httplib::Response& res,
+                                    const httplib::ContentReader& reader) {
+      std::string body;
+      if (!read_body(reader, body)) {
+        send_error(res, body_too_large());
+        res.set_header("Connection", "close");
+        return;
+      }
+      ClipEngine* e = clip.load();
+      const ClipRequestBuilder* b = clip_builder.load();
+      if (shutting_down.load())
+        return send_error(res, HttpError(503, "the server is shutting down"));
+      if (e == nullptr || b == nullptr) {
+        if (engine.load() == nullptr) {
+          return send_error(res, HttpError(503, "the model is loading, retry later"));
+        }
+        return send_error(res, HttpError(400,
+                                         "the served model is an IDEFICS, which has no text "
+                                         "tower for embeddings; start the server with "
+                                         "--clip-model DIR to serve a CLIP beside it",
+                                         "model", "invalid_request_error", "model_not_supported"));
+      }
+      handle_embeddings(body, config.media, config.served_model_name, *e, *b, metrics, res);
+    });
     s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(dump(json{{"object", "list"}, {"data", json::array({model_json()})}}),
                       "application/json");
@@ -171,7 +213,7 @@ struct OpenAIServer::Impl {
     });
     s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
       try {
-        available();
+        if (!(clip_only.load() && clip.load() != nullptr && !shutting_down.load())) available();
         res.set_content("ok\n", "text/plain");
       } catch (const HttpError& e) {
         send_error(res, e);
@@ -188,8 +230,8 @@ struct OpenAIServer::Impl {
       } else if (res.status == 404) {
         send_error(
             res, HttpError(404, "no such endpoint: " + req.method + " " + req.path.substr(0, 200) +
-                                    " (POST /v1/chat/completions, POST /v1/completions, "
-                                    "GET /v1/models, GET /health, GET /metrics)"));
+                                    " (POST /v1/chat/completions, POST /v1/completions, POST "
+                                    "/v1/embeddings, GET /v1/models, GET /health, GET /metrics)"));
       } else if (res.status == 400) {
         send_error(res, HttpError(400, "malformed HTTP request"));
       } else {
@@ -254,6 +296,13 @@ void OpenAIServer::attach(Engine* engine, const RequestBuilder* builder, const C
   impl_->chat.store(chat);
   impl_->builder.store(builder);
   impl_->engine.store(engine);
+}
+
+void OpenAIServer::attach_clip(ClipEngine* engine, const ClipRequestBuilder* builder,
+                               bool clip_only) {
+  impl_->clip_builder.store(builder);
+  impl_->clip.store(engine);
+  impl_->clip_only.store(clip_only);
 }
 
 void OpenAIServer::begin_shutdown() { impl_->shutting_down.store(true); }

@@ -1,5 +1,6 @@
 // The OpenAI-compatible HTTP/1.1 front end (cpp-httplib behind a pimpl): POST
-// /v1/chat/completions and /v1/completions (streaming as Server-Sent Events), GET /v1/models,
+// /v1/chat/completions and /v1/completions (streaming as Server-Sent Events), POST
+// /v1/embeddings when a CLIP is served (openai_embeddings.h), GET /v1/models,
 // /health and /metrics, on the same Engine and RequestBuilder as gRPC (every limit and
 // validation shared). Until attach() the model is loading: requests answer 503; after
 // begin_shutdown() too. A client that closes its connection cancels its request within an
@@ -21,6 +22,8 @@ class ApiKeys;
 class Engine;
 class RequestBuilder;
 class ChatTemplate;
+class ClipEngine;
+class ClipRequestBuilder;
 class ServerMetrics;
 
 struct OpenAIServerConfig {
@@ -57,6 +60,9 @@ class OpenAIServer {
   int start();
   // Serves requests from now on; all three must outlive the server's requests.
   void attach(Engine* engine, const RequestBuilder* builder, const ChatTemplate* chat);
+  // POST /v1/embeddings is served from now on (openai_embeddings.h); both must outlive the
+  // server's requests. With clip_only (--model is a CLIP) chat and completions answer 400.
+  void attach_clip(ClipEngine* engine, const ClipRequestBuilder* builder, bool clip_only);
   // New requests answer 503; requests already accepted run to their end.
   void begin_shutdown();
   // Stops listening and joins (waits for requests in progress to end).
