@@ -42,7 +42,7 @@ Usage:
       [--minimal-config] [--tokenizer-model FILE] [--tokenizer-cache DIR]
       [size overrides, see --help]
 
-`--preset clip-tiny` writes a random CLIP checkpoint instead (CLIPModel, byte-level BPE vocab
+`--preset clip-tiny` (or `clip-b32`, ViT-B/32's shapes) writes a random CLIP checkpoint instead (CLIPModel, byte-level BPE vocab
 trained on the corpus): see tools/make_clip_checkpoint.py for its files and flags (--seed,
 --clip-eos-rule argmax|first, --clip-hidden-act, --clip-merges).
 
@@ -485,8 +485,9 @@ def write_configs(out, c, dtype, minimal):
 
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", choices=sorted(PRESETS) + ["clip-tiny"], required=True,
-                    help="clip-tiny: a CLIP checkpoint (tools/make_clip_checkpoint.py)")
+    ap.add_argument("--preset", choices=sorted(PRESETS) + ["clip-tiny", "clip-b32"], required=True,
+                    help="clip-tiny, clip-b32 (ViT-B/32 shapes): a CLIP checkpoint "
+                    "(tools/make_clip_checkpoint.py)")
     ap.add_argument("--out", required=True, help="output folder (created; files overwritten)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
@@ -537,7 +538,7 @@ def parse_args(argv):
 def main(argv=None):
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--preset")
-    if pre.parse_known_args(argv)[0].preset == "clip-tiny":
+    if pre.parse_known_args(argv)[0].preset in ("clip-tiny", "clip-b32"):
         if HERE not in sys.path:
             sys.path.insert(0, HERE)
         import make_clip_checkpoint

@@ -61,6 +61,12 @@ PRESETS = {
     "clip-tiny": dict(text_hidden=32, text_layers=2, text_heads=4, text_mlp=64, text_positions=77,
                       vision_hidden=32, vision_layers=2, vision_heads=4, vision_mlp=64,
                       image_size=32, patch_size=8, projection_dim=16, merges=200),
+    # openai/clip-vit-base-patch32's shapes (151M parameters with its 49408-token vocabulary;
+    # here the vocabulary is the small trained one), for flamingo-clip-bench.
+    "clip-b32": dict(text_hidden=512, text_layers=12, text_heads=8, text_mlp=2048,
+                     text_positions=77, vision_hidden=768, vision_layers=12, vision_heads=12,
+                     vision_mlp=3072, image_size=224, patch_size=32, projection_dim=512,
+                     merges=200),
 }
 
 # Class defaults of transformers v4.44.2 configuration_clip.py (what save_pretrained diffs).
