@@ -105,8 +105,11 @@ struct OpenAIServer::Impl {
     return std::nullopt;
   }
 
-  // Reads a body within max_body_bytes; false when it is larger.
-  bool read_body(const httplib::ContentReader& reader, std::string& body) const {
+  // The body, read within max_body_bytes; nullopt after answering 413 when it is larger (the
+  // connection then closes).
+  std::optional<std::string> read_body(const httplib::ContentReader& reader,
+                                       httplib::Response& res) const {
+    std::string body;
     bool too_large = false;
     reader([&](const char* data, size_t n) {
       if (static_cast<int64_t>(body.size() + n) > config.max_body_bytes) {
@@ -116,7 +119,10 @@ struct OpenAIServer::Impl {
       body.append(data, n);
       return true;
     });
-    return !too_large;
+    if (!too_large) return body;
+    send_error(res, body_too_large());
+    res.set_header("Connection", "close");
+    return std::nullopt;
   }
 
   void register_routes(httplib::Server& s) {
@@ -159,24 +165,16 @@ struct OpenAIServer::Impl {
                                     std::pair{"/v1/completions", ApiKind::kCompletion}}) {
       s.Post(path, [this, api = api](const httplib::Request& req, httplib::Response& res,
                                      const httplib::ContentReader& reader) {
-        std::string body;
-        if (!read_body(reader, body)) {
-          send_error(res, body_too_large());
-          res.set_header("Connection", "close");
-          return;
-        }
+        const std::optional<std::string> body = read_body(reader, res);
+        if (!body) return;
         generation.handle(
-            api, req, body, [this] { return available(); }, port.load(), res);
+            api, req, *body, [this] { return available(); }, port.load(), res);
       });
     }
     s.Post("/v1/embeddings", [this](const httplib::Request&, httplib::Response& res,
                                     const httplib::ContentReader& reader) {
-      std::string body;
-      if (!read_body(reader, body)) {
-        send_error(res, body_too_large());
-        res.set_header("Connection", "close");
-        return;
-      }
+      const std::optional<std::string> body = read_body(reader, res);
+      if (!body) return;
       ClipEngine* e = clip.load();
       const ClipRequestBuilder* b = clip_builder.load();
       if (shutting_down.load())
@@ -191,7 +189,7 @@ struct OpenAIServer::Impl {
                                          "--clip-model DIR to serve a CLIP beside it",
                                          "model", "invalid_request_error", "model_not_supported"));
       }
-      handle_embeddings(body, config.media, config.served_model_name, *e, *b, metrics, res);
+      handle_embeddings(*body, config.media, config.served_model_name, *e, *b, metrics, res);
     });
     s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(dump(json{{"object", "list"}, {"data", json::array({model_json()})}}),
