@@ -23,6 +23,7 @@ struct ServerLimits {
   int32_t max_running_requests = 32;      // --max-running
   int32_t max_embed_images = 64;          // --max-embed-images (CLIP Embed)
   int32_t max_embed_texts = 256;          // --max-embed-texts (CLIP Embed)
+  int64_t max_embed_text_bytes = 16384;   // --max-embed-text-bytes (CLIP: one text or label)
   int32_t max_labels = 1000;              // --max-labels (CLIP Classify)
 };
 

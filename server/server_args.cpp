@@ -134,6 +134,10 @@ Table make_table() {
             L(&ServerLimits::max_embed_images), 0, 65536);
   t.integer("--max-embed-texts", "texts per Embed request (CLIP)",
             L(&ServerLimits::max_embed_texts), 0, 65536);
+  t.integer("--max-embed-text-bytes",
+            "bytes of one CLIP text or label (longer than 77 tokens is cut; longer than this is "
+            "refused)",
+            L(&ServerLimits::max_embed_text_bytes), 1, 1 << 30);
   t.integer("--max-labels", "labels per Classify request (CLIP)", L(&ServerLimits::max_labels), 1,
             1 << 20);
   t.help_flag(&ServerArgs::help);

@@ -15,7 +15,12 @@ void check_count(size_t n, int32_t limit, const std::string& field, const char* 
   }
 }
 
-void check_text(std::string_view text, const std::string& field) {
+void check_text(std::string_view text, const std::string& field, const ServerLimits& limits) {
+  if (static_cast<int64_t>(text.size()) > limits.max_embed_text_bytes) {
+    throw InvalidRequest(field, num(static_cast<int64_t>(text.size())) +
+                                    " bytes exceed the limit " + num(limits.max_embed_text_bytes) +
+                                    " (--max-embed-text-bytes; a CLIP reads 77 tokens)");
+  }
   const size_t at = invalid_utf8_at(text);
   if (at != std::string_view::npos) {
     throw InvalidRequest(field, "invalid UTF-8 at byte " + num(static_cast<int64_t>(at)));
@@ -53,7 +58,7 @@ EmbedJob ClipRequestBuilder::build_embed(const EmbedInput& r) const {
   check_count(r.texts.size(), limits_.max_embed_texts, "texts", "texts", "--max-embed-texts");
   int64_t bytes = 0;
   for (size_t i = 0; i < r.texts.size(); ++i) {
-    check_text(r.texts[i], "texts[" + num(static_cast<int64_t>(i)) + "]");
+    check_text(r.texts[i], "texts[" + num(static_cast<int64_t>(i)) + "]", limits_);
     bytes += static_cast<int64_t>(r.texts[i].size());
   }
   check_total_bytes(bytes, limits_, "texts");
@@ -68,14 +73,14 @@ EmbedJob ClipRequestBuilder::build_classify(const ClassifyInput& r) const {
   if (r.labels.empty()) throw InvalidRequest("labels", "at least one label is required");
   check_count(r.labels.size(), limits_.max_labels, "labels", "labels", "--max-labels");
   const std::string_view tpl = r.text_template.empty() ? kDefaultTemplate : r.text_template;
-  check_text(tpl, "template");
+  check_text(tpl, "template", limits_);
   const size_t at = tpl.find("{}");
   if (at == std::string_view::npos || tpl.find("{}", at + 2) != std::string_view::npos) {
     throw InvalidRequest("template", "must contain \"{}\" exactly once (where the label goes)");
   }
   int64_t bytes = 0;
   for (size_t i = 0; i < r.labels.size(); ++i) {
-    check_text(r.labels[i], "labels[" + num(static_cast<int64_t>(i)) + "]");
+    check_text(r.labels[i], "labels[" + num(static_cast<int64_t>(i)) + "]", limits_);
     bytes += static_cast<int64_t>(r.labels[i].size() + tpl.size() - 2);
   }
   check_total_bytes(bytes, limits_, "labels");

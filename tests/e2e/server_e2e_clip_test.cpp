@@ -146,8 +146,12 @@ TEST_F(ClipE2E, BadInputsAreInvalidArgumentNamingFieldAndLimit) {
   bad_template.set_template_("a photo");
   expect_invalid(classify(*stub, bad_template), "template", "{}");
 
-  v1::EmbedRequest too_big;
-  too_big.add_texts(std::string(1100000, 'a'));
+  v1::EmbedRequest megabyte;
+  megabyte.add_texts("ok");
+  megabyte.add_texts(std::string(1000000, 'a'));
+  expect_invalid(embed(*stub, megabyte), "texts[1]", "--max-embed-text-bytes");
+  v1::EmbedRequest too_big;  // 70 texts of 16,000 bytes: 1.12 MB in all
+  for (int i = 0; i < 70; ++i) too_big.add_texts(std::string(16000, 'a'));
   expect_invalid(embed(*stub, too_big), "texts", "--max-text-bytes");
 
   v1::EmbedRequest gif;
@@ -163,11 +167,11 @@ TEST_F(ClipE2E, BadInputsAreInvalidArgumentNamingFieldAndLimit) {
   expect_invalid(embed(*stub, too_many), "texts", "--max-embed-texts");
 }
 
-TEST_F(ClipE2E, AMegabyteOfTextIsCutToTheContextAndSaidSo) {
+TEST_F(ClipE2E, ALongTextIsCutToTheContextAndSaidSo) {
   const auto stub = make_stub(server_->address());
   v1::EmbedRequest req;
   req.add_texts("a green triangle");
-  req.add_texts(std::string(1000000, 'a'));
+  req.add_texts(std::string(10000, 'a'));
   v1::EmbedResponse resp;
   grpc::ClientContext ctx;
   const grpc::Status s = stub->Embed(&ctx, req, &resp);

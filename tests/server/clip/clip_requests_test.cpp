@@ -83,6 +83,15 @@ TEST_F(ClipRequests, EmbedLimitsNameTheFieldAndFlag) {
   long_text.texts = {big};
   EXPECT_EQ(error_of([&] { builder_.build_embed(long_text); }),
             "texts: 1001 bytes of text exceed the limit 1000 (--max-text-bytes)");
+  ServerLimits small = limits();
+  small.max_embed_text_bytes = 10;
+  const ClipRequestBuilder strict(*tokenizer_, load_clip_preprocess_config(kGolden + "/model", 40),
+                                  small, 77);
+  EmbedInput eleven;
+  eleven.texts = {"ok", "eleven byte"};
+  EXPECT_EQ(error_of([&] { strict.build_embed(eleven); }),
+            "texts[1]: 11 bytes exceed the limit 10 (--max-embed-text-bytes; a CLIP reads 77 "
+            "tokens)");
   EmbedInput bad_utf8;
   bad_utf8.texts = {"ok", "caf\xc3"};
   EXPECT_EQ(error_of([&] { builder_.build_embed(bad_utf8); }), "texts[1]: invalid UTF-8 at byte 3");
