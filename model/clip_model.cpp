@@ -30,11 +30,13 @@ std::unique_ptr<ClipModel> ClipModel::load(const std::string& dir, const ModelOp
   m->text_projection_ = Linear(w, "text_projection", c.text.hidden_size, c.projection_dim, false);
   m->visual_projection_ =
       Linear(w, "visual_projection", c.vision.embed_dim, c.projection_dim, false);
-  at::Tensor scale;  // a scalar in CLIPModel; some conversions store it as [1]
+  // A scalar in CLIPModel (some conversions store it as [1]), read as stored: in the compute
+  // dtype a bfloat16 model would round it (exp(3.337) = 28.13 became 28.33).
+  at::Tensor scale;
   try {
-    scale = w.get("logit_scale", {1});
+    scale = w.get_stored("logit_scale", {1});
   } catch (const Error&) {
-    scale = w.get("logit_scale", {});
+    scale = w.get_stored("logit_scale", {});
   }
   m->logit_scale_ = std::exp(scale.to(at::kDouble).item<double>());
   return m;

@@ -123,6 +123,13 @@ TEST(ClipModel, TextPoolingFollowsTheEosRuleOfTheConfig) {
   EXPECT_EQ(ClipText::pool_position_for(argmax, ids), 3);
 }
 
+TEST(ClipModel, LogitScaleIsReadAsStoredInBfloat16Too) {
+  ModelOptions o;
+  o.dtype = "bfloat16";
+  const auto bf16 = ClipModel::load(kGolden + "/model", o);
+  EXPECT_DOUBLE_EQ(bf16->logit_scale(), model().logit_scale());
+}
+
 TEST(ClipModel, BadInputsAreClearErrors) {
   EXPECT_THROW(model().text_pooled({{}}), Error);
   EXPECT_THROW(model().text_pooled({std::vector<int32_t>(78, 5)}), Error);
