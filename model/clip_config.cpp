@@ -33,11 +33,7 @@ ClipTextConfig parse_text(const json& obj, const std::string& source) {
            "a multiple of num_attention_heads " + std::to_string(t.num_attention_heads),
            std::to_string(t.hidden_size));
   }
-  if (t.hidden_act != "gelu" && t.hidden_act != "quick_gelu" && t.hidden_act != "gelu_new" &&
-      t.hidden_act != "gelu_pytorch_tanh") {
-    r.fail("hidden_act", "one of gelu, quick_gelu, gelu_new, gelu_pytorch_tanh",
-           "\"" + t.hidden_act + "\"");
-  }
+  r.check_activation("hidden_act", t.hidden_act);
   return t;
 }
 

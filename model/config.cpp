@@ -40,11 +40,7 @@ VisionConfig parse_vision_config(const json& obj, const std::string& source, Vis
     r.fail("image_size", "a multiple of patch_size " + std::to_string(v.patch_size),
            std::to_string(v.image_size));
   }
-  if (v.hidden_act != "gelu" && v.hidden_act != "quick_gelu" && v.hidden_act != "gelu_new" &&
-      v.hidden_act != "gelu_pytorch_tanh") {
-    r.fail("hidden_act", "one of gelu, quick_gelu, gelu_new, gelu_pytorch_tanh",
-           "\"" + v.hidden_act + "\"");
-  }
+  r.check_activation("hidden_act", v.hidden_act);
   return v;
 }
 

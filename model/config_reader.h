@@ -50,6 +50,13 @@ class Reader {
     }
   }
 
+  // The encoder activations model/layers.h implements.
+  void check_activation(const char* key, const std::string& act) const {
+    if (act != "gelu" && act != "quick_gelu" && act != "gelu_new" && act != "gelu_pytorch_tanh") {
+      fail(key, "one of gelu, quick_gelu, gelu_new, gelu_pytorch_tanh", "\"" + act + "\"");
+    }
+  }
+
   [[noreturn]] void fail(const std::string& key, const std::string& expected,
                          const std::string& found) const {
     throw Error(source_ + ": key '" + prefix_ + key + "': expected " + expected + ", found " +
