@@ -66,6 +66,13 @@ struct OpenAIServer::Impl {
     return c;
   }
 
+  // /health: the served model (an IDEFICS, or a CLIP --model) is loaded and not shutting down.
+  void check_serving() const {
+    if (shutting_down.load()) throw HttpError(503, "the server is shutting down");
+    const bool loaded = clip_only.load() ? clip.load() != nullptr : engine.load() != nullptr;
+    if (!loaded) throw HttpError(503, "the model is loading, retry later");
+  }
+
   json model_json() const {
     json model = {{"id", config.served_model_name},
                   {"object", "model"},
@@ -211,7 +218,7 @@ struct OpenAIServer::Impl {
     });
     s.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
       try {
-        if (!(clip_only.load() && clip.load() != nullptr && !shutting_down.load())) available();
+        check_serving();
         res.set_content("ok\n", "text/plain");
       } catch (const HttpError& e) {
         send_error(res, e);
