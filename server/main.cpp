@@ -107,6 +107,7 @@ ClipServing load_clip(const std::string& dir, const ServerArgs& args) {
   c.model_dir = dir;
   c.dtype = args.dtype;
   c.weights = args.weights;
+  c.threads = args.threads;
   c.cache_bytes = args.clip_cache_mb << 20;
   ClipServing s;
   s.engine = ClipEngine::start(c);

@@ -28,6 +28,7 @@ class ClipEngineImpl final : public ClipEngine {
  public:
   explicit ClipEngineImpl(const ClipEngineConfig& config)
       : config_(config), cache_(std::max<int64_t>(config.cache_bytes, 1)) {
+    FlamingoModel::set_threads(config.threads);
     ModelOptions o;
     o.dtype = config.dtype;
     o.weights = config.weights;

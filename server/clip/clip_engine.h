@@ -26,6 +26,7 @@ struct ClipEngineConfig {
   std::string model_dir;
   std::string dtype = "auto";      // auto | float32 | bfloat16
   std::string weights = "auto";    // as for the Flamingo engine
+  int32_t threads = 0;             // CPU threads for the model (process-wide); 0: one per core
   int64_t cache_bytes = 16 << 20;  // image embeddings cached (projection_dim floats each)
   int32_t max_batch = 64;          // images (and, separately, texts) per model call
   std::function<void(int64_t, int64_t)> progress;  // weights loaded: bytes done, total
