@@ -36,7 +36,7 @@ std::string executable_dir() {
 
 std::string bundled_model_dir(const std::string& build_tree) {
   if (std::string env = from_env("FLAMINGO_DEFAULT_MODEL"); !env.empty()) return env;
-  if (std::string p = installed("models/idefics-tiny-random", "config.json"); !p.empty()) {
+  if (std::string p = installed("models/flamingo-demo", "config.json"); !p.empty()) {
     return p;
   }
   return build_tree;

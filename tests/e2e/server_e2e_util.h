@@ -43,6 +43,8 @@ using Ms = std::chrono::milliseconds;
 
 inline const std::string kServerBinary = std::string(FLAMINGO_BINARY_DIR) + "/bin/flamingo-server";
 inline const std::string kCliBinary = std::string(FLAMINGO_BINARY_DIR) + "/bin/flamingo-cli";
+// The model these tests serve unless they name one: the tiny random IDEFICS the build
+// generates (the programs' own default is the trained demo model, models/flamingo-demo).
 inline const std::string kDefaultModel =
     std::string(FLAMINGO_BINARY_DIR) + "/models/idefics-tiny-random";
 inline const std::string kImageDir = std::string(FLAMINGO_GOLDEN_DIR) + "/images/";
@@ -76,7 +78,8 @@ inline int free_port() {
 }
 
 // Starts flamingo-server on a free loopback port (--port 0), the HTTP API off unless `args`
-// names --http-port, with `args` added; waits for the
+// names --http-port, on kDefaultModel unless `args` names --model, with `args` added; waits
+// for the
 // "listening" line and, unless wait_ready is false, for "ready". `env` ("NAME=value" entries)
 // is added to the server's environment through /usr/bin/env, which execs the server in its
 // own place (same process, so signals and the exit code are the server's).
@@ -84,11 +87,13 @@ inline std::unique_ptr<ServerProcess> start_server(std::vector<std::string> args
                                                    bool wait_ready = true,
                                                    const std::vector<std::string>& env = {}) {
   std::vector<std::string> all = {"--host", "127.0.0.1", "--port", "0", "--dtype", "float32"};
-  bool has_metrics = false, has_http = false;
+  bool has_metrics = false, has_http = false, has_model = false;
   for (const std::string& a : args) {
     has_metrics |= a == "--metrics-port";
     has_http |= a == "--http-port";
+    has_model |= a == "--model" || a.rfind("--model=", 0) == 0;
   }
+  if (!has_model) all.insert(all.end(), {"--model", kDefaultModel});
   if (!has_metrics) all.insert(all.end(), {"--metrics-port", "0"});
   if (!has_http) all.insert(all.end(), {"--http-port", "0"});  // off (its default is 8000)
   all.insert(all.end(), args.begin(), args.end());

@@ -20,11 +20,11 @@ data=$prefix/share/flamingo-serve
 for f in bin/flamingo-cli bin/flamingo-server bin/flamingo-bench; do
   [[ -x $prefix/$f ]] || fail "$f not installed"
 done
-[[ -f $data/models/idefics-tiny-random/config.json ]] || fail "bundled model not installed"
+[[ -f $data/models/flamingo-demo/config.json ]] || fail "bundled model not installed"
 [[ -f $data/templates/idefics.json ]] || fail "templates not installed"
 
 cd /
-"$prefix/bin/flamingo-cli" --help | grep -qF "(default --model): $data/models/idefics-tiny-random" ||
+"$prefix/bin/flamingo-cli" --help | grep -qF "(default --model): $data/models/flamingo-demo" ||
   fail "flamingo-cli does not find the installed model"
 "$prefix/bin/flamingo-server" --help | grep -qF "the bundled templates: $data/templates" ||
   fail "flamingo-server does not find the installed templates"
@@ -42,7 +42,7 @@ http_port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.
 "$prefix/bin/flamingo-server" --port 0 --metrics-port 0 --http-port "$http_port" > "$log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 300); do
-  grep -q "ready: model $data/models/idefics-tiny-random" "$log" &&
+  grep -q "ready: model $data/models/flamingo-demo" "$log" &&
     break
   kill -0 "$server_pid" 2>/dev/null || fail "server exited: $(cat "$log")"
   sleep 0.1

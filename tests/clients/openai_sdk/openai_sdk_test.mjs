@@ -22,6 +22,9 @@ import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 
 const SERVER = process.env.FLAMINGO_SERVER || '/work/main/build/bin/flamingo-server';
+// The model served: the tiny random test model (FLAMINGO_MODEL; ctest sets it), not the
+// programs' default demo model, whose answers these tests do not expect.
+const MODEL_DIR = process.env.FLAMINGO_MODEL || '/work/main/build/models/idefics-tiny-random';
 const IMAGE_DIR =
   process.env.FLAMINGO_IMAGE_DIR ||
   fileURLToPath(new URL('../../golden/idefics-tiny/images/', import.meta.url));
@@ -68,7 +71,7 @@ async function startServer(extraArgs = [], { waitReady = true, timeoutMs = 30000
   for (let attempt = 0; attempt < 5; ++attempt) {
     const port = await freePort();
     const args = ['--host', HOST, '--port', '0', '--metrics-port', '0', '--http-port', String(port),
-      '--dtype', 'float32', ...extraArgs];
+      '--dtype', 'float32', '--model', MODEL_DIR, ...extraArgs];
     const child = spawn(SERVER, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     children.add(child);
     const server = {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the openai-SDK end-to-end test of flamingo-server's HTTP API (openai_sdk_test.mjs).
 # Needs Node 18.19+ (Debian 12's nodejs) and `npm ci` run in this folder first.
-# Environment: FLAMINGO_SERVER (the server binary), FLAMINGO_IMAGE_DIR (the test images).
+# Environment: FLAMINGO_SERVER (the server binary), FLAMINGO_MODEL (the model it serves),
+# FLAMINGO_IMAGE_DIR (the test images).
 # Exit 77 (skipped) when node or node_modules is missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
