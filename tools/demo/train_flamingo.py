@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Stages 2 and 3 of the demo Flamingo (issue 12): a tiny IDEFICS trained on the synthetic
+"""Stages 1b, 2 and 3 of the demo Flamingo (issue 12): a tiny IDEFICS trained on the synthetic
 scene world with the Flamingo recipe, exported in IDEFICS hub layout (models/flamingo-demo).
 
   stage 1 (tools/demo/train_clip.py, models/demo-clip): a CLIP trained contrastively on the
@@ -14,8 +14,8 @@ scene world with the Flamingo recipe, exported in IDEFICS hub layout (models/fla
   tokenizer: Debian's spm_train (BPE, byte fallback, <end_of_utterance> a user-defined piece)
           on the world's texts in every prompt format (tools/demo/prompts.py); every word of
           the world is one piece.
-  stage 2: a LLaMA-style decoder trained as a language model on the world's text, then
-          FROZEN. Half its sequences are the texts of stage 3's sequences (images left out),
+  stage 2: a LLaMA-style decoder trained as a language model on the world's text (frozen
+          in the recipe; see stage 3 for what this script does). Half its sequences are the texts of stage 3's sequences (images left out),
           half are reading-comprehension documents, a caption followed by a question about it
           ("Caption: a red circle and a blue square\nQuestion: What colour is the circle?
           Answer: red\n"): a language model of this world must carry the object a question
@@ -25,7 +25,9 @@ scene world with the Flamingo recipe, exported in IDEFICS hub layout (models/fla
   stage 3: the Perceiver Resampler (64 latents), the gated cross-attention layers (tanh gates
           starting at 0, as IDEFICS's alpha_initializer "zeros") and the two additional
           embedding / lm_head rows (<fake_token_around_image>, <image>) trained on interleaved
-          image-text sequences, the vision tower frozen; the loss is on the answer tokens.
+          image-text sequences, the vision tower frozen; the loss is on the answer tokens; the
+          first --single-steps (800) steps see one-object scenes only (a curriculum: what an
+          object looks like before which object a question means).
           DEVIATION from the Flamingo recipe (issue 12 asks for the language model frozen too):
           by default stage 3 also tunes the decoder layers (not the embeddings or lm_head) at
           a third of the learning rate. With the decoder frozen (--lm-lr-scale 0) the model
@@ -50,9 +52,12 @@ arguments on the same machine give the same weights. After export the folder is 
 tools/reference_idefics.py (the independent IDEFICS forward that matches transformers) and
 its logits compared with the trained modules' (max abs diff > 1e-4 fails).
 
-Usage: /usr/bin/python3 tools/demo/train_flamingo.py --out models/flamingo-demo
-           [--clip models/demo-clip] [--lm-steps 600] [--steps 4000] [--batch 32]
-           [--pool 24000] [--seed 0] [--threads 2]
+Usage: /usr/bin/python3 tools/demo/train_flamingo.py --out DIR
+           [--clip models/demo-clip] [--vision-steps 2000] [--lm-steps 1000] [--steps 4000]
+           [--batch 32] [--lr 1.5e-3] [--lm-lr-scale 0.333] [--single-steps 800]
+           [--pool 24000] [--seed 0] [--threads 2] [--resume DIR] [--vision-cache FILE]
+       models/flamingo-demo is two commands: a full run, then --resume it for 4000 more
+       stage 3 steps (models/flamingo-demo/MODEL_CARD.md has them and their times).
        --smoke: a bounded run for the test suite (tiny pools, 2 + 2 steps; nothing is judged
        but that every stage runs and the export reloads).
 """
