@@ -59,7 +59,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
-from reference_idefics import read_safetensors  # noqa: E402  (plain safetensors reader)
+from reference_idefics import activation, read_safetensors  # noqa: E402  (shared parts)
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 # CLIPTextConfig / CLIPVisionConfig / CLIPConfig class defaults (v4.44.2).
@@ -274,16 +274,6 @@ def preprocess(path, cfg):
 
 
 # ----------------------------------------------------------------------------- model
-
-
-def activation(name):
-    if name == "quick_gelu":
-        return lambda x: x * torch.sigmoid(1.702 * x)
-    if name == "gelu":
-        return F.gelu
-    if name in ("gelu_new", "gelu_pytorch_tanh"):
-        return lambda x: F.gelu(x, approximate="tanh")
-    raise ValueError(f"config.json: unsupported hidden_act {name!r}")
 
 
 def read_config(model_dir):

@@ -60,13 +60,19 @@ TEXT_DEFAULTS = dict(vocab_size=32000, additional_vocab_size=0, hidden_size=4096
                      cross_layer_interval=1, qk_layer_norms=False, use_resampler=False,
                      tie_word_embeddings=False, eos_token_id=2)
 STRAY = "model.vision_model.embeddings.position_ids"
-# transformers' ACT2FN entries an IDEFICS vision tower may name (the demo model's is quick_gelu)
-VISION_ACTIVATIONS = {
-    "gelu": F.gelu,
-    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-}
+# transformers' ACT2FN entries a CLIP-style encoder may name (the demo model's is quick_gelu)
+ACTIVATIONS = ("gelu", "quick_gelu", "gelu_new", "gelu_pytorch_tanh")
+
+
+def activation(name):
+    """The ACT2FN function of an encoder's hidden_act (also tools/reference_clip.py's)."""
+    if name == "quick_gelu":
+        return lambda x: x * torch.sigmoid(1.702 * x)
+    if name == "gelu":
+        return F.gelu
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return lambda x: F.gelu(x, approximate="tanh")
+    raise ValueError(f"config.json: unsupported hidden_act {name!r}")
 
 
 def read_safetensors(path):
@@ -129,9 +135,9 @@ def read_config(model_dir):
     for key, want in [("hidden_act", "silu"), ("tie_word_embeddings", False)]:
         if c[key] != want:
             raise ValueError(f"config.json: {key} must be {want!r}, found {c[key]!r}")
-    if c["vision"]["hidden_act"] not in VISION_ACTIVATIONS:
+    if c["vision"]["hidden_act"] not in ACTIVATIONS:
         raise ValueError(f"config.json: vision_config.hidden_act must be one of "
-                         f"{sorted(VISION_ACTIVATIONS)}, found {c['vision']['hidden_act']!r}")
+                         f"{sorted(ACTIVATIONS)}, found {c['vision']['hidden_act']!r}")
     return c
 
 
@@ -296,7 +302,7 @@ class Idefics:
             a = self.attend(q, k, vv, 1.0, None).transpose(1, 2).reshape(x.shape)
             x = x + F.linear(a, *d["out_proj"])
             h = self.layer_norm(x, d["ln2"], v["layer_norm_eps"])
-            act = VISION_ACTIVATIONS[v["hidden_act"]]
+            act = activation(v["hidden_act"])
             x = x + F.linear(act(F.linear(h, *d["fc1"])), *d["fc2"])
         return x
 
