@@ -64,7 +64,6 @@ Usage: /usr/bin/python3 tools/demo/train_flamingo.py --out DIR
 
 import argparse
 import json
-import math
 import os
 import random
 import shutil
@@ -92,6 +91,8 @@ for p in (HERE, TOOLS):
 import scenes as S  # noqa: E402
 import prompts as P  # noqa: E402
 import flamingo_modules as FM  # noqa: E402
+from dense_vision import train_vision  # noqa: E402  (stage 1b)
+from train_loop import run_stage  # noqa: E402
 import make_checkpoint as MC  # noqa: E402
 import reference_idefics as RI  # noqa: E402
 
@@ -161,76 +162,6 @@ class World:
                          S.task_answer(picks[-1], task))
 
 
-# ----------------------------------------------------------------------------- stage 1b
-def dense_targets(scene, grid, patch):
-    """Per patch token: its own 3x3 cell; colour, shape, size and centre cell of the object
-    whose box holds the patch's centre pixel (0: none, else 1 + index; boxes never overlap);
-    and the object count - 1."""
-    cell, colour, shape, size, where = [], [], [], [], []
-    for r in range(grid):
-        for c in range(grid):
-            x, y = c * patch + patch // 2, r * patch + patch // 2
-            cell.append((y * 3 // S.CANVAS) * 3 + x * 3 // S.CANVAS)
-            hit = [o for o in scene.objects
-                   if abs(x - o.x) <= S.SIZES[o.size] and abs(y - o.y) <= S.SIZES[o.size]]
-            o = hit[0] if hit else None
-            colour.append(1 + list(S.COLOURS).index(o.colour) if o else 0)
-            shape.append(1 + S.SHAPES.index(o.shape) if o else 0)
-            size.append(1 + list(S.SIZES).index(o.size) if o else 0)
-            where.append(1 + S.POSITIONS.index(o.position) if o else 0)
-    return cell, colour, shape, size, where, len(scene.objects) - 1
-
-
-class SceneHeads(torch.nn.Module):
-    def __init__(self, e):
-        super().__init__()
-        self.splits = (9, 9, 7, 3, 10)
-        self.patch = torch.nn.Linear(e, sum(self.splits))
-        self.count = torch.nn.Linear(e, 4)
-
-    def forward(self, h):
-        """h [B, 1 + P, E] -> (cell, colour, shape, size, position logits per patch, count
-        logits)."""
-        return (*self.patch(h[:, 1:]).split(self.splits, dim=-1), self.count(h[:, 0]))
-
-
-def train_vision(vision, world, c, a):
-    """Stage 1b: the dense objective above; returns held-out-of-batch accuracies."""
-    grid = c.image_size // c.patch_size
-    t = [dense_targets(s, grid, c.patch_size) for s in world.scenes]
-    tg = [torch.tensor([x[k] for x in t]) for k in range(6)]
-    heads = SceneHeads(c.vision_embed_dim)
-    n_test = min(1000, len(world.scenes) // 8)
-    train_idx = torch.arange(n_test, len(world.scenes))
-    params = list(vision.parameters()) + list(heads.parameters())
-    g = torch.Generator().manual_seed(a.seed)
-
-    def batch(step):
-        return (train_idx[torch.randint(len(train_idx), (a.vision_batch,), generator=g)],)
-
-    def losses(idx):
-        out = heads(vision(world.pixels(idx)))
-        return [F.cross_entropy(o.flatten(0, -2), y[idx].flatten()) for o, y in zip(out, tg)]
-
-    secs = run_stage("vision", params=params, steps=a.vision_steps, lr=a.vision_lr,
-                     make_batch=batch, loss_fn=lambda idx: sum(losses(idx)),
-                     log_every=a.log_every)
-    with torch.no_grad():
-        idx = torch.arange(n_test)
-        out = heads(vision(world.pixels(idx)))
-        pred = [o.argmax(-1) for o in out]
-        covered = tg[1][idx] > 0
-        acc = {"cell": float((pred[0] == tg[0][idx]).float().mean()),
-               "covered patches": float(covered.sum()),
-               "covered-or-not": float(((pred[1] > 0) == covered).float().mean())}
-        for k, name in ((1, "colour"), (2, "shape"), (3, "size"), (4, "position")):
-            acc[name] = float((pred[k] == tg[k][idx])[covered].float().mean())
-        acc["count"] = float((pred[5] == tg[5][idx]).float().mean())
-    print(f"vision: dense heads on {n_test} pool scenes left out of training: "
-          + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
-    return secs
-
-
 def question(rng, scene, qtype=None):
     types = [t for t in S.QUESTION_TYPES if S.ask(scene, t, random.Random(0)) is not None]
     return S.ask(scene, qtype or rng.choice(types), rng)
@@ -261,7 +192,7 @@ def sequence(enc, world, items, answer, chat):
     return pr.ids + ans, pr.image + [pr.image[-1]] * len(ans), images, len(pr.ids)
 
 
-def batch_tensors(rows, with_images=True):
+def batch_tensors(rows):
     """rows [(ids, image_of_token, images, answer_start)] -> padded ids, targets (-100 off
     the answers), image_of_token, image indices [B, Nmax] (-1 pad)."""
     L = max(len(r[0]) for r in rows)
@@ -356,22 +287,6 @@ def write_tokenizer_configs(out, vocab, eou):
 
 
 # ----------------------------------------------------------------------------- training
-def lr_at(step, steps, lr):
-    warm = max(1, steps // 20)
-    if step < warm:
-        return lr * (step + 1) / warm
-    return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
-
-
-def optimizer(params, lr, scaled=(), scale=1.0):
-    """AdamW; `scaled` params (a subset of params) learn at lr * scale."""
-    groups = []
-    for ps, f in (([p for p in params if all(p is not q for q in scaled)], 1.0), (scaled, scale)):
-        groups += [{"params": [p for p in ps if p.dim() >= 2], "weight_decay": 0.01, "f": f},
-                   {"params": [p for p in ps if p.dim() < 2], "weight_decay": 0.0, "f": f}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=(0.9, 0.98))
-
-
 def sample_rows(enc, world, rng, n, kinds=KINDS, mix=MIX, single=False):
     rows, kind_of = [], []
     for _ in range(n):
@@ -386,24 +301,6 @@ def latents_of(model, world, imgs):
     uniq, inv = torch.unique(imgs.clamp(min=0), return_inverse=True)
     lat = model.images(world.features[uniq])
     return lat[inv]
-
-
-def run_stage(name, params, steps, lr, make_batch, loss_fn, log_every, scaled=(), scale=1.0):
-    opt = optimizer(params, lr, scaled, scale)
-    t0 = time.time()
-    for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr) * g["f"]
-        loss = loss_fn(*make_batch(step))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            el = time.time() - t0
-            print(f"{name} step {step + 1}/{steps} loss {float(loss):.4f} "
-                  f"({el:.0f}s, {el / (step + 1):.2f} s/step)", flush=True)
-    return time.time() - t0
 
 
 @torch.no_grad()

@@ -1,0 +1,78 @@
+#!/usr/bin/python3
+"""Stage 1b of the demo Flamingo (tools/demo/train_flamingo.py): the demo CLIP's vision tower
+fine-tuned on a dense objective on the tokens IDEFICS reads (its last_hidden_state), so that
+they say where things are. Linear heads, dropped after."""
+
+import torch
+import torch.nn.functional as F
+
+import scenes as S
+from train_loop import run_stage
+
+def dense_targets(scene, grid, patch):
+    """Per patch token: its own 3x3 cell; colour, shape, size and centre cell of the object
+    whose box holds the patch's centre pixel (0: none, else 1 + index; boxes never overlap);
+    and the object count - 1."""
+    cell, colour, shape, size, where = [], [], [], [], []
+    for r in range(grid):
+        for c in range(grid):
+            x, y = c * patch + patch // 2, r * patch + patch // 2
+            cell.append((y * 3 // S.CANVAS) * 3 + x * 3 // S.CANVAS)
+            hit = [o for o in scene.objects
+                   if abs(x - o.x) <= S.SIZES[o.size] and abs(y - o.y) <= S.SIZES[o.size]]
+            o = hit[0] if hit else None
+            colour.append(1 + list(S.COLOURS).index(o.colour) if o else 0)
+            shape.append(1 + S.SHAPES.index(o.shape) if o else 0)
+            size.append(1 + list(S.SIZES).index(o.size) if o else 0)
+            where.append(1 + S.POSITIONS.index(o.position) if o else 0)
+    return cell, colour, shape, size, where, len(scene.objects) - 1
+
+
+class SceneHeads(torch.nn.Module):
+    def __init__(self, e):
+        super().__init__()
+        self.splits = (9, 9, 7, 3, 10)
+        self.patch = torch.nn.Linear(e, sum(self.splits))
+        self.count = torch.nn.Linear(e, 4)
+
+    def forward(self, h):
+        """h [B, 1 + P, E] -> (cell, colour, shape, size, position logits per patch, count
+        logits)."""
+        return (*self.patch(h[:, 1:]).split(self.splits, dim=-1), self.count(h[:, 0]))
+
+
+def train_vision(vision, world, c, a):
+    """Stage 1b: the dense objective above; returns held-out-of-batch accuracies."""
+    grid = c.image_size // c.patch_size
+    t = [dense_targets(s, grid, c.patch_size) for s in world.scenes]
+    tg = [torch.tensor([x[k] for x in t]) for k in range(6)]
+    heads = SceneHeads(c.vision_embed_dim)
+    n_test = min(1000, len(world.scenes) // 8)
+    train_idx = torch.arange(n_test, len(world.scenes))
+    params = list(vision.parameters()) + list(heads.parameters())
+    g = torch.Generator().manual_seed(a.seed)
+
+    def batch(step):
+        return (train_idx[torch.randint(len(train_idx), (a.vision_batch,), generator=g)],)
+
+    def losses(idx):
+        out = heads(vision(world.pixels(idx)))
+        return [F.cross_entropy(o.flatten(0, -2), y[idx].flatten()) for o, y in zip(out, tg)]
+
+    secs = run_stage("vision", params=params, steps=a.vision_steps, lr=a.vision_lr,
+                     make_batch=batch, loss_fn=lambda idx: sum(losses(idx)),
+                     log_every=a.log_every)
+    with torch.no_grad():
+        idx = torch.arange(n_test)
+        out = heads(vision(world.pixels(idx)))
+        pred = [o.argmax(-1) for o in out]
+        covered = tg[1][idx] > 0
+        acc = {"cell": float((pred[0] == tg[0][idx]).float().mean()),
+               "covered patches": float(covered.sum()),
+               "covered-or-not": float(((pred[1] > 0) == covered).float().mean())}
+        for k, name in ((1, "colour"), (2, "shape"), (3, "size"), (4, "position")):
+            acc[name] = float((pred[k] == tg[k][idx])[covered].float().mean())
+        acc["count"] = float((pred[5] == tg[5][idx]).float().mean())
+    print(f"vision: dense heads on {n_test} pool scenes left out of training: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
+    return secs
