@@ -9,22 +9,37 @@
 namespace flamingo::kernels {
 namespace {
 
+struct Group {
+  const void* k;
+  const void* v;
+  int64_t len;
+};
+
+// Rows [begin[g], begin[g + 1]) x every head attend to groups[g].
 template <typename T>
-void row_attention_cpu(const T* q, const T* k, const T* v, T* out, int64_t rows, int64_t heads,
-                       int64_t len, int64_t d, float scale) {
-  const int64_t items = rows * heads;
+void row_attention_cpu(const T* q, T* out, const std::vector<Group>& groups,
+                       const std::vector<int64_t>& begin, int64_t heads, int64_t d, float scale) {
+  const int64_t first = begin.front(), items = (begin.back() - first) * heads;
+  if (items <= 0) return;
   // Each task at least ~64K multiply-adds, so that a decode step stays on the calling thread.
-  const int64_t per_item = std::max<int64_t>(1, 2 * len * d);
-  const int64_t tasks = std::clamp<int64_t>(items * per_item >> 16, 1, 8 * kernel_threads());
+  int64_t work = 0;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    work += (begin[g + 1] - begin[g]) * heads * std::max<int64_t>(1, 2 * groups[g].len * d);
+  }
+  const int64_t tasks = std::clamp<int64_t>(work >> 16, 1, 8 * kernel_threads());
   const bool avx2 = active_isa() >= Isa::kAvx2;  // attend_row's AVX2 loops (same bits)
   kernel_pool().run(tasks, [&](int64_t task) {
     AttendScratch scratch;
-    for (int64_t i = items * task / tasks; i < items * (task + 1) / tasks; ++i) {
-      const int64_t r = i / heads, h = i % heads;
-      const T* kh = k + h * len * d;
-      const T* vh = v + h * len * d;
+    const int64_t i0 = items * task / tasks, i1 = items * (task + 1) / tasks;
+    size_t g = std::upper_bound(begin.begin(), begin.end(), first + i0 / heads) - begin.begin() - 1;
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t r = first + i / heads, h = i % heads;
+      while (r >= begin[g + 1]) ++g;
+      const int64_t len = groups[g].len;
+      const T* kh = static_cast<const T*>(groups[g].k) + h * len * d;
+      const T* vh = static_cast<const T*>(groups[g].v) + h * len * d;
       attend_row(
-          q + i * d, d, scale, len, [&](int64_t j) { return kh + j * d; },
+          q + (r * heads + h) * d, d, scale, len, [&](int64_t j) { return kh + j * d; },
           [&](int64_t j) { return vh + j * d; }, out + (r * heads + h) * d, scratch, avx2);
     }
   });
@@ -32,30 +47,49 @@ void row_attention_cpu(const T* q, const T* k, const T* v, T* out, int64_t rows,
 
 }  // namespace
 
+void row_attention_groups(const at::Tensor& q, const std::vector<RowAttentionKV>& kv,
+                          const std::vector<int64_t>& begin, double scale, at::Tensor& out) {
+  TORCH_CHECK(q.dim() == 3, "row_attention: q must be [R, H, D], got ", q.sizes());
+  TORCH_CHECK(q.is_contiguous() && out.is_contiguous() && out.sizes() == q.sizes() &&
+                  out.scalar_type() == q.scalar_type(),
+              "row_attention: q and out must be contiguous, of one shape and dtype");
+  TORCH_CHECK(q.device().is_cpu(), "row_attention: CPU kernel got a ", q.device(), " tensor");
+  TORCH_CHECK(begin.size() == kv.size() + 1 && std::is_sorted(begin.begin(), begin.end()) &&
+                  begin.front() >= 0 && begin.back() <= q.size(0),
+              "row_attention: group bounds must rise from 0 to at most ", q.size(0));
+  std::vector<Group> groups;
+  for (const RowAttentionKV& g : kv) {
+    const at::Tensor& k = *g.k;
+    const at::Tensor& v = *g.v;
+    TORCH_CHECK(k.dim() == 3 && k.sizes() == v.sizes(),
+                "row_attention: k and v must be [H, L, D] and equal, got ", k.sizes(), " and ",
+                v.sizes());
+    TORCH_CHECK(k.size(0) == q.size(1) && k.size(2) == q.size(2), "row_attention: k ", k.sizes(),
+                " does not match q ", q.sizes());
+    TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
+                "row_attention: q, k and v must share a dtype");
+    TORCH_CHECK(k.is_contiguous() && v.is_contiguous(),
+                "row_attention: k and v must be contiguous");
+    groups.push_back({k.data_ptr(), v.data_ptr(), k.size(1)});
+  }
+  const int64_t heads = q.size(1), d = q.size(2);
+  if (q.scalar_type() == at::kFloat) {
+    row_attention_cpu<float>(q.data_ptr<float>(), out.data_ptr<float>(), groups, begin, heads, d,
+                             static_cast<float>(scale));
+  } else if (q.scalar_type() == at::kBFloat16) {
+    row_attention_cpu<at::BFloat16>(q.data_ptr<at::BFloat16>(), out.data_ptr<at::BFloat16>(),
+                                    groups, begin, heads, d, static_cast<float>(scale));
+  } else {
+    TORCH_CHECK(false, "row_attention: unsupported dtype ", q.scalar_type());
+  }
+}
+
 at::Tensor row_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          double scale) {
   TORCH_CHECK(q.dim() == 3, "row_attention: q must be [R, H, D], got ", q.sizes());
-  TORCH_CHECK(k.dim() == 3 && k.sizes() == v.sizes(),
-              "row_attention: k and v must be [H, L, D] and equal, got ", k.sizes(), " and ",
-              v.sizes());
-  TORCH_CHECK(k.size(0) == q.size(1) && k.size(2) == q.size(2), "row_attention: k ", k.sizes(),
-              " does not match q ", q.sizes());
-  TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(),
-              "row_attention: q, k and v must share a dtype");
-  TORCH_CHECK(q.device().is_cpu(), "row_attention: CPU kernel got a ", q.device(), " tensor");
   const at::Tensor qc = q.contiguous(), kc = k.contiguous(), vc = v.contiguous();
   at::Tensor out = at::empty_like(qc);
-  const int64_t rows = qc.size(0), heads = qc.size(1), d = qc.size(2), len = kc.size(1);
-  if (qc.scalar_type() == at::kFloat) {
-    row_attention_cpu<float>(qc.data_ptr<float>(), kc.data_ptr<float>(), vc.data_ptr<float>(),
-                             out.data_ptr<float>(), rows, heads, len, d, static_cast<float>(scale));
-  } else if (qc.scalar_type() == at::kBFloat16) {
-    row_attention_cpu<at::BFloat16>(qc.data_ptr<at::BFloat16>(), kc.data_ptr<at::BFloat16>(),
-                                    vc.data_ptr<at::BFloat16>(), out.data_ptr<at::BFloat16>(), rows,
-                                    heads, len, d, static_cast<float>(scale));
-  } else {
-    TORCH_CHECK(false, "row_attention: unsupported dtype ", qc.scalar_type());
-  }
+  row_attention_groups(qc, {{&kc, &vc}}, {0, qc.size(0)}, scale, out);
   return out;
 }
 

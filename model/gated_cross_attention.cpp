@@ -49,18 +49,17 @@ at::Tensor GatedCrossAttention::forward(
     const ImageGroups& groups) const {
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
   if (!groups.image.empty()) {
-    // One q projection for every token that sees an image, then attention per image.
-    at::Tensor q_all = q_(input_norm_(h.index_select(0, groups.rows)));  // [rows, hidden]
+    // One q projection for every token that sees an image, then attention row by row
+    // (kernels/row_attention): a row's bits do not depend on the other rows or images.
+    at::Tensor q_all = q_(input_norm_(h.index_select(0, groups.rows)))
+                           .view({-1, heads_, head_dim_});  // [rows, H, hd]
+    if (qk_norms_) q_all = q_norm_(q_all);
+    q_all = q_all.contiguous();
+    std::vector<kernels::RowAttentionKV> group_kv;
+    for (int32_t img : groups.image) group_kv.push_back({&kv[img]->first, &kv[img]->second});
     at::Tensor attn_rows = at::empty_like(q_all);
-    for (size_t g = 0; g < groups.image.size(); ++g) {
-      const int64_t begin = groups.begin[g], len = groups.begin[g + 1] - begin;
-      const auto& [k, v] = *kv[groups.image[g]];
-      at::Tensor q = q_all.narrow(0, begin, len).view({len, heads_, head_dim_});
-      if (qk_norms_) q = q_norm_(q);  // [len, H, hd]
-      // Row by row (kernels/row_attention): a row's bits do not depend on the other rows.
-      attn_rows.narrow(0, begin, len)
-          .copy_(kernels::row_attention(q, k, v, scale).reshape({len, -1}));
-    }
+    kernels::row_attention_groups(q_all, group_kv, groups.begin, scale, attn_rows);
+    attn_rows = attn_rows.view({q_all.size(0), -1});
     // Rows that see no image keep a zero attention output (the gate of the reference).
     at::Tensor attn = at::zeros_like(h).index_copy_(0, groups.rows, attn_rows);
     return forward_dense(h + gate_attn_ * o_(attn));

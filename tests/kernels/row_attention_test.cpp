@@ -1,6 +1,7 @@
 // row_attention against a float64 softmax attention over a grid of shapes and both dtypes;
 // a row's result is bit-identical alone or among any number of other rows, under 1 and 2
-// threads, and on the AVX2 and portable loops; argument errors.
+// threads, and on the AVX2 and portable loops; row_attention_groups gives each row the bits
+// of row_attention on its group alone; argument errors.
 #include "kernels/row_attention.h"
 
 #include <gtest/gtest.h>
@@ -90,12 +91,52 @@ TEST(RowAttention, Avx2LoopsGiveThePortableBits) {
   }
 }
 
+// Groups of rows against their own keys and values (latent counts differ; one group is empty,
+// rows before the first group are left alone): each row has the bits of row_attention on its
+// group alone, under 1 and 2 threads.
+TEST(RowAttention, GroupsGiveEachRowItsBitsAlone) {
+  const int saved = kernel_threads();
+  at::manual_seed(6);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    const std::vector<int64_t> lens = {64, 1, 9, 64};
+    std::vector<at::Tensor> ks, vs;
+    for (int64_t len : lens) {
+      ks.push_back(at::randn({4, len, 24}).to(dtype));
+      vs.push_back(at::randn({4, len, 24}).to(dtype));
+    }
+    const std::vector<int64_t> begin = {2, 7, 7, 8, 40};
+    const at::Tensor q = at::randn({40, 4, 24}).to(dtype);
+    std::vector<RowAttentionKV> kv;
+    for (size_t g = 0; g < lens.size(); ++g) kv.push_back({&ks[g], &vs[g]});
+    for (int threads : {1, 2}) {
+      set_kernel_threads(threads);
+      at::Tensor out = at::full({40, 4, 24}, 7.0).to(dtype);
+      row_attention_groups(q, kv, begin, 0.2, out);
+      EXPECT_TRUE(bit_equal(out.narrow(0, 0, 2), at::full({2, 4, 24}, 7.0).to(dtype)));
+      for (size_t g = 0; g < lens.size(); ++g) {
+        for (int64_t r = begin[g]; r < begin[g + 1]; ++r) {
+          const at::Tensor alone = row_attention(q.narrow(0, r, 1), ks[g], vs[g], 0.2);
+          ASSERT_TRUE(bit_equal(out.narrow(0, r, 1), alone))
+              << dtype << " threads " << threads << " group " << g << " row " << r;
+        }
+      }
+    }
+  }
+  set_kernel_threads(saved);
+}
+
 TEST(RowAttention, ArgumentErrors) {
   const at::Tensor q = at::randn({2, 4, 8}), k = at::randn({4, 5, 8});
   EXPECT_THROW(row_attention(q, k, at::randn({4, 6, 8}), 1.0), c10::Error);
   EXPECT_THROW(row_attention(q, at::randn({3, 5, 8}), at::randn({3, 5, 8}), 1.0), c10::Error);
   EXPECT_THROW(row_attention(q.to(at::kBFloat16), k, k, 1.0), c10::Error);
   EXPECT_THROW(row_attention(at::randn({2, 4}), k, k, 1.0), c10::Error);
+  at::Tensor out = at::empty({2, 4, 8});
+  EXPECT_THROW(row_attention_groups(q, {{&k, &k}}, {0, 3}, 1.0, out), c10::Error);  // past R
+  EXPECT_THROW(row_attention_groups(q, {{&k, &k}}, {0}, 1.0, out), c10::Error);     // bounds
+  EXPECT_THROW(row_attention_groups(q, {{&k, &k}}, {2, 1}, 1.0, out), c10::Error);  // falling
+  const at::Tensor strided = at::randn({4, 8, 5}).transpose(1, 2);
+  EXPECT_THROW(row_attention_groups(q, {{&strided, &strided}}, {0, 2}, 1.0, out), c10::Error);
 }
 
 }  // namespace
