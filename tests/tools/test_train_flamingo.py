@@ -8,7 +8,9 @@ model, issue 12). Training proper is not run in CI.
 * the tokenizer is deterministic: trained twice with the same seed it is the same bytes, and
   it is the bundled model's tokenizer.model (so models/flamingo-demo is what the script makes);
 * prompts.py's token ids are the server's: flamingo-cli (the C++ prompt builder and tokenizer)
-  gives the same prompt ids for caption, question and few-shot prompts.
+  gives the same prompt ids for caption, question and few-shot prompts;
+* --vision-tower trains a tower of the given sizes from scratch (exported, reloaded) and a
+  malformed value stops the script before it writes anything.
 
 Run: /usr/bin/python3 -m unittest -v tests/tools/test_train_flamingo.py   (from the repo root).
 """
@@ -74,6 +76,31 @@ class TrainFlamingoSmoke(unittest.TestCase):
         logits = model.forward(ids, np.ones((1, 4, 1)), px)["logits"]
         self.assertEqual(tuple(logits.shape), (1, 4, v + 2))
         self.assertTrue(bool(np.isfinite(logits.numpy()).all()))
+
+    def test_vision_tower_flag_trains_a_tower_of_those_sizes_from_scratch(self):
+        import numpy as np
+        import reference_idefics as RI
+        with tempfile.TemporaryDirectory() as out:
+            r = subprocess.run([sys.executable, SCRIPT, "--out", out, "--smoke", "--threads", "1",
+                                "--vision-tower", "32,2,2,48"],
+                               capture_output=True, text=True, timeout=600)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn("vision: dense heads on", r.stdout)
+            with open(os.path.join(out, "config.json")) as f:
+                v = json.load(f)["vision_config"]
+            self.assertEqual((v["embed_dim"], v["num_hidden_layers"], v["num_attention_heads"],
+                              v["intermediate_size"]), (32, 2, 2, 48))
+            self.assertEqual(v["vision_model_name"], "flamingo-serve/demo-dense-vit")
+            model = RI.Idefics(out)
+            vocab = json.load(open(os.path.join(out, "config.json")))["vocab_size"]
+            logits = model.forward(np.array([[1, vocab, vocab + 1, vocab]]), np.ones((1, 4, 1)),
+                                   np.zeros((1, 1, 3, 64, 64), np.float32))["logits"]
+            self.assertTrue(bool(np.isfinite(logits.numpy()).all()))
+        unused = os.path.join(tempfile.gettempdir(), "unused-train-flamingo")
+        r = subprocess.run([sys.executable, SCRIPT, "--out", unused, "--smoke",
+                            "--vision-tower", "32,2"], capture_output=True, text=True, timeout=120)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("--vision-tower wants WIDTH,LAYERS,HEADS,MLP", r.stderr)
 
 
 class Tokenizer(unittest.TestCase):

@@ -53,7 +53,8 @@ tools/reference_idefics.py (the independent IDEFICS forward that matches transfo
 its logits compared with the trained modules' (max abs diff > 1e-4 fails).
 
 Usage: /usr/bin/python3 tools/demo/train_flamingo.py --out DIR
-           [--clip models/demo-clip] [--vision-steps 2000] [--lm-steps 1000] [--steps 4000]
+           [--clip models/demo-clip] [--vision-tower W,L,H,MLP] [--vision-steps 2000]
+           [--lm-steps 1000] [--steps 4000]
            [--batch 32] [--lr 1.5e-3] [--lm-lr-scale 0.333] [--single-steps 800]
            [--pool 24000] [--seed 0] [--threads 2] [--resume DIR] [--vision-cache FILE]
        models/flamingo-demo is two commands: a full run, then --resume it for 4000 more
@@ -375,11 +376,27 @@ def verify(model, enc, world, out, seed):
 
 
 # ----------------------------------------------------------------------------- main
+def tower_sizes(text):
+    """--vision-tower's WIDTH,LAYERS,HEADS,MLP as four positive ints."""
+    try:
+        sizes = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) != 4 or min(sizes) < 1 or sizes[0] % sizes[2]:
+        raise SystemExit(f"train_flamingo: --vision-tower wants WIDTH,LAYERS,HEADS,MLP (four "
+                         f"positive integers, WIDTH a multiple of HEADS), got {text!r}")
+    return sizes
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="output folder (created; files overwritten)")
     ap.add_argument("--clip", default=os.path.join(ROOT, "models", "demo-clip"),
                     help="stage 1's CLIP folder (its vision tower is used frozen)")
+    ap.add_argument("--vision-tower", metavar="WIDTH,LAYERS,HEADS,MLP",
+                    help="stage 1b trains a tower of these sizes from random weights (the "
+                    "dense objective alone: a stated objective) instead of fine-tuning the "
+                    "--clip tower; image and patch size stay the CLIP's")
     ap.add_argument("--vision-steps", type=int, default=2000)
     ap.add_argument("--vision-batch", type=int, default=64)
     ap.add_argument("--vision-lr", type=float, default=1e-3)
@@ -408,6 +425,8 @@ def main(argv=None):
     ap.add_argument("--probe-every", type=int, default=500, help="0: never")
     ap.add_argument("--smoke", action="store_true", help="tiny pools, 2 + 2 steps (tests)")
     a = ap.parse_args(argv)
+    if a.vision_tower:
+        tower_sizes(a.vision_tower)  # an error before anything is written
     if a.smoke:
         a.lm_steps, a.steps, a.pool, a.batch, a.probe_every, a.log_every = 2, 2, 64, 8, 0, 1
         a.vision_steps, a.vision_batch = 2, 8
@@ -424,6 +443,15 @@ def main(argv=None):
     c.vision_heads, c.vision_intermediate_size = (clip_cfg["num_attention_heads"],
                                                   clip_cfg["intermediate_size"])
     c.image_size, c.patch_size = clip_cfg["image_size"], clip_cfg["patch_size"]
+    if a.resume:  # the resumed folder's tower
+        v = json.load(open(os.path.join(a.resume, "config.json")))["vision_config"]
+        if (v["embed_dim"], v["num_hidden_layers"]) != (c.vision_embed_dim, c.vision_layers):
+            a.vision_tower = (f"{v['embed_dim']},{v['num_hidden_layers']},"
+                              f"{v['num_attention_heads']},{v['intermediate_size']}")
+    if a.vision_tower:
+        c.vision_model_name = "flamingo-serve/demo-dense-vit"
+        (c.vision_embed_dim, c.vision_layers, c.vision_heads,
+         c.vision_intermediate_size) = tower_sizes(a.vision_tower)
     enc = P.Encoder(sp, vocab)
     print(f"tokenizer: {vocab} pieces; <fake_token_around_image> {enc.fake}, <image> "
           f"{enc.image}, <end_of_utterance> {enc.eou}", flush=True)
@@ -432,7 +460,8 @@ def main(argv=None):
     clip = RI.read_safetensors(os.path.join(a.clip, "model.safetensors"))
     vis = {k[len("vision_model."):]: torch.from_numpy(v.copy()) for k, v in clip.items()
            if k.startswith("vision_model.") and not k.endswith("position_ids")}
-    model.model.vision_model.load_state_dict(vis, strict=True)
+    if not a.vision_tower:
+        model.model.vision_model.load_state_dict(vis, strict=True)
 
     t0 = time.time()
     world = World(a.pool, a.pool // 2, a.seed)
