@@ -9,8 +9,9 @@ model, issue 12). Training proper is not run in CI.
   it is the bundled model's tokenizer.model (so models/flamingo-demo is what the script makes);
 * prompts.py's token ids are the server's: flamingo-cli (the C++ prompt builder and tokenizer)
   gives the same prompt ids for caption, question and few-shot prompts;
-* --vision-tower trains a tower of the given sizes from scratch (exported, reloaded) and a
-  malformed value stops the script before it writes anything.
+* --vision-tower trains a tower of the given sizes from scratch and --perceiver-steps runs
+  stage 1c (exported, reloaded); a malformed --vision-tower stops the script before it writes
+  anything.
 
 Run: /usr/bin/python3 -m unittest -v tests/tools/test_train_flamingo.py   (from the repo root).
 """
@@ -77,15 +78,18 @@ class TrainFlamingoSmoke(unittest.TestCase):
         self.assertEqual(tuple(logits.shape), (1, 4, v + 2))
         self.assertTrue(bool(np.isfinite(logits.numpy()).all()))
 
-    def test_vision_tower_flag_trains_a_tower_of_those_sizes_from_scratch(self):
+    def test_vision_tower_and_perceiver_stage(self):
+        """--vision-tower: a tower of those sizes from scratch; --perceiver-steps: stage 1c."""
         import numpy as np
         import reference_idefics as RI
         with tempfile.TemporaryDirectory() as out:
             r = subprocess.run([sys.executable, SCRIPT, "--out", out, "--smoke", "--threads", "1",
-                                "--vision-tower", "32,2,2,48"],
+                                "--vision-tower", "32,2,2,48", "--perceiver-steps", "2"],
                                capture_output=True, text=True, timeout=600)
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             self.assertIn("vision: dense heads on", r.stdout)
+            self.assertIn("perceiver step 2/2 loss", r.stdout)     # stage 1c
+            self.assertIn("perceiver: latent heads on", r.stdout)
             with open(os.path.join(out, "config.json")) as f:
                 v = json.load(f)["vision_config"]
             self.assertEqual((v["embed_dim"], v["num_hidden_layers"], v["num_attention_heads"],

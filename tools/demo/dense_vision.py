@@ -76,3 +76,48 @@ def train_vision(vision, world, c, a):
     print(f"vision: dense heads on {n_test} pool scenes left out of training: "
           + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
     return secs
+
+
+def train_perceiver(model, world, c, a):
+    """Stage 1c (--perceiver-steps > 0): the Perceiver Resampler pretrained on the frozen
+    tower's features with the dense objective moved onto its latents: latent i (of the first
+    64 patch-count latents) predicts what patch token i predicts in stage 1b (its own cell;
+    colour, shape, size and position of the object covering it, or none). Latents that each
+    keep one place of the image keep which colour goes with which shape; latents that average
+    over the image do not (see the model card). Linear heads, dropped after; the perceiver
+    trains on in stage 3. Returns seconds."""
+    grid = c.image_size // c.patch_size
+    patches = grid * grid
+    if c.perceiver_latents < patches:
+        raise SystemExit(f"train_flamingo: --perceiver-steps needs >= {patches} latents")
+    t = [dense_targets(s, grid, c.patch_size) for s in world.scenes]
+    tg = [torch.tensor([x[k] for x in t]) for k in range(5)]
+    heads = SceneHeads(c.vision_embed_dim)
+    n_test = min(1000, len(world.scenes) // 8)
+    train_idx = torch.arange(n_test, len(world.scenes))
+    perceiver = model.model.perceiver_resampler
+    params = list(perceiver.parameters()) + list(heads.patch.parameters())
+    g = torch.Generator().manual_seed(a.seed + 1)
+
+    def out(idx):
+        lat = perceiver(world.features[idx])[:, :patches]
+        return heads.patch(lat).split(heads.splits, dim=-1)
+
+    def batch(step):
+        return (train_idx[torch.randint(len(train_idx), (a.vision_batch,), generator=g)],)
+
+    def loss(idx):
+        return sum(F.cross_entropy(o.flatten(0, -2), y[idx].flatten()) for o, y in zip(out(idx), tg))
+
+    secs = run_stage("perceiver", params=params, steps=a.perceiver_steps, lr=a.perceiver_lr,
+                     make_batch=batch, loss_fn=loss, log_every=a.log_every)
+    with torch.no_grad():
+        idx = torch.arange(n_test)
+        pred = [o.argmax(-1) for o in out(idx)]
+        covered = tg[1][idx] > 0
+        acc = {"cell": float((pred[0] == tg[0][idx]).float().mean())}
+        for k, name in ((1, "colour"), (2, "shape"), (3, "size"), (4, "position")):
+            acc[name] = float((pred[k] == tg[k][idx])[covered].float().mean())
+    print(f"perceiver: latent heads on {n_test} pool scenes left out of training: "
+          + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
+    return secs

@@ -11,6 +11,11 @@ scene world with the Flamingo recipe, exported in IDEFICS hub layout (models/fla
           position (3x3 cell of the centre) of the object covering the patch's centre pixel
           (its box: centre +- radius), or none; the class token predicts the object count.
           Linear heads, dropped after; then the tower is FROZEN (model.vision_model).
+          --vision-tower W,L,H,MLP trains a tower of those sizes from random weights on this
+          objective alone instead (a stated objective; no CLIP stage).
+  stage 1c (--perceiver-steps N, default 0: not part of the bundled model's recipe): the
+          perceiver pretrained on the frozen features with the same dense objective on its
+          first 64 latents (latent i predicts patch i's targets), then trained on in stage 3.
   tokenizer: Debian's spm_train (BPE, byte fallback, <end_of_utterance> a user-defined piece)
           on the world's texts in every prompt format (tools/demo/prompts.py); every word of
           the world is one piece.
@@ -54,7 +59,7 @@ its logits compared with the trained modules' (max abs diff > 1e-4 fails).
 
 Usage: /usr/bin/python3 tools/demo/train_flamingo.py --out DIR
            [--clip models/demo-clip] [--vision-tower W,L,H,MLP] [--vision-steps 2000]
-           [--lm-steps 1000] [--steps 4000]
+           [--perceiver-steps 0] [--lm-steps 1000] [--steps 4000]
            [--batch 32] [--lr 1.5e-3] [--lm-lr-scale 0.333] [--single-steps 800]
            [--pool 24000] [--seed 0] [--threads 2] [--resume DIR] [--vision-cache FILE]
        models/flamingo-demo is two commands: a full run, then --resume it for 4000 more
@@ -92,7 +97,7 @@ for p in (HERE, TOOLS):
 import scenes as S  # noqa: E402
 import prompts as P  # noqa: E402
 import flamingo_modules as FM  # noqa: E402
-from dense_vision import train_vision  # noqa: E402  (stage 1b)
+from dense_vision import train_perceiver, train_vision  # noqa: E402  (stages 1b, 1c)
 from train_loop import run_stage  # noqa: E402
 import make_checkpoint as MC  # noqa: E402
 import reference_idefics as RI  # noqa: E402
@@ -400,6 +405,10 @@ def main(argv=None):
     ap.add_argument("--vision-steps", type=int, default=2000)
     ap.add_argument("--vision-batch", type=int, default=64)
     ap.add_argument("--vision-lr", type=float, default=1e-3)
+    ap.add_argument("--perceiver-steps", type=int, default=0,
+                    help="stage 1c: pretrain the perceiver this many steps on the dense "
+                    "objective on its latents (dense_vision.train_perceiver; 0: none)")
+    ap.add_argument("--perceiver-lr", type=float, default=1e-3)
     ap.add_argument("--resume", metavar="DIR",
                     help="start from a folder this script exported (same tokenizer, same "
                     "--seed): skip stages 1b and 2, run --steps more stage 3 steps (warmup "
@@ -430,6 +439,7 @@ def main(argv=None):
     if a.smoke:
         a.lm_steps, a.steps, a.pool, a.batch, a.probe_every, a.log_every = 2, 2, 64, 8, 0, 1
         a.vision_steps, a.vision_batch = 2, 8
+        a.perceiver_steps = min(a.perceiver_steps, 2)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     os.makedirs(a.out, exist_ok=True)
@@ -487,6 +497,8 @@ def main(argv=None):
     for p in model.model.vision_model.parameters():
         p.requires_grad_(False)
     world.encode(model.model.vision_model)
+    if a.perceiver_steps > 0 and not a.resume:
+        train_perceiver(model, world, c, a)
 
     m = model.model
     lm_params = ([m.embed_tokens.weight, model.lm_head.weight, m.norm.weight]
