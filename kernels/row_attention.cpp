@@ -56,7 +56,8 @@ void row_attention_groups(const at::Tensor& q, const std::vector<RowAttentionKV>
   TORCH_CHECK(q.device().is_cpu(), "row_attention: CPU kernel got a ", q.device(), " tensor");
   TORCH_CHECK(begin.size() == kv.size() + 1 && std::is_sorted(begin.begin(), begin.end()) &&
                   begin.front() >= 0 && begin.back() <= q.size(0),
-              "row_attention: group bounds must rise from 0 to at most ", q.size(0));
+              "row_attention: ", kv.size(), " groups need ", kv.size() + 1,
+              " non-decreasing bounds in [0, ", q.size(0), "], got ", begin.size(), " bounds");
   std::vector<Group> groups;
   for (const RowAttentionKV& g : kv) {
     const at::Tensor& k = *g.k;

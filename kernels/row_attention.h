@@ -22,9 +22,10 @@ struct RowAttentionKV {
   const at::Tensor* v = nullptr;
 };
 
-// Rows in groups: rows [begin[g], begin[g + 1]) of q [R, H, D] attend to kv[g] (each group
-// may have its own L); begin has kv.size() + 1 entries, from 0 up to R. Each row gets the bits
-// row_attention gives it alone. Rows outside every group are not written.
+// Rows in groups: rows [begin[g], begin[g + 1]) of q [R, H, D] (contiguous) attend to kv[g]
+// (contiguous; each group may have its own L) into out (like q); begin has kv.size() + 1
+// non-decreasing entries in [0, R]. Each row gets the bits row_attention gives it alone. Rows
+// outside every group are not written.
 void row_attention_groups(const at::Tensor& q, const std::vector<RowAttentionKV>& kv,
                           const std::vector<int64_t>& begin, double scale, at::Tensor& out);
 

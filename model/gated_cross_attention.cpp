@@ -55,8 +55,14 @@ at::Tensor GatedCrossAttention::forward(
                            .view({-1, heads_, head_dim_});  // [rows, H, hd]
     if (qk_norms_) q_all = q_norm_(q_all);
     q_all = q_all.contiguous();
+    std::vector<at::Tensor> held;  // contiguous K/V (image_kv makes them so: no copy then)
+    held.reserve(2 * groups.image.size());
     std::vector<kernels::RowAttentionKV> group_kv;
-    for (int32_t img : groups.image) group_kv.push_back({&kv[img]->first, &kv[img]->second});
+    for (int32_t img : groups.image) {
+      held.push_back(kv[img]->first.contiguous());
+      held.push_back(kv[img]->second.contiguous());
+      group_kv.push_back({&held[held.size() - 2], &held.back()});
+    }
     at::Tensor attn_rows = at::empty_like(q_all);
     kernels::row_attention_groups(q_all, group_kv, groups.begin, scale, attn_rows);
     attn_rows = attn_rows.view({q_all.size(0), -1});
