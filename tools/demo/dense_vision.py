@@ -41,37 +41,51 @@ class SceneHeads(torch.nn.Module):
         return (*self.patch(h[:, 1:]).split(self.splits, dim=-1), self.count(h[:, 0]))
 
 
-def train_vision(vision, world, c, a):
-    """Stage 1b: the dense objective above; returns held-out-of-batch accuracies."""
+def dense_data(world, c, n_targets, seed):
+    """The dense targets of every pool scene (the first n_targets of dense_targets' lists),
+    how many leading scenes are held out, and a batch sampler over the rest."""
     grid = c.image_size // c.patch_size
     t = [dense_targets(s, grid, c.patch_size) for s in world.scenes]
-    tg = [torch.tensor([x[k] for x in t]) for k in range(6)]
-    heads = SceneHeads(c.vision_embed_dim)
+    tg = [torch.tensor([x[k] for x in t]) for k in range(n_targets)]
     n_test = min(1000, len(world.scenes) // 8)
     train_idx = torch.arange(n_test, len(world.scenes))
-    params = list(vision.parameters()) + list(heads.parameters())
-    g = torch.Generator().manual_seed(a.seed)
+    g = torch.Generator().manual_seed(seed)
 
-    def batch(step):
-        return (train_idx[torch.randint(len(train_idx), (a.vision_batch,), generator=g)],)
+    def batch(size):
+        return (train_idx[torch.randint(len(train_idx), (size,), generator=g)],)
+    return tg, n_test, batch
+
+
+def patch_accuracy(pred, tg, idx):
+    """Per-patch accuracy of predictions pred (argmaxes in dense_targets' order) on scenes idx:
+    the patch's cell over all patches, the object's attributes over covered patches."""
+    covered = tg[1][idx] > 0
+    acc = {"cell": float((pred[0] == tg[0][idx]).float().mean())}
+    attrs = {name: float((pred[k] == tg[k][idx])[covered].float().mean())
+             for k, name in ((1, "colour"), (2, "shape"), (3, "size"), (4, "position"))}
+    return acc, covered, attrs
+
+
+def train_vision(vision, world, c, a):
+    """Stage 1b: the dense objective above; returns seconds."""
+    tg, n_test, batch = dense_data(world, c, 6, a.seed)
+    heads = SceneHeads(c.vision_embed_dim)
+    params = list(vision.parameters()) + list(heads.parameters())
 
     def losses(idx):
         out = heads(vision(world.pixels(idx)))
         return [F.cross_entropy(o.flatten(0, -2), y[idx].flatten()) for o, y in zip(out, tg)]
 
     secs = run_stage("vision", params=params, steps=a.vision_steps, lr=a.vision_lr,
-                     make_batch=batch, loss_fn=lambda idx: sum(losses(idx)),
-                     log_every=a.log_every)
+                     make_batch=lambda step: batch(a.vision_batch),
+                     loss_fn=lambda idx: sum(losses(idx)), log_every=a.log_every)
     with torch.no_grad():
         idx = torch.arange(n_test)
-        out = heads(vision(world.pixels(idx)))
-        pred = [o.argmax(-1) for o in out]
-        covered = tg[1][idx] > 0
-        acc = {"cell": float((pred[0] == tg[0][idx]).float().mean()),
-               "covered patches": float(covered.sum()),
-               "covered-or-not": float(((pred[1] > 0) == covered).float().mean())}
-        for k, name in ((1, "colour"), (2, "shape"), (3, "size"), (4, "position")):
-            acc[name] = float((pred[k] == tg[k][idx])[covered].float().mean())
+        pred = [o.argmax(-1) for o in heads(vision(world.pixels(idx)))]
+        acc, covered, attrs = patch_accuracy(pred, tg, idx)
+        acc.update({"covered patches": float(covered.sum()),
+                    "covered-or-not": float(((pred[1] > 0) == covered).float().mean())})
+        acc.update(attrs)
         acc["count"] = float((pred[5] == tg[5][idx]).float().mean())
     print(f"vision: dense heads on {n_test} pool scenes left out of training: "
           + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
@@ -84,40 +98,31 @@ def train_perceiver(model, world, c, a):
     64 patch-count latents) predicts what patch token i predicts in stage 1b (its own cell;
     colour, shape, size and position of the object covering it, or none). Latents that each
     keep one place of the image keep which colour goes with which shape; latents that average
-    over the image do not (see the model card). Linear heads, dropped after; the perceiver
+    over the image do not (see docs/DEMO.md). Linear heads, dropped after; the perceiver
     trains on in stage 3. Returns seconds."""
-    grid = c.image_size // c.patch_size
-    patches = grid * grid
+    patches = (c.image_size // c.patch_size) ** 2
     if c.perceiver_latents < patches:
         raise SystemExit(f"train_flamingo: --perceiver-steps needs >= {patches} latents")
-    t = [dense_targets(s, grid, c.patch_size) for s in world.scenes]
-    tg = [torch.tensor([x[k] for x in t]) for k in range(5)]
+    tg, n_test, batch = dense_data(world, c, 5, a.seed + 1)
     heads = SceneHeads(c.vision_embed_dim)
-    n_test = min(1000, len(world.scenes) // 8)
-    train_idx = torch.arange(n_test, len(world.scenes))
     perceiver = model.model.perceiver_resampler
     params = list(perceiver.parameters()) + list(heads.patch.parameters())
-    g = torch.Generator().manual_seed(a.seed + 1)
 
     def out(idx):
         lat = perceiver(world.features[idx])[:, :patches]
         return heads.patch(lat).split(heads.splits, dim=-1)
 
-    def batch(step):
-        return (train_idx[torch.randint(len(train_idx), (a.vision_batch,), generator=g)],)
-
     def loss(idx):
-        return sum(F.cross_entropy(o.flatten(0, -2), y[idx].flatten()) for o, y in zip(out(idx), tg))
+        return sum(F.cross_entropy(o.flatten(0, -2), y[idx].flatten())
+                   for o, y in zip(out(idx), tg))
 
     secs = run_stage("perceiver", params=params, steps=a.perceiver_steps, lr=a.perceiver_lr,
-                     make_batch=batch, loss_fn=loss, log_every=a.log_every)
+                     make_batch=lambda step: batch(a.vision_batch), loss_fn=loss,
+                     log_every=a.log_every)
     with torch.no_grad():
         idx = torch.arange(n_test)
-        pred = [o.argmax(-1) for o in out(idx)]
-        covered = tg[1][idx] > 0
-        acc = {"cell": float((pred[0] == tg[0][idx]).float().mean())}
-        for k, name in ((1, "colour"), (2, "shape"), (3, "size"), (4, "position")):
-            acc[name] = float((pred[k] == tg[k][idx])[covered].float().mean())
+        acc, _, attrs = patch_accuracy([o.argmax(-1) for o in out(idx)], tg, idx)
+        acc.update(attrs)
     print(f"perceiver: latent heads on {n_test} pool scenes left out of training: "
           + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
     return secs
