@@ -78,7 +78,8 @@ int run(int argc, char** argv) {
   const ClipConfig& c = model->config();
   const double fma_peak = bench::pool_fma_peak_gflops();
   const double amx_peak = dtype == "bfloat16" ? bench::pool_amx_bf16_peak_gflops() : 0.0;
-  const double peak = amx_peak > 0 ? amx_peak : fma_peak;
+  const double dot_peak = dtype == "bfloat16" ? bench::pool_bf16_dot_peak_gflops() : 0.0;
+  const double peak = amx_peak > 0 ? amx_peak : dot_peak > 0 ? dot_peak : fma_peak;
   const int64_t s = c.vision.image_size, p = c.vision.patch_size;
   const int64_t patches = (s / p) * (s / p);
   const double image_flops = encoder_flops(c.vision.embed_dim, c.vision.intermediate_size,
@@ -91,6 +92,7 @@ int run(int argc, char** argv) {
   std::printf("model %s, dtype %s; float32 FMA peak %.1f GFLOP/s", model_dir.c_str(), dtype.c_str(),
               fma_peak);
   if (amx_peak > 0) std::printf(", AMX bf16 peak %.1f GFLOP/s (the ratios' base)", amx_peak);
+  if (dot_peak > 0) std::printf(", vdpbf16ps peak %.1f GFLOP/s (the ratios' base)", dot_peak);
   std::printf("\n");
   std::printf(
       "vision %lldx%lld patch %lld (%lld tokens), text %lld tokens; %.3f / %.3f GFLOP "

@@ -18,6 +18,7 @@
 
 #include "kernels/amx_int8.h"
 #include "kernels/amx_product.h"
+#include "kernels/bf16_dot_product.h"
 #include "kernels/cpu_isa.h"
 #include "kernels/thread_pool.h"
 
@@ -182,6 +183,22 @@ double pool_amx_bf16_peak_gflops() {
     best = std::min(best, now_s() - t0);
   }
   return 4.0 * 2 * 16 * 16 * 32 * static_cast<double>(kTileIters) * tasks / best / 1e9;
+}
+
+double pool_bf16_dot_peak_gflops() {
+  if (kernels::active_isa() != Isa::kAvx512Bf16) return 0;
+  kernels::ThreadPool& pool = kernels::kernel_pool();
+  const int64_t tasks = pool.threads();
+  std::vector<float> sinks(tasks);
+  double best = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    const double t0 = now_s();
+    pool.run(tasks, [&](int64_t t) { sinks[t] = kernels::bf16_dot_spin(kIters); });
+    best = std::min(best, now_s() - t0);
+  }
+  volatile float keep = sinks[0];
+  (void)keep;
+  return 64.0 * kernels::kBf16DotSpinOps * static_cast<double>(kIters) * tasks / best / 1e9;
 }
 
 double pool_int8_peak_gops(const char** name) {

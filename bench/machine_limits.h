@@ -20,6 +20,11 @@ double pool_fma_peak_gflops();
 // products of a bfloat16 model can at most reach there.
 double pool_amx_bf16_peak_gflops();
 
+// bfloat16 dot-product peak (independent vdpbf16ps on registers, every pool thread) in GFLOP/s
+// when the kernels run them for bfloat16 products (kernels::active_isa() == Isa::kAvx512Bf16,
+// kernels/bf16_dot_product.h), else 0.
+double pool_bf16_dot_peak_gflops();
+
 // int8 multiply-add peak of the int8 weight products in GOP/s (2 ops per multiply-add), every
 // pool thread: tdpbssd on tile registers where the kernels run AMX, independent vpdpbusd
 // chains on AVX-512 VNNI, else 0 (the vpmaddubsw paths: their limit is the FMA peak's order).

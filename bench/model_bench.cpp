@@ -165,6 +165,7 @@ struct Machine {
   int threads = 0;
   double copy_gbps = 0, read_gbps = 0, fma_peak_gflops = 0;
   double amx_bf16_peak_gflops = 0;  // 0: the kernels do not run AMX
+  double bf16_dot_peak_gflops = 0;  // 0: the kernels do not run vdpbf16ps
   double int8_peak_gops = 0;        // 0: no int8 dot-product peak measured
   const char* int8_peak_name = "";
   std::map<std::string, double> gemm_gflops;  // by dtype name
@@ -181,6 +182,10 @@ Peak product_peak(const Machine& m, const FlamingoModel& model) {
   if (m.amx_bf16_peak_gflops > 0 && model.dtype() == at::kBFloat16 &&
       model.weight_type() == kernels::WeightType::kBFloat16) {
     return {"AMX bfloat16 tile peak", m.amx_bf16_peak_gflops};
+  }
+  if (m.bf16_dot_peak_gflops > 0 && model.dtype() == at::kBFloat16 &&
+      model.weight_type() == kernels::WeightType::kBFloat16) {
+    return {"bfloat16 vdpbf16ps peak", m.bf16_dot_peak_gflops};
   }
   if (m.int8_peak_gops > 0 && model.weight_type() == kernels::WeightType::kInt8) {
     return {m.int8_peak_name, m.int8_peak_gops};
@@ -212,6 +217,7 @@ Machine measure_machine(const Args& a) {
   m.read_gbps = pool_read_gbps(512LL << 20, 5);
   m.fma_peak_gflops = pool_fma_peak_gflops();
   m.amx_bf16_peak_gflops = pool_amx_bf16_peak_gflops();
+  m.bf16_dot_peak_gflops = pool_bf16_dot_peak_gflops();
   m.int8_peak_gops = pool_int8_peak_gops(&m.int8_peak_name);
   m.gemm_gflops["float32"] = gemm_gflops(at::kFloat);  // decode GFLOP/s are set against it
   for (at::ScalarType t : a.dtypes) m.gemm_gflops[dtype_name(t)] = gemm_gflops(t);
@@ -225,6 +231,10 @@ Machine measure_machine(const Args& a) {
   if (m.amx_bf16_peak_gflops > 0) {
     std::printf("  bfloat16 AMX tile peak (tdpbf16ps), kernel pool  %8.1f GFLOP/s\n",
                 m.amx_bf16_peak_gflops);
+  }
+  if (m.bf16_dot_peak_gflops > 0) {
+    std::printf("  bfloat16 dot-product peak (vdpbf16ps), kernel pool  %8.1f GFLOP/s\n",
+                m.bf16_dot_peak_gflops);
   }
   if (m.int8_peak_gops > 0) {
     std::printf("  %s, kernel pool  %8.1f GOP/s\n", m.int8_peak_name, m.int8_peak_gops);
@@ -525,6 +535,7 @@ int run(int argc, char** argv) {
                           {"read_gbps", m.read_gbps},
                           {"fma_peak_gflops", m.fma_peak_gflops},
                           {"amx_bf16_peak_gflops", m.amx_bf16_peak_gflops},
+                          {"bf16_dot_peak_gflops", m.bf16_dot_peak_gflops},
                           {"int8_peak_gops", m.int8_peak_gops},
                           {"int8_peak_name", m.int8_peak_name},
                           {"gemm_2048_gflops", m.gemm_gflops},

@@ -31,11 +31,12 @@ Isa probe() {
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma")) {
     if (!__builtin_cpu_supports("avx512vnni")) return Isa::kAvx512;
+    if (!__builtin_cpu_supports("avx512bf16")) return Isa::kAvx512Vnni;
     if (__builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
         amx_permitted()) {
       return Isa::kAmx;
     }
-    return Isa::kAvx512Vnni;
+    return Isa::kAvx512Bf16;
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
   return Isa::kScalar;
@@ -66,6 +67,8 @@ const char* isa_name(Isa isa) {
       return "avx512";
     case Isa::kAvx512Vnni:
       return "avx512_vnni";
+    case Isa::kAvx512Bf16:
+      return "avx512_bf16";
     case Isa::kAmx:
       return "amx";
   }
@@ -77,9 +80,10 @@ Isa parse_isa(const std::string& name) {
   if (name == "avx2") return Isa::kAvx2;
   if (name == "avx512") return Isa::kAvx512;
   if (name == "avx512_vnni") return Isa::kAvx512Vnni;
+  if (name == "avx512_bf16") return Isa::kAvx512Bf16;
   if (name == "amx") return Isa::kAmx;
-  throw std::invalid_argument("expected scalar, avx2, avx512, avx512_vnni or amx, found '" + name +
-                              "'");
+  throw std::invalid_argument(
+      "expected scalar, avx2, avx512, avx512_vnni, avx512_bf16 or amx, found '" + name + "'");
 }
 
 Isa cpu_isa() {

@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "kernels/amx_product.h"
+#include "kernels/bf16_dot_product.h"
 #include "kernels/int8_product.h"
 #include "kernels/product_common.h"
 
@@ -400,11 +401,16 @@ at::Tensor weight_product(const at::Tensor& x, const PackedWeight& w, const at::
               "weight_product: x must be float32 or bfloat16, got ", x.scalar_type());
   TORCH_CHECK(x.device().is_cpu(), "weight_product: CPU kernel got a ", x.device(), " tensor");
   at::Tensor y = at::empty({x.size(0), w.rows()}, x.options().dtype(at::kFloat));
-  if (std::min(isa, cpu_isa()) >= Isa::kAmx && w.type() == WeightType::kBFloat16 &&
+  isa = std::min(isa, cpu_isa());
+  if (isa >= Isa::kAvx512Bf16 && w.type() == WeightType::kBFloat16 &&
       x.scalar_type() == at::kBFloat16) {
     const at::Tensor xc = x.contiguous();
-    amx_bf16_product(reinterpret_cast<const uint16_t*>(xc.data_ptr()), xc.size(0), w.view(),
-                     y.data_ptr<float>());
+    const auto* xb = reinterpret_cast<const uint16_t*>(xc.data_ptr());
+    if (isa >= Isa::kAmx) {
+      amx_bf16_product(xb, xc.size(0), w.view(), y.data_ptr<float>());
+    } else {
+      bf16_dot_product(xb, xc.size(0), w.view(), y.data_ptr<float>());
+    }
   } else {
     const at::Tensor xf = x.to(at::kFloat).contiguous();
     weight_product_raw(xf.data_ptr<float>(), xf.size(0), w.view(), y.data_ptr<float>(), isa);

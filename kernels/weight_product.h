@@ -12,8 +12,9 @@
 // std::fma, so all paths give the same bits on one machine. int8 weights: x is quantized per
 // group of 64 too and each group's products are summed as integers (the definition is in
 // kernels/int8_product.h). One exception: bfloat16 weights with bfloat16 x on Isa::kAmx run
-// AMX tiles (kernels/amx_product.h), batch-invariant too but with their own summation order,
-// so their bits differ from the other paths' (FLAMINGO_KERNEL_ISA=avx512_vnni avoids them).
+// AMX tiles (kernels/amx_product.h), and on Isa::kAvx512Bf16 vdpbf16ps dot products
+// (kernels/bf16_dot_product.h), batch-invariant too but each with its own summation order, so
+// their bits differ from the other paths' (FLAMINGO_KERNEL_ISA=avx512_vnni avoids them).
 //
 // Thread-safe (no state besides the CPU probe, the kernel pool and per-thread scratch).
 #pragma once
@@ -32,8 +33,8 @@ namespace flamingo::kernels {
 // kernel pool. m == 0, n == 0 do nothing; k == 0 gives zeros.
 void weight_product_raw(const float* x, int64_t m, const WeightView& w, float* y, Isa isa);
 
-// x [M, K] float32 or bfloat16 (any layout) -> [M, N] in x's dtype: float32 sums (on AMX for
-// bfloat16 x and weights, see above), plus the
+// x [M, K] float32 or bfloat16 (any layout) -> [M, N] in x's dtype: float32 sums (on AMX or
+// vdpbf16ps for bfloat16 x and weights, see above), plus the
 // bias [N] (any float dtype; optional) in float32, a bfloat16 result rounded once at the end.
 // Throws c10::Error for wrong shapes or dtypes.
 at::Tensor weight_product(const at::Tensor& x, const PackedWeight& w, const at::Tensor& bias = {},

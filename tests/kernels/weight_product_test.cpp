@@ -26,7 +26,8 @@ const WeightType kTypes[] = {WeightType::kFloat32, WeightType::kBFloat16, Weight
 
 std::vector<Isa> isas() {
   std::vector<Isa> v;
-  for (Isa i : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni, Isa::kAmx}) {
+  for (Isa i :
+       {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni, Isa::kAvx512Bf16, Isa::kAmx}) {
     if (i <= cpu_isa()) v.push_back(i);
   }
   return v;
@@ -107,6 +108,8 @@ TEST(WeightProduct, EnvironmentForcedPathIsClampedToTheCpu) {
   reset_forced_isa();
   EXPECT_EQ(parse_isa("avx2"), Isa::kAvx2);
   EXPECT_EQ(parse_isa("avx512_vnni"), Isa::kAvx512Vnni);
+  EXPECT_EQ(parse_isa("avx512_bf16"), Isa::kAvx512Bf16);
+  EXPECT_STREQ(isa_name(Isa::kAvx512Bf16), "avx512_bf16");
   EXPECT_EQ(parse_isa("amx"), Isa::kAmx);
   EXPECT_STREQ(isa_name(Isa::kAmx), "amx");
   EXPECT_THROW(parse_isa("sse9"), std::invalid_argument);
@@ -254,13 +257,14 @@ TEST(WeightProduct, BFloat16WeightsAreUsedAsStored) {
   EXPECT_EQ(p.bytes(), 8 * 32 * 2);
 }
 
-// Below Isa::kAmx (where bfloat16 x with bfloat16 weights runs AMX tiles: amx_product_test).
+// Below Isa::kAvx512Bf16 (where bfloat16 x with bfloat16 weights runs vdpbf16ps or AMX tiles:
+// bf16_dot_product_test, amx_product_test).
 TEST(WeightProduct, BFloat16ActivationsGiveTheRoundedFloat32Result) {
   at::manual_seed(17);
   const PackedWeight w = PackedWeight::from_dense(at::randn({20, 48}), WeightType::kBFloat16);
   const at::Tensor x = at::randn({3, 48}).to(at::kBFloat16);
   for (Isa isa : isas()) {
-    if (isa >= Isa::kAmx) continue;
+    if (isa >= Isa::kAvx512Bf16) continue;
     const at::Tensor y = weight_product(x, w, {}, isa);
     EXPECT_EQ(y.scalar_type(), at::kBFloat16);
     EXPECT_TRUE(bit_equal(y, weight_product(x.to(at::kFloat), w, {}, isa).to(at::kBFloat16)))

@@ -387,8 +387,9 @@ IsaRun run_on(const FlamingoModel& m, const std::string& c) {
 // The kernels promise the same bits on every ISA path up to AVX-512 VNNI; the whole model
 // (vision, perceiver, cross-attention K/V, decoder, lm_head) must then give identical logits and
 // greedy tokens with the path forced down to AVX-512 without VNNI, AVX2 and scalar, in every
-// weight type. (AMX sums bfloat16 x bfloat16 products in its own order: the golden tests check
-// that path, run by default where the CPU has it, against transformers' outputs.)
+// weight type. (AMX and vdpbf16ps sum bfloat16 x bfloat16 products each in its own order: the
+// golden tests check those paths, run by default where the CPU has them, against transformers'
+// outputs.)
 class ForcedIsaModel : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
 
 TEST_P(ForcedIsaModel, LowerPathsGiveIdenticalBits) {
