@@ -91,12 +91,18 @@ int64_t TensorView::numel() const {
 }
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO (or a device) named like a shard must not block the load; it is refused
+  // below. For regular files the flag changes nothing.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
     throw Error(path + ": cannot stat: " + std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(path + ": not a regular file");
   }
   map_size_ = static_cast<std::size_t>(st.st_size);
   if (map_size_ < 8) {
@@ -210,6 +216,13 @@ Checkpoint Checkpoint::open(const std::string& dir) {
         throw Error(index_path.string() + ": weight_map['" + key + "'] is not a file name");
       }
       const std::string fname = file.get<std::string>();
+      // A shard is a file of this folder, named as the hub names them: a path elsewhere
+      // ("/dev/stdin", "../other/x.safetensors") is refused before anything is opened.
+      if (fname.empty() || fname == "." || fname == ".." ||
+          fname.find_first_of(std::string("/\0", 2)) != std::string::npos) {
+        throw Error(index_path.string() + ": weight_map['" + key + "'] names '" + fname +
+                    "', not a file name in the checkpoint folder");
+      }
       auto it = by_file.find(fname);
       if (it == by_file.end()) {
         const fs::path shard = fs::path(dir) / fname;

@@ -3,9 +3,11 @@
 // index, the stray I64 position_ids, total_size) plus its bf16 twin (round-to-nearest-even of
 // the float32 weights). Single files: safetensors_test.cpp.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <bit>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <initializer_list>
 #include <map>
@@ -204,6 +206,33 @@ TEST(CheckpointErrors, MalformedIndex) {
   write_index(dir, R"({"x.weight": 3})");
   expect_error([&] { Checkpoint::open(dir.path().string()); },
                {dir.file("model.safetensors.index.json"), "x.weight"});
+}
+
+// Shard names are plain file names of the folder: nothing outside it is opened (an index
+// naming "/dev/stdin" would block the load, "../x" would read another folder).
+TEST(CheckpointErrors, IndexShardNameOutsideTheFolder) {
+  testing::TempDir dir("flamingo_ckpt_test");
+  write_two_shards(dir);
+  for (const std::string name :
+       {"/dev/stdin", "../model-00001-of-00002.safetensors", "sub/x.safetensors", ".", "..", ""}) {
+    write_index(dir, json{{"x.weight", name}}.dump());
+    expect_error([&] { Checkpoint::open(dir.path().string()); },
+                 {dir.file("model.safetensors.index.json"), "'x.weight'", "'" + name + "'",
+                  "not a file name in the checkpoint folder"});
+  }
+}
+
+TEST(CheckpointErrors, ShardThatIsNotARegularFileIsRefusedWithoutBlocking) {
+  testing::TempDir dir("flamingo_ckpt_test");
+  write_two_shards(dir);
+  ASSERT_EQ(::mkfifo(dir.file("fifo.safetensors").c_str(), 0600), 0);
+  write_index(dir, R"({"x.weight": "fifo.safetensors"})");
+  expect_error([&] { Checkpoint::open(dir.path().string()); },
+               {dir.file("fifo.safetensors"), "not a regular file"});
+  std::filesystem::create_directory(dir.file("dir.safetensors"));
+  write_index(dir, R"({"x.weight": "dir.safetensors"})");
+  expect_error([&] { Checkpoint::open(dir.path().string()); },
+               {dir.file("dir.safetensors"), "not a regular file"});
 }
 
 TEST(CheckpointErrors, BadShardNamesTheShard) {
