@@ -1,0 +1,69 @@
+// Fuzz target: a checkpoint folder's model.safetensors.index.json (its JSON, the weight_map,
+// shard names, keys against their shards) as Checkpoint::open reads it, beside two valid
+// shards written once into a scratch folder: a.safetensors ("x" F32 [2], "y" BF16 [3]) and
+// b.safetensors ("z" I8 [4]). Every key the checkpoint then lists must be found and lie inside
+// its mapping. Errors are flamingo::Error.
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "model/error.h"
+#include "model/safetensors.h"
+
+namespace {
+
+void write_shard(const std::string& path, const std::string& header, size_t data_bytes) {
+  std::ofstream out(path, std::ios::binary);
+  const uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) out.put(static_cast<char>(n >> (8 * i) & 0xff));
+  out << header << std::string(data_bytes, '\x01');
+}
+
+// The scratch folder, made once and removed at exit (a plain array: it must outlive the
+// static destructors, which run before the atexit handler registered during its set-up).
+char scratch[64] = "/tmp/fuzz_checkpoint_index.XXXXXX";
+
+const std::string& folder() {
+  static const std::string dir = [] {
+    if (mkdtemp(scratch) == nullptr) std::abort();
+    const std::string d = scratch;
+    write_shard(d + "/a.safetensors",
+                R"({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},)"
+                R"( "y": {"dtype": "BF16", "shape": [3], "data_offsets": [8, 14]}})",
+                14);
+    write_shard(d + "/b.safetensors",
+                R"({"z": {"dtype": "I8", "shape": [4], "data_offsets": [0, 4]}})", 4);
+    std::atexit([] { std::filesystem::remove_all(scratch); });
+    return d;
+  }();
+  return dir;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string& dir = folder();
+  {
+    std::ofstream out(dir + "/model.safetensors.index.json", std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+  }
+  try {
+    const flamingo::Checkpoint c = flamingo::Checkpoint::open(dir);
+    for (const std::string& name : c.names()) {
+      const flamingo::TensorView* t = c.find(name);
+      if (t == nullptr) __builtin_trap();
+      if (t->nbytes > 0) {
+        volatile std::byte first = t->data[0], last = t->data[t->nbytes - 1];
+        (void)first;
+        (void)last;
+      }
+    }
+  } catch (const flamingo::Error&) {
+  }
+  return 0;
+}
