@@ -12,6 +12,7 @@
 #include <fstream>
 #include <string>
 
+#include "fuzz/scratch_folder.h"
 #include "model/error.h"
 #include "model/safetensors.h"
 
@@ -24,24 +25,15 @@ void write_shard(const std::string& path, const std::string& header, size_t data
   out << header << std::string(data_bytes, '\x01');
 }
 
-// The scratch folder, made once and removed at exit (a plain array: it must outlive the
-// static destructors, which run before the atexit handler registered during its set-up).
-char scratch[64] = "/tmp/fuzz_checkpoint_index.XXXXXX";
-
 const std::string& folder() {
-  static const std::string dir = [] {
-    if (mkdtemp(scratch) == nullptr) std::abort();
-    const std::string d = scratch;
+  return flamingo::fuzz::scratch_folder("fuzz_checkpoint_index", [](const std::string& d) {
     write_shard(d + "/a.safetensors",
                 R"({"x": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},)"
                 R"( "y": {"dtype": "BF16", "shape": [3], "data_offsets": [8, 14]}})",
                 14);
     write_shard(d + "/b.safetensors",
                 R"({"z": {"dtype": "I8", "shape": [4], "data_offsets": [0, 4]}})", 4);
-    std::atexit([] { std::filesystem::remove_all(scratch); });
-    return d;
-  }();
-  return dir;
+  });
 }
 
 }  // namespace

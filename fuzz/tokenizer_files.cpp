@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fuzz/scratch_folder.h"
 #include "model/error.h"
 #include "model/tokenizer.h"
 
@@ -23,20 +24,11 @@ namespace {
 const char* const kFiles[] = {"tokenizer_config.json", "special_tokens_map.json",
                               "added_tokens.json"};
 
-// The scratch folder, made once and removed at exit (a plain array: it must outlive the
-// static destructors, which run before the atexit handler registered during its set-up).
-char scratch[64] = "/tmp/fuzz_tokenizer_files.XXXXXX";
-
 const std::string& folder() {
-  static const std::string dir = [] {
-    if (mkdtemp(scratch) == nullptr) std::abort();
-    const std::string d = scratch;
+  return flamingo::fuzz::scratch_folder("fuzz_tokenizer_files", [](const std::string& d) {
     std::filesystem::create_symlink(std::string(FLAMINGO_GOLDEN_DIR) + "/model/tokenizer.model",
                                     d + "/tokenizer.model");
-    std::atexit([] { std::filesystem::remove_all(scratch); });
-    return d;
-  }();
-  return dir;
+  });
 }
 
 }  // namespace
