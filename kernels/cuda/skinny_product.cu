@@ -12,7 +12,9 @@ namespace {
 
 constexpr int kRowTile = 8;  // rows whose sums a lane holds at once
 
-__device__ __forceinline__ float bf16_value(uint32_t bits16) { return __uint_as_float(bits16 << 16); }
+__device__ __forceinline__ float bf16_value(uint32_t bits16) {
+  return __uint_as_float(bits16 << 16);
+}
 
 // 8 bfloat16 in a uint4 -> float, in K order (little-endian: the low half first).
 __device__ __forceinline__ void unpack8(const uint4 v, float (&f)[8]) {
