@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The GPU check (issue 13, docs/GPU.md): builds the CUDA kernels and their tests on their own
+# (gpu/CMakeLists.txt: CUDA + GoogleTest from .gpu-deps, scripts/gpu-deps.sh), runs every test
+# of that project (label gpu: the kernels against their CPU references bit for bit; label
+# unit: the references themselves), and writes the logs and a JUnit XML into OUT_DIR.
+# On a machine without a GPU the gpu tests are skipped with the reason, so the script doubles as
+# its own dry run; it exits non-zero if anything fails to build or a test fails.
+#   scripts/gpu-check.sh OUT_DIR
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+[ $# -eq 1 ] || { echo "usage: scripts/gpu-check.sh OUT_DIR" >&2; exit 2; }
+out=$(mkdir -p "$1" && cd "$1" && pwd)
+build=$here/build-gpu
+nvcc=${CUDACXX:-/usr/local/cuda/bin/nvcc}
+{
+  echo "gpu-check: $(date -u +%FT%TZ), commit $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo '?')"
+  "$nvcc" --version | tail -1
+  if command -v nvidia-smi >/dev/null; then
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  else
+    echo "nvidia-smi: not found (no NVIDIA driver here: the gpu tests will be skipped)"
+  fi
+} | tee "$out/machine.txt"
+gtest_root=$here/.gpu-deps
+[ -d "$gtest_root" ] || gtest_root=/usr
+cmake -S "$here/gpu" -B "$build" -G Ninja -DCMAKE_CUDA_COMPILER="$nvcc" \
+  -DGTEST_ROOT="$gtest_root" >"$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
+cmake --build "$build" >"$out/build.log" 2>&1 || { tail -40 "$out/build.log"; exit 1; }
+set +e
+ctest --test-dir "$build" --output-on-failure --output-junit "$out/tests.xml" >"$out/tests.log" 2>&1
+rc=$?
+set -e
+tail -25 "$out/tests.log"
+exit $rc
