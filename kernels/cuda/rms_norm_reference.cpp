@@ -5,27 +5,11 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/cuda/bf16_bits.h"
 #include "kernels/cuda/rms_norm_residual.h"
 
 namespace flamingo::kernels::cuda {
-namespace {
-
-float bf16_value(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-uint16_t round_bf16(float f) {  // round to nearest even; NaN stays NaN
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  if (std::isnan(f)) return static_cast<uint16_t>(u >> 16 | 0x40);
-  u += 0x7fffu + (u >> 16 & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-
-}  // namespace
+namespace {}  // namespace
 
 void rms_norm_residual_reference(uint16_t* h, const uint16_t* delta, const uint16_t* weight,
                                  uint16_t* y, int64_t rows, int64_t d, float eps) {

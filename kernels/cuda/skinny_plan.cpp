@@ -6,17 +6,11 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/cuda/bf16_bits.h"
 #include "kernels/cuda/skinny_product.h"
 
 namespace flamingo::kernels::cuda {
 namespace {
-
-float bf16_value(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 

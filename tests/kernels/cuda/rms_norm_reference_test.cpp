@@ -14,46 +14,34 @@
 #include <vector>
 
 #include "kernels/cuda/rms_norm_residual.h"
+#include "tests/kernels/cuda/cuda_test_util.h"
 
 namespace flamingo::kernels::cuda {
 namespace {
 
-uint16_t to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  u += 0x7fffu + (u >> 16 & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-double value(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
+using testing::random_bf16;
 
 TEST(RmsNormReference, ResidualAndNormAgainstFloat64) {
   std::mt19937 rng(51);
-  std::normal_distribution<float> nd;
   for (int64_t d : {1, 7, 255, 256, 257, 4096}) {
     const int64_t rows = 3;
-    std::vector<uint16_t> h(rows * d), delta(rows * d), w(d), y(rows * d);
-    for (auto& e : h) e = to_bf16(nd(rng));
-    for (auto& e : delta) e = to_bf16(nd(rng));
-    for (auto& e : w) e = to_bf16(1.f + 0.1f * nd(rng));
+    std::vector<uint16_t> h = random_bf16(rows * d, rng), delta = random_bf16(rows * d, rng);
+    const std::vector<uint16_t> w = random_bf16(d, rng, 0.1f, 1.f);
+    std::vector<uint16_t> y(rows * d);
     const std::vector<uint16_t> h0 = h;
     rms_norm_residual_reference(h.data(), delta.data(), w.data(), y.data(), rows, d, 1e-6f);
     for (int64_t r = 0; r < rows; ++r) {
       double ss = 0;
       for (int64_t i = 0; i < d; ++i) {
-        const uint16_t s =
-            to_bf16(static_cast<float>(value(h0[r * d + i]) + value(delta[r * d + i])));
+        const uint16_t s = round_bf16(
+            static_cast<float>(bf16_value(h0[r * d + i]) + bf16_value(delta[r * d + i])));
         ASSERT_EQ(h[r * d + i], s) << "d=" << d << " r=" << r << " i=" << i;
-        ss += value(s) * value(s);
+        ss += bf16_value(s) * bf16_value(s);
       }
       const double inv = 1.0 / std::sqrt(ss / d + 1e-6);
       for (int64_t i = 0; i < d; ++i) {
-        const double want = value(w[i]) * value(h[r * d + i]) * inv;
-        EXPECT_LE(std::fabs(value(y[r * d + i]) - want), 0x1p-7 * std::fabs(want) + 1e-30)
+        const double want = bf16_value(w[i]) * bf16_value(h[r * d + i]) * inv;
+        EXPECT_LE(std::fabs(bf16_value(y[r * d + i]) - want), 0x1p-7 * std::fabs(want) + 1e-30)
             << "d=" << d << " r=" << r << " i=" << i;
       }
     }
@@ -61,13 +49,13 @@ TEST(RmsNormReference, ResidualAndNormAgainstFloat64) {
 }
 
 TEST(RmsNormReference, WithoutDeltaTheInputIsOnlyRead) {
-  const std::vector<uint16_t> h0 = {to_bf16(3.f), to_bf16(-4.f)};
-  std::vector<uint16_t> h = h0, w = {to_bf16(1.f), to_bf16(2.f)}, y(2);
+  const std::vector<uint16_t> h0 = {round_bf16(3.f), round_bf16(-4.f)};
+  std::vector<uint16_t> h = h0, w = {round_bf16(1.f), round_bf16(2.f)}, y(2);
   rms_norm_residual_reference(h.data(), nullptr, w.data(), y.data(), 1, 2, 0.f);
   EXPECT_EQ(h, h0);
   // mean(9, 16) = 12.5: 3 / sqrt(12.5) = 0.8485..., -4 / sqrt(12.5) x 2 = -2.2627...
-  EXPECT_NEAR(value(y[0]), 0.8485, 0.004);
-  EXPECT_NEAR(value(y[1]), -2.2627, 0.01);
+  EXPECT_NEAR(bf16_value(y[0]), 0.8485, 0.004);
+  EXPECT_NEAR(bf16_value(y[1]), -2.2627, 0.01);
 }
 
 TEST(RmsNormReference, BadSizes) {

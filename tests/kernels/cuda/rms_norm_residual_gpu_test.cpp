@@ -11,21 +11,15 @@
 #include <vector>
 
 #include "kernels/cuda/rms_norm_residual.h"
+#include "tests/kernels/cuda/cuda_test_util.h"
+#include "tests/kernels/cuda/gpu_test.h"
 
 namespace flamingo::kernels::cuda {
 namespace {
 
-class RmsNormResidualGpu : public ::testing::Test {
- protected:
-  void SetUp() override {
-    int devices = 0;
-    const cudaError_t e = cudaGetDeviceCount(&devices);
-    if (e != cudaSuccess || devices == 0) {
-      GTEST_SKIP() << "no CUDA device: "
-                   << (e != cudaSuccess ? cudaGetErrorString(e) : "none found");
-    }
-  }
-};
+using testing::GpuTest;
+using testing::random_bf16;
+using RmsNormResidualGpu = GpuTest;
 
 uint16_t* upload(const std::vector<uint16_t>& v) {
   uint16_t* d = nullptr;
@@ -41,19 +35,12 @@ std::vector<uint16_t> download(const uint16_t* d, size_t n) {
 
 TEST_F(RmsNormResidualGpu, EqualsTheCpuReferenceBitForBit) {
   std::mt19937 rng(61);
-  std::normal_distribution<float> nd;
-  auto bf16 = [](float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    return static_cast<uint16_t>((u + 0x7fffu + (u >> 16 & 1u)) >> 16);
-  };
   for (bool with_delta : {true, false}) {
     for (int64_t d : {1, 7, 255, 256, 257, 1024, 4096, 11008}) {
       const int64_t rows = 5;
-      std::vector<uint16_t> h(rows * d), delta(rows * d), w(d), y(rows * d);
-      for (auto& e : h) e = bf16(nd(rng));
-      for (auto& e : delta) e = bf16(nd(rng));
-      for (auto& e : w) e = bf16(1.f + 0.1f * nd(rng));
+      std::vector<uint16_t> h = random_bf16(rows * d, rng), delta = random_bf16(rows * d, rng);
+      const std::vector<uint16_t> w = random_bf16(d, rng, 0.1f, 1.f);
+      std::vector<uint16_t> y(rows * d);
       uint16_t *dh = upload(h), *dd = upload(delta), *dw = upload(w), *dy = upload(y);
       rms_norm_residual(dh, with_delta ? dd : nullptr, dw, dy, rows, d, 1e-6f, nullptr);
       ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);

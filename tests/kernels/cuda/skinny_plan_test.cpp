@@ -14,28 +14,12 @@
 #include <vector>
 
 #include "kernels/cuda/skinny_product.h"
+#include "tests/kernels/cuda/cuda_test_util.h"
 
 namespace flamingo::kernels::cuda {
 namespace {
 
-uint16_t to_bf16(float f) {  // round to nearest even (finite values)
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  u += 0x7fffu + (u >> 16 & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-double value(uint16_t b) {
-  const uint32_t u = static_cast<uint32_t>(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-std::vector<uint16_t> random_bf16(size_t count, std::mt19937& rng) {
-  std::normal_distribution<float> d;
-  std::vector<uint16_t> v(count);
-  for (auto& e : v) e = to_bf16(d(rng));
-  return v;
-}
+using testing::random_bf16;
 
 TEST(SkinnyPlan, GridBlockAndVectorizedLoads) {
   alignas(16) static uint16_t buf[64];
@@ -65,8 +49,8 @@ TEST(SkinnyReference, WithinRoundingOfAFloat64Product) {
           for (int64_t c = 0; c < n; ++c) {
             double exact = 0, mag = 0;
             for (int64_t i = 0; i < k; ++i) {
-              exact += value(x[r * k + i]) * value(w[c * k + i]);
-              mag += std::fabs(value(x[r * k + i]) * value(w[c * k + i]));
+              exact += bf16_value(x[r * k + i]) * bf16_value(w[c * k + i]);
+              mag += std::fabs(bf16_value(x[r * k + i]) * bf16_value(w[c * k + i]));
             }
             EXPECT_LE(std::fabs(y[r * n + c] - exact), k * 0x1p-24 * mag)
                 << "m=" << m << " k=" << k << " r=" << r << " c=" << c << " vec=" << vectorized;

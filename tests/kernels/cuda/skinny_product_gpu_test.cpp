@@ -13,21 +13,15 @@
 #include <vector>
 
 #include "kernels/cuda/skinny_product.h"
+#include "tests/kernels/cuda/cuda_test_util.h"
+#include "tests/kernels/cuda/gpu_test.h"
 
 namespace flamingo::kernels::cuda {
 namespace {
 
-class SkinnyProductGpu : public ::testing::Test {
- protected:
-  void SetUp() override {
-    int devices = 0;
-    const cudaError_t e = cudaGetDeviceCount(&devices);
-    if (e != cudaSuccess || devices == 0) {
-      GTEST_SKIP() << "no CUDA device: "
-                   << (e != cudaSuccess ? cudaGetErrorString(e) : "none found");
-    }
-  }
-};
+using testing::GpuTest;
+using testing::random_bf16;
+using SkinnyProductGpu = GpuTest;
 
 // A device copy of `v` starting `offset` elements into its allocation (to test misalignment).
 template <class T>
@@ -37,18 +31,6 @@ T* upload(const std::vector<T>& v, size_t offset = 0) {
   EXPECT_EQ(cudaMemcpy(d + offset, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice),
             cudaSuccess);
   return d + offset;
-}
-
-std::vector<uint16_t> random_bf16(size_t count, std::mt19937& rng) {
-  std::normal_distribution<float> d;
-  std::vector<uint16_t> v(count);
-  for (auto& e : v) {
-    const float f = d(rng);
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    e = static_cast<uint16_t>((u + 0x7fffu + (u >> 16 & 1u)) >> 16);
-  }
-  return v;
 }
 
 // y from the GPU for x [m, k], w [n, k] placed `offset` elements into their allocations.
