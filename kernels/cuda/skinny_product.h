@@ -9,6 +9,9 @@
 // element added with one float32 fma in increasing K; then the 32 lane sums are added by the
 // butterfly v = v + v[lane ^ o] for o = 16, 8, 4, 2, 1. skinny_bf16_reference computes the same
 // order on the CPU (std::fma), so a GPU result must equal it bit for bit.
+// Which of the two orders runs depends on k and on the 16-byte alignment of the x and W base
+// pointers; allocations (cudaMalloc, the caching allocators) are aligned, so for the model it
+// depends on k alone: a caller that offsets x into a buffer must keep that alignment.
 #pragma once
 
 #include <cstdint>
