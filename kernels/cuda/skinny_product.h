@@ -3,10 +3,10 @@
 // decode step. Built with nvcc when CMake finds it (FLAMINGO_CUDA_KERNELS); torch-free: raw
 // device pointers and a stream.
 //
-// Summation order (fixed by k alone, so a row's bits do not depend on m, the other rows or the
-// launch): one warp per output column; lane l takes the chunks of 8 consecutive K starting at
-// 8 l + 256 j in increasing j (K % 8 != 0 or unaligned pointers: single K at l + 32 j), each
-// element added with one float32 fma in increasing K; then the 32 lane sums are added by the
+// Summation order (fixed by k and alignment, below, so a row's bits do not depend on m, the other
+// rows or the launch): one warp per output column; lane l takes the chunks of 8 consecutive K
+// starting at 8 l + 256 j in increasing j (K % 8 != 0 or unaligned pointers: single K at l + 32 j),
+// each element added with one float32 fma in increasing K; then the 32 lane sums are added by the
 // butterfly v = v + v[lane ^ o] for o = 16, 8, 4, 2, 1. skinny_bf16_reference computes the same
 // order on the CPU (std::fma), so a GPU result must equal it bit for bit.
 // Which of the two orders runs depends on k and on the 16-byte alignment of the x and W base
