@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -108,6 +109,19 @@ float fma_chains_scalar(float seed, int64_t iters) {
   return s;
 }
 
+// Best wall time in seconds of three runs of fn(task) on every kernel pool thread (one task
+// each): the peaks below are set against it.
+double best_pool_seconds(const std::function<void(int64_t)>& fn) {
+  kernels::ThreadPool& pool = kernels::kernel_pool();
+  double best = 1e30;
+  for (int r = 0; r < 3; ++r) {
+    const double t0 = now_s();
+    pool.run(pool.threads(), fn);
+    best = std::min(best, now_s() - t0);
+  }
+  return best;
+}
+
 }  // namespace
 
 double pool_read_gbps(int64_t bytes, int reps) {
@@ -155,17 +169,12 @@ double pool_fma_peak_gflops() {
   const int64_t lanes = isa >= Isa::kAvx512 ? 16 : isa == Isa::kAvx2 ? 8 : 1;
   const int64_t iters = isa == Isa::kScalar ? kIters / 8 : kIters;
   std::vector<float> sinks(tasks);
-  double best = 1e30;
-  for (int r = 0; r < 3; ++r) {
-    const double t0 = now_s();
-    pool.run(tasks, [&](int64_t t) {
-      const float seed = 1.0f + t * 1e-4f;
-      sinks[t] = isa >= Isa::kAvx512 ? fma_chains_512(seed)
-                 : isa == Isa::kAvx2 ? fma_chains_256(seed)
-                                     : fma_chains_scalar(seed, iters);
-    });
-    best = std::min(best, now_s() - t0);
-  }
+  const double best = best_pool_seconds([&](int64_t t) {
+    const float seed = 1.0f + t * 1e-4f;
+    sinks[t] = isa >= Isa::kAvx512 ? fma_chains_512(seed)
+               : isa == Isa::kAvx2 ? fma_chains_256(seed)
+                                   : fma_chains_scalar(seed, iters);
+  });
   volatile float keep = sinks[0];
   (void)keep;
   return 2.0 * lanes * kChains * static_cast<double>(iters) * tasks / best / 1e9;
@@ -176,12 +185,7 @@ double pool_amx_bf16_peak_gflops() {
   kernels::ThreadPool& pool = kernels::kernel_pool();
   const int64_t tasks = pool.threads();
   constexpr int64_t kTileIters = 1 << 18;
-  double best = 1e30;
-  for (int r = 0; r < 3; ++r) {
-    const double t0 = now_s();
-    pool.run(tasks, [&](int64_t) { kernels::amx_bf16_spin(kTileIters); });
-    best = std::min(best, now_s() - t0);
-  }
+  const double best = best_pool_seconds([&](int64_t) { kernels::amx_bf16_spin(kTileIters); });
   return 4.0 * 2 * 16 * 16 * 32 * static_cast<double>(kTileIters) * tasks / best / 1e9;
 }
 
@@ -190,12 +194,8 @@ double pool_bf16_dot_peak_gflops() {
   kernels::ThreadPool& pool = kernels::kernel_pool();
   const int64_t tasks = pool.threads();
   std::vector<float> sinks(tasks);
-  double best = 1e30;
-  for (int r = 0; r < 3; ++r) {
-    const double t0 = now_s();
-    pool.run(tasks, [&](int64_t t) { sinks[t] = kernels::bf16_dot_spin(kIters); });
-    best = std::min(best, now_s() - t0);
-  }
+  const double best =
+      best_pool_seconds([&](int64_t t) { sinks[t] = kernels::bf16_dot_spin(kIters); });
   volatile float keep = sinks[0];
   (void)keep;
   return 64.0 * kernels::kBf16DotSpinOps * static_cast<double>(kIters) * tasks / best / 1e9;
@@ -205,25 +205,17 @@ double pool_int8_peak_gops(const char** name) {
   const Isa isa = kernels::active_isa();
   kernels::ThreadPool& pool = kernels::kernel_pool();
   const int64_t tasks = pool.threads();
-  double best = 1e30;
   if (isa >= Isa::kAmx) {
     *name = "AMX int8 tile peak (tdpbssd)";
     constexpr int64_t kTileIters = 1 << 18;
-    for (int r = 0; r < 3; ++r) {
-      const double t0 = now_s();
-      pool.run(tasks, [&](int64_t) { kernels::amx_int8_spin(kTileIters); });
-      best = std::min(best, now_s() - t0);
-    }
+    const double best = best_pool_seconds([&](int64_t) { kernels::amx_int8_spin(kTileIters); });
     return 4.0 * 2 * 16 * 16 * 64 * static_cast<double>(kTileIters) * tasks / best / 1e9;
   }
   if (isa < Isa::kAvx512Vnni) return 0;
   *name = "int8 vpdpbusd peak";
   std::vector<int32_t> sinks(tasks);
-  for (int r = 0; r < 3; ++r) {
-    const double t0 = now_s();
-    pool.run(tasks, [&](int64_t t) { sinks[t] = dpbusd_chains(static_cast<int32_t>(t)); });
-    best = std::min(best, now_s() - t0);
-  }
+  const double best =
+      best_pool_seconds([&](int64_t t) { sinks[t] = dpbusd_chains(static_cast<int32_t>(t)); });
   volatile int32_t keep = sinks[0];
   (void)keep;
   return 2.0 * 64 * kChains * static_cast<double>(kIters) * tasks / best / 1e9;
