@@ -11,12 +11,16 @@
 namespace flamingo::kernels::cuda {
 namespace {}  // namespace
 
+void check_rms_norm_sizes(int64_t rows, int64_t d) {
+  if (rows < 0 || d <= 0 || rows > 2147483647) {
+    throw std::invalid_argument("rms_norm_residual: rows=" + std::to_string(rows) +
+                                " d=" + std::to_string(d) + " (need 0 <= rows < 2^31, d >= 1)");
+  }
+}
+
 void rms_norm_residual_reference(uint16_t* h, const uint16_t* delta, const uint16_t* weight,
                                  uint16_t* y, int64_t rows, int64_t d, float eps) {
-  if (rows < 0 || d <= 0) {
-    throw std::invalid_argument("rms_norm_residual: rows=" + std::to_string(rows) +
-                                " d=" + std::to_string(d) + " (need rows >= 0, d >= 1)");
-  }
+  check_rms_norm_sizes(rows, d);
   for (int64_t r = 0; r < rows; ++r) {
     uint16_t* hr = h + r * d;
     if (delta != nullptr) {

@@ -66,10 +66,7 @@ __global__ void rms_norm_residual_kernel(uint16_t* __restrict__ h,
 
 void rms_norm_residual(uint16_t* h, const uint16_t* delta, const uint16_t* weight, uint16_t* y,
                        int64_t rows, int64_t d, float eps, void* stream) {
-  if (rows < 0 || d <= 0 || rows > 2147483647) {
-    throw std::invalid_argument("rms_norm_residual: rows=" + std::to_string(rows) +
-                                " d=" + std::to_string(d) + " (need 0 <= rows < 2^31, d >= 1)");
-  }
+  check_rms_norm_sizes(rows, d);
   if (rows == 0) return;
   rms_norm_residual_kernel<<<static_cast<unsigned>(rows), kRmsThreads, 0,
                              static_cast<cudaStream_t>(stream)>>>(h, delta, weight, y, d, eps);

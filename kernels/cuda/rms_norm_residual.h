@@ -22,6 +22,9 @@ constexpr int kRmsThreads = 256;
 void rms_norm_residual(uint16_t* h, const uint16_t* delta, const uint16_t* weight, uint16_t* y,
                        int64_t rows, int64_t d, float eps, void* stream);
 
+// Throws std::invalid_argument unless 0 <= rows < 2^31 and d >= 1 (both entry points check).
+void check_rms_norm_sizes(int64_t rows, int64_t d);
+
 // The same on the CPU (host pointers), the same order.
 void rms_norm_residual_reference(uint16_t* h, const uint16_t* delta, const uint16_t* weight,
                                  uint16_t* y, int64_t rows, int64_t d, float eps);

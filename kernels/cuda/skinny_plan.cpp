@@ -21,9 +21,9 @@ SkinnyPlan skinny_bf16_plan(int64_t m, int64_t n, int64_t k, const void* x, cons
     throw std::invalid_argument("skinny_bf16_plan: negative size (m=" + std::to_string(m) +
                                 " n=" + std::to_string(n) + " k=" + std::to_string(k) + ")");
   }
-  if (n > std::numeric_limits<int32_t>::max()) {
-    throw std::invalid_argument("skinny_bf16_plan: n=" + std::to_string(n) +
-                                " columns, at most 2147483647");
+  if (m > std::numeric_limits<int32_t>::max() || n > std::numeric_limits<int32_t>::max()) {
+    throw std::invalid_argument("skinny_bf16_plan: m=" + std::to_string(m) + " rows, n=" +
+                                std::to_string(n) + " columns: at most 2147483647 each");
   }
   SkinnyPlan p;
   p.threads = 32 * kSkinnyWarps;

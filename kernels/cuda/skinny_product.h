@@ -26,7 +26,7 @@ struct SkinnyPlan {
 constexpr int kSkinnyWarps = 4;
 
 // The launch for m x n x k with these pointers (host-side logic, no GPU needed). Throws
-// std::invalid_argument for negative sizes or more than 2^31 - 1 columns.
+// std::invalid_argument for negative sizes or more than 2^31 - 1 rows or columns.
 SkinnyPlan skinny_bf16_plan(int64_t m, int64_t n, int64_t k, const void* x, const void* w);
 
 // Launches the product on `stream` (a cudaStream_t; nullptr: the default stream). x, w, y are
