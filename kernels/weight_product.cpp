@@ -81,9 +81,9 @@ void rows_scalar(const Args& a, int64_t n0, int64_t n1) {
 // --- blocked vector paths -----------------------------------------------------------------------
 //
 // For each group of up to kMGroup x rows, each block of kNB weight rows and each K tile, every
-// register block of up to 3 x rows meets the block's weights. The lane sums live in acc between
-// tiles. With few x blocks the weights are converted in registers as they stream (decode: bound
-// by memory); with many, each tile of bfloat16 / int8 weights is first widened into a float32
+// register block of up to 3 x rows (AVX2: 2) meets the block's weights. The lane sums live in acc
+// between tiles. With few x blocks the weights are converted in registers as they stream (decode:
+// bound by memory); with many, each tile of bfloat16 / int8 weights is first widened into a float32
 // scratch tile that all x blocks then read (prefill: bound by arithmetic). Either way each
 // multiply-add sees the same float32 weight value, so the bits do not depend on the route.
 // The K % 16 tail runs as one more vector over zero-padded copies.
@@ -91,15 +91,20 @@ void rows_scalar(const Args& a, int64_t n0, int64_t n1) {
 #define FLAMINGO_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,fma")))
 #define FLAMINGO_AVX2 __attribute__((target("avx2,fma")))
 
-// Block shapes: kNB weight rows per block; a micro kernel for mb x rows covers width[mb] of them.
+// Block shapes: kNB weight rows per block; x rows in register blocks of at most kXBlock; a
+// micro kernel for mb x rows covers width[mb] of the block's rows.
 struct Avx512Shape {
   static constexpr int64_t kNB = 8;
+  static constexpr int64_t kXBlock = 3;
   static constexpr int64_t kWidth[kMaxXBlock + 1] = {0, 8, 8, 8};  // 3 x 8 sums + 4 = 28 zmm
 };
 struct Avx2Shape {
-  static constexpr int64_t kNB = 4;
-  // Each sum is two ymm (lanes 0-7, 8-15): 1 x 4 -> 8 ymm; 3 x 2 -> 12 ymm + 3 x + 1 w.
-  static constexpr int64_t kWidth[kMaxXBlock + 1] = {0, 4, 2, 2};
+  static constexpr int64_t kNB = 6;
+  // Each sum is two ymm (lanes 0-7, 8-15), 16 ymm in all: 1 x 6 -> 12 sums + 1 x + 1 w; 2 x 3
+  // -> 12 sums + 2 x + 1 w, i.e. 5 loads per 6 FMAs with x and w in registers (3 x 2 needs 17
+  // registers: the compiler took x from memory, 8 loads per 6 FMAs).
+  static constexpr int64_t kXBlock = 2;
+  static constexpr int64_t kWidth[kMaxXBlock + 1] = {0, 6, 3, 0};
 };
 
 // Micro kernel arguments: x rows at x (stride ldx), weight rows at w (stride ldw elements of the
@@ -181,10 +186,11 @@ FLAMINGO_AVX2 inline __m256 load_w256(const void* w, int64_t off) {
   }
 }
 
-template <int MB, int NB, WeightType WT>
-FLAMINGO_AVX2 void micro256(const Micro& p) {
+// The AVX2 register block (as block512, each sum in two ymm); PF as there.
+template <int MB, int NB, WeightType WT, bool PF>
+FLAMINGO_AVX2 inline void block256(const Micro& p) {
   float* const acc = p.acc;
-  const int64_t acc_ld = p.acc_ld, vecs = p.vecs;
+  const int64_t acc_ld = p.acc_ld, vecs = p.vecs, pf = p.pf;
   const float* xr[MB];
   const char* wr[NB];
 #pragma GCC unroll 8
@@ -199,16 +205,32 @@ FLAMINGO_AVX2 void micro256(const Micro& p) {
       const int64_t k = v * kLanes + h * 8;
       __m256 xa[MB];
 #pragma GCC unroll 8
-      for (int i = 0; i < MB; ++i) xa[i] = _mm256_loadu_ps(xr[i] + k);
+      for (int i = 0; i < MB; ++i) {
+        xa[i] = _mm256_loadu_ps(xr[i] + k);
+        asm("" : "+x"(xa[i]));  // one load per x vector, not one per weight row
+      }
 #pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) {
-        const __m256 wv = load_w256<WT>(wr[j], k);
+        if constexpr (PF) {
+          if (h == 0) _mm_prefetch(wr[j] + v * kLanes * kWSize<WT> + pf, _MM_HINT_T0);
+        }
+        __m256 wv = load_w256<WT>(wr[j], k);
+        asm("" : "+x"(wv));
 #pragma GCC unroll 8
         for (int i = 0; i < MB; ++i) c[h][i][j] = _mm256_fmadd_ps(xa[i], wv, c[h][i][j]);
       }
     }
   }
   detail::store_sums(acc, acc_ld, c);
+}
+
+template <int MB, int NB, WeightType WT>
+FLAMINGO_AVX2 void micro256(const Micro& p) {
+  if (p.pf != 0) {
+    block256<MB, NB, WT, true>(p);
+  } else {
+    block256<MB, NB, WT, false>(p);
+  }
 }
 
 using MicroFn = void (*)(const Micro&);
@@ -250,7 +272,7 @@ constexpr std::array<MicroFn, 8> micro256_row(std::index_sequence<J...>) {
 }
 
 struct IsaKernels {
-  int64_t nb;
+  int64_t nb, xblock;
   const int64_t* width;
   std::array<std::array<std::array<MicroFn, 8>, kMaxXBlock + 1>, 2> micro;  // float32, bfloat16
   WidenFn widen;                                                            // bfloat16 -> float32
@@ -264,18 +286,19 @@ constexpr std::array<std::array<MicroFn, 8>, kMaxXBlock + 1> micro512_table() {
 }
 template <WeightType WT>
 constexpr std::array<std::array<MicroFn, 8>, kMaxXBlock + 1> micro256_table() {
-  return {std::array<MicroFn, 8>{}, micro256_row<1, WT>(std::make_index_sequence<4>()),
-          micro256_row<2, WT>(std::make_index_sequence<2>()),
-          micro256_row<3, WT>(std::make_index_sequence<2>())};
+  return {std::array<MicroFn, 8>{}, micro256_row<1, WT>(std::make_index_sequence<6>()),
+          micro256_row<2, WT>(std::make_index_sequence<3>()), std::array<MicroFn, 8>{}};
 }
 
 const IsaKernels kAvx512Kernels{
     Avx512Shape::kNB,
+    Avx512Shape::kXBlock,
     Avx512Shape::kWidth,
     {micro512_table<WeightType::kFloat32>(), micro512_table<WeightType::kBFloat16>()},
     widen512<WeightType::kBFloat16>};
 const IsaKernels kAvx2Kernels{
     Avx2Shape::kNB,
+    Avx2Shape::kXBlock,
     Avx2Shape::kWidth,
     {micro256_table<WeightType::kFloat32>(), micro256_table<WeightType::kBFloat16>()},
     widen256<WeightType::kBFloat16>};
@@ -297,10 +320,11 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
   for (int64_t m0 = 0; m0 < a.m; m0 += kMGroup) {
     const int64_t mc = std::min(kMGroup, a.m - m0);
     const float* xg = a.x + m0 * w.k;
-    const int64_t xblocks = (mc + kMaxXBlock - 1) / kMaxXBlock;  // sizes differ by at most one
+    const int64_t xblocks = (mc + kern.xblock - 1) / kern.xblock;  // sizes differ by at most one
     // Widening a tile once pays off only for many x blocks: converting in registers costs two
     // vector ops per weight vector and x block, the widened route a store and a reload.
-    // Measured on AVX-512 (4096 x 4096): in registers is as fast or faster up to 16 rows.
+    // Measured on AVX-512 (4096 x 4096) and with the AVX2 code on a Zen 5 (2048 x 1536, 3-16
+    // rows): in registers is as fast or faster up to 16 rows.
     constexpr int64_t kMaxFusedBlocks = 8;
     const bool widen = w.type == WeightType::kBFloat16 && xblocks > kMaxFusedBlocks;
     if (tail > 0) {
