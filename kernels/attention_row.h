@@ -1,8 +1,9 @@
 // One query row of attention against `ctx` keys and values, shared by the attention kernels
-// (paged_attention, row_attention): two passes (scores, then the weighted sum of values) in
-// float32, inner loops over head_dim, in portable C++ or AVX2 with the same bits. The result
-// depends only on this row's query and its keys/values, never on other rows, so every caller is
-// batch-invariant. Thread-safe.
+// (row_attention: attend_row; paged_attention: attend_heads, several heads of a token with
+// each K/V row read once, the same bits per head): two passes (scores, then the weighted sum
+// of values) in float32, inner loops over head_dim, in portable C++ or AVX2 with the same bits.
+// The result depends only on this row's query and its keys/values, never on other rows, so
+// every caller is batch-invariant. Thread-safe.
 #pragma once
 
 #include <immintrin.h>
@@ -18,7 +19,7 @@ namespace flamingo::kernels {
 
 // Per-thread scratch of attend_row.
 struct AttendScratch {
-  std::vector<float> scores, qf, acc;
+  std::vector<float> scores, qf, acc, inv;
 };
 
 namespace attention_detail {
@@ -72,39 +73,43 @@ __attribute__((target("avx2"))) inline void prefetch_row(const T* row, int64_t d
 }
 constexpr int64_t kRowsAhead = 8;
 
-// dot_scalar of four keys at once (four independent chains; each key's arithmetic as there).
+// dot_scalar of four (query, key) pairs at once (four independent chains; each pair's
+// arithmetic as there). One query against four keys, or four heads' queries against their
+// slices of one key row.
 template <typename T>
-__attribute__((target("avx2"))) inline void dot4_avx2(const float* qf, const T* const* k, int64_t d,
-                                                      float* out) {
+__attribute__((target("avx2"))) inline void dot4_avx2(const float* const* qf, const T* const* k,
+                                                      int64_t d, float* out) {
   __m256 part[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
                     _mm256_setzero_ps()};
   int64_t i = 0;
   for (; i + 8 <= d; i += 8) {
-    const __m256 q = _mm256_loadu_ps(qf + i);
 #pragma GCC unroll 4
-    for (int r = 0; r < 4; ++r) part[r] = _mm256_add_ps(part[r], _mm256_mul_ps(q, load8(k[r] + i)));
+    for (int r = 0; r < 4; ++r) {
+      part[r] = _mm256_add_ps(part[r], _mm256_mul_ps(_mm256_loadu_ps(qf[r] + i), load8(k[r] + i)));
+    }
   }
   for (int r = 0; r < 4; ++r) {
     alignas(32) float p[8];
     _mm256_store_ps(p, part[r]);
     float dot = tree8(p);
-    for (int64_t t = i; t < d; ++t) dot += qf[t] * static_cast<float>(k[r][t]);
+    for (int64_t t = i; t < d; ++t) dot += qf[r][t] * static_cast<float>(k[r][t]);
     out[r] = dot;
   }
 }
 
-// acc[i] = sum over j of p[j] * v_j[i], added in increasing j (each product rounded, then
-// added: axpy_scalar's arithmetic), 32 then 8 elements of acc held in registers across all j.
-template <typename T, typename ValueAt>
+// acc[i] += sum over j of p[j] * v_j[i], added in increasing j (each product rounded, then
+// added: axpy_scalar's arithmetic from acc's value on), 32 then 8 elements of acc held in
+// registers across all j. Prefetch: ask for row j + kRowsAhead ahead of use.
+template <typename T, bool Prefetch = true, typename ValueAt>
 __attribute__((target("avx2"))) inline void weighted_sum_avx2(const float* p, int64_t ctx,
                                                               ValueAt value_at, float* acc,
                                                               int64_t d) {
   int64_t i = 0;
   for (; i + 32 <= d; i += 32) {
-    __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
-                   _mm256_setzero_ps()};
+    __m256 a[4];
+    for (int r = 0; r < 4; ++r) a[r] = _mm256_loadu_ps(acc + i + 8 * r);
     for (int64_t j = 0; j < ctx; ++j) {
-      if (i == 0 && j + kRowsAhead < ctx) prefetch_row(value_at(j + kRowsAhead), d);
+      if (Prefetch && i == 0 && j + kRowsAhead < ctx) prefetch_row(value_at(j + kRowsAhead), d);
       const __m256 pv = _mm256_set1_ps(p[j]);
       const T* v = value_at(j) + i;
 #pragma GCC unroll 4
@@ -113,14 +118,14 @@ __attribute__((target("avx2"))) inline void weighted_sum_avx2(const float* p, in
     for (int r = 0; r < 4; ++r) _mm256_storeu_ps(acc + i + 8 * r, a[r]);
   }
   for (; i + 8 <= d; i += 8) {
-    __m256 a = _mm256_setzero_ps();
+    __m256 a = _mm256_loadu_ps(acc + i);
     for (int64_t j = 0; j < ctx; ++j) {
       a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_set1_ps(p[j]), load8(value_at(j) + i)));
     }
     _mm256_storeu_ps(acc + i, a);
   }
   for (; i < d; ++i) {
-    float a = 0.f;
+    float a = acc[i];
     for (int64_t j = 0; j < ctx; ++j) a += p[j] * static_cast<float>(value_at(j)[i]);
     acc[i] = a;
   }
@@ -143,7 +148,9 @@ __attribute__((always_inline)) inline void attend_body(const T* q_row, int64_t d
         prefetch_row(key_at(j), d);
       }
       const T* keys[4] = {key_at(j0), key_at(j0 + 1), key_at(j0 + 2), key_at(j0 + 3)};
-      dot4_avx2(s.qf.data(), keys, d, s.scores.data() + j0);
+      const float* q = s.qf.data();
+      const float* qs[4] = {q, q, q, q};
+      dot4_avx2(qs, keys, d, s.scores.data() + j0);
     }
   }
   for (int64_t j = j0; j < ctx; ++j) s.scores[j] = dot_scalar(s.qf.data(), key_at(j), d);
@@ -162,6 +169,93 @@ __attribute__((always_inline)) inline void attend_body(const T* q_row, int64_t d
   for (int64_t i = 0; i < d; ++i) out_row[i] = static_cast<T>(s.acc[i] * inv);
 }
 
+// Asks for `bytes` from p on (a K/V row's slice of several heads) ahead of use.
+inline void prefetch_span(const void* p, int64_t bytes) {
+  for (int64_t b = 0; b < bytes; b += 64) {
+    _mm_prefetch(static_cast<const char*>(p) + b, _MM_HINT_T0);
+  }
+}
+
+// attend_body for nh heads of one query token at once: query h at q_rows + h * d, its key and
+// value j at key_at(j) + h * d and value_at(j) + h * d (the heads side by side in each K/V row,
+// as in a KV cache), output h at out_rows + h * d. Per head the same arithmetic in the same
+// order as attend_body (so the same bits); the difference is the walk: each K/V row is read
+// once for all nh heads, in order, rather than one head's slice per pass over the context.
+template <bool Avx2, typename T, typename KeyAt, typename ValueAt>
+__attribute__((always_inline)) inline void attend_heads_body(const T* q_rows, int64_t nh, int64_t d,
+                                                             float scale, int64_t ctx, KeyAt key_at,
+                                                             ValueAt value_at, T* out_rows,
+                                                             AttendScratch& s) {
+  s.qf.resize(nh * d);
+  s.acc.assign(nh * d, 0.f);
+  s.scores.resize(nh * ctx);
+  s.inv.resize(nh);
+  for (int64_t i = 0; i < nh * d; ++i) s.qf[i] = static_cast<float>(q_rows[i]) * scale;
+  const int64_t span = nh * d * static_cast<int64_t>(sizeof(T));
+  for (int64_t j = 0; j < ctx; ++j) {
+    if (j + kRowsAhead < ctx) prefetch_span(key_at(j + kRowsAhead), span);
+    const T* row = key_at(j);
+    int64_t h = 0;
+    if constexpr (Avx2) {
+      for (; h + 4 <= nh; h += 4) {
+        const float* qs[4] = {&s.qf[h * d], &s.qf[(h + 1) * d], &s.qf[(h + 2) * d],
+                              &s.qf[(h + 3) * d]};
+        const T* ks[4] = {row + h * d, row + (h + 1) * d, row + (h + 2) * d, row + (h + 3) * d};
+        float dots[4];
+        dot4_avx2(qs, ks, d, dots);
+        for (int r = 0; r < 4; ++r) s.scores[(h + r) * ctx + j] = dots[r];
+      }
+    }
+    for (; h < nh; ++h) s.scores[h * ctx + j] = dot_scalar(&s.qf[h * d], row + h * d, d);
+  }
+  for (int64_t h = 0; h < nh; ++h) {
+    float* sc = &s.scores[h * ctx];
+    float max_score = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < ctx; ++j) max_score = std::max(max_score, sc[j]);
+    float sum = 0.f;
+    for (int64_t j = 0; j < ctx; ++j) {
+      sc[j] = std::exp(sc[j] - max_score);
+      sum += sc[j];
+    }
+    s.inv[h] = sum > 0.f ? 1.f / sum : 0.f;
+  }
+  // Value rows in chunks of kRowsAhead (they stay in L1 while every head's sums take them).
+  for (int64_t j0 = 0; j0 < ctx; j0 += kRowsAhead) {
+    const int64_t rows = std::min(kRowsAhead, ctx - j0);
+    for (int64_t h = 0; h < nh; ++h) {
+      for (int64_t j = j0 + kRowsAhead; j < std::min(ctx, j0 + 2 * kRowsAhead); ++j) {
+        prefetch_span(value_at(j) + h * d, d * static_cast<int64_t>(sizeof(T)));  // the next chunk
+      }
+      const float* p = &s.scores[h * ctx + j0];
+      float* acc = &s.acc[h * d];
+      if constexpr (Avx2) {
+        weighted_sum_avx2<T, false>(
+            p, rows, [&](int64_t j) { return value_at(j0 + j) + h * d; }, acc, d);
+      } else {
+        for (int64_t j = 0; j < rows; ++j) axpy_scalar(p[j], value_at(j0 + j) + h * d, acc, d);
+      }
+    }
+  }
+  for (int64_t h = 0; h < nh; ++h) {
+    for (int64_t i = 0; i < d; ++i)
+      out_rows[h * d + i] = static_cast<T>(s.acc[h * d + i] * s.inv[h]);
+  }
+}
+
+template <typename T, typename KeyAt, typename ValueAt>
+__attribute__((target("avx2"))) void attend_heads_vec(const T* q_rows, int64_t nh, int64_t d,
+                                                      float scale, int64_t ctx, KeyAt key_at,
+                                                      ValueAt value_at, T* out_rows,
+                                                      AttendScratch& s) {
+  attend_heads_body<true>(q_rows, nh, d, scale, ctx, key_at, value_at, out_rows, s);
+}
+
+template <typename T, typename KeyAt, typename ValueAt>
+void attend_heads_plain(const T* q_rows, int64_t nh, int64_t d, float scale, int64_t ctx,
+                        KeyAt key_at, ValueAt value_at, T* out_rows, AttendScratch& s) {
+  attend_heads_body<false>(q_rows, nh, d, scale, ctx, key_at, value_at, out_rows, s);
+}
+
 template <typename T, typename KeyAt, typename ValueAt>
 __attribute__((target("avx2"))) void attend_vec(const T* q_row, int64_t d, float scale, int64_t ctx,
                                                 KeyAt key_at, ValueAt value_at, T* out_row,
@@ -176,6 +270,18 @@ void attend_plain(const T* q_row, int64_t d, float scale, int64_t ctx, KeyAt key
 }
 
 }  // namespace attention_detail
+
+// attend_row for nh heads of one query token whose keys and values hold the heads side by side
+// (see attend_heads_body): the same bits per head as attend_row, each K/V row read once.
+template <typename T, typename KeyAt, typename ValueAt>
+inline void attend_heads(const T* q_rows, int64_t nh, int64_t d, float scale, int64_t ctx,
+                         KeyAt key_at, ValueAt value_at, T* out_rows, AttendScratch& s, bool avx2) {
+  if (avx2) {
+    attention_detail::attend_heads_vec(q_rows, nh, d, scale, ctx, key_at, value_at, out_rows, s);
+  } else {
+    attention_detail::attend_heads_plain(q_rows, nh, d, scale, ctx, key_at, value_at, out_rows, s);
+  }
+}
 
 // q_row [d] -> out_row [d] = softmax(q . k_j * scale) . v_j over j in [0, ctx); key_at(j) and
 // value_at(j) return pointers to the d elements of key / value j. avx2: run the inner loops

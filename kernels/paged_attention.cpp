@@ -22,18 +22,19 @@ struct PagedAttentionArgs {
   bool avx2;  // attend_row's AVX2 loops (same bits)
 };
 
-// A task's scratch: attend_row's, and the element offset of each context position's K/V row
-// for the token last seen (shared by its heads; no division per key).
+// A task's scratch: attend_heads', and the element offset of each context position's K/V row
+// for the token last seen (shared by its head groups; no division per key).
 struct PagedScratch {
   AttendScratch attend;
   std::vector<int64_t> offsets;
   int64_t token = -1;
 };
 
-// One (token, head) through attend_row, its keys found through the sequence's block table.
+// Heads [h0, h0 + nh) of token t through attend_heads, its K/V rows found through the
+// sequence's block table.
 template <typename T>
-void attend_one(const PagedAttentionArgs& a, const T* q, const T* k_cache, const T* v_cache, T* out,
-                int64_t t, int64_t h, PagedScratch& scratch) {
+void attend_group(const PagedAttentionArgs& a, const T* q, const T* k_cache, const T* v_cache,
+                  T* out, int64_t t, int64_t h0, int64_t nh, PagedScratch& scratch) {
   const int64_t d = a.head_dim, ctx = a.context_lens[t];
   const int64_t row_stride = a.num_heads * d;
   if (scratch.token != t) {
@@ -48,30 +49,42 @@ void attend_one(const PagedAttentionArgs& a, const T* q, const T* k_cache, const
     scratch.token = t;
   }
   const int64_t* offsets = scratch.offsets.data();
-  const T* kh = k_cache + h * d;
-  const T* vh = v_cache + h * d;
-  attend_row(
-      q + (t * a.num_heads + h) * d, d, a.scale, ctx, [=](int64_t j) { return kh + offsets[j]; },
-      [=](int64_t j) { return vh + offsets[j]; }, out + (t * a.num_heads + h) * d, scratch.attend,
-      a.avx2);
+  const T* kh = k_cache + h0 * d;
+  const T* vh = v_cache + h0 * d;
+  const int64_t first = (t * a.num_heads + h0) * d;
+  attend_heads(
+      q + first, nh, d, a.scale, ctx, [=](int64_t j) { return kh + offsets[j]; },
+      [=](int64_t j) { return vh + offsets[j]; }, out + first, scratch.attend, a.avx2);
 }
 
 template <typename T>
 void paged_attention_cpu(const PagedAttentionArgs& a, const std::vector<int64_t>& tokens,
                          const T* q, const T* k_cache, const T* v_cache, T* out) {
   const int64_t n = static_cast<int64_t>(tokens.size());
+  // Heads per item: up to 2 KB of each K/V row, read in order (a whole row of the `small`
+  // preset's bfloat16 cache, half of the 9b's); with few tokens, down to 512 bytes so that
+  // every thread gets items.
+  const int64_t head_bytes = a.head_dim * static_cast<int64_t>(sizeof(T));
+  int64_t group = std::clamp<int64_t>(2048 / head_bytes, 1, a.num_heads);
+  while (group * head_bytes > 512 &&
+         n * ((a.num_heads + group - 1) / group) < 2 * kernel_threads()) {
+    group = (group + 1) / 2;
+  }
+  const int64_t groups = (a.num_heads + group - 1) / group;
   // Grain: keep each task at ~64K multiply-adds or more, so that a decode step with short
   // contexts stays on the calling thread (a thread team per layer costs more than it saves).
   int64_t work = 0;
   for (int64_t t : tokens) work += a.context_lens[t];
-  work = std::max<int64_t>(1, 2 * work * a.head_dim);  // per head: scores + weighted sum
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) * n / work);
-  const int64_t items = n * a.num_heads;
+  work = std::max<int64_t>(1, 2 * work * a.head_dim * a.num_heads);  // scores + weighted sums
+  const int64_t items = n * groups;
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) * items / work);
   const int64_t tasks = std::min<int64_t>((items + grain - 1) / grain, 8 * kernel_threads());
   kernel_pool().run(tasks, [&](int64_t task) {
     PagedScratch scratch;
     for (int64_t i = items * task / tasks; i < items * (task + 1) / tasks; ++i) {
-      attend_one(a, q, k_cache, v_cache, out, tokens[i / a.num_heads], i % a.num_heads, scratch);
+      const int64_t h0 = i % groups * group;
+      attend_group(a, q, k_cache, v_cache, out, tokens[i / groups], h0,
+                   std::min(group, a.num_heads - h0), scratch);
     }
   });
 }

@@ -4,8 +4,10 @@
 // by the sequence's block table. Prefill chunks and decode tokens of many sequences go
 // through one call. Three layers, as every kernel here: the CPU kernel (templated on the
 // element type), a launcher on raw pointers, and the checked entry point on tensors.
-// Every (token, head) is computed on its own (kernels/attention_row.h), so a token's result is
-// the same however its prompt is chunked and whatever else shares the step.
+// Every (token, head) is computed on its own arithmetic (kernels/attention_row.h), so a token's
+// result is the same however its prompt is chunked and whatever else shares the step; the
+// heads of a token are taken in groups (up to 2 KB of each K/V row), each K/V row read once per
+// group, in order.
 // Thread-safe (no state); parallel over tokens x heads on the kernel pool.
 #pragma once
 

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <utility>
 #include <tuple>
 
 #include "kernels/cpu_isa.h"
@@ -140,13 +141,14 @@ TEST(PagedAttention, TokenBitsDoNotDependOnChunkingOrNeighbours) {
   }
 }
 
-// The AVX2 loops give the portable loops' bits (shuffled blocks, a head dim with a tail).
+// The AVX2 loops give the portable loops' bits (shuffled blocks, a head dim with a tail, head
+// counts below and off the 4-head dot blocks).
 TEST(PagedAttention, Avx2LoopsGiveThePortableBits) {
   if (cpu_isa() < Isa::kAvx2) GTEST_SKIP() << "no AVX2 here";
   at::manual_seed(10);
   for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
-    for (int64_t dim : {12, 64}) {
-      const int64_t heads = 2, bs = 4, blocks = 8;
+    for (auto [heads, dim] : {std::pair<int64_t, int64_t>{2, 12}, {2, 64}, {7, 12}, {7, 64}}) {
+      const int64_t bs = 4, blocks = 8;
       const at::Tensor kc = at::randn({blocks, bs, heads, dim}).to(dtype);
       const at::Tensor vc = at::randn({blocks, bs, heads, dim}).to(dtype);
       const at::Tensor q = at::randn({3, heads, dim}).to(dtype);
@@ -158,7 +160,7 @@ TEST(PagedAttention, Avx2LoopsGiveThePortableBits) {
       set_forced_isa(Isa::kScalar);
       const at::Tensor plain = paged_attention(q, kc, vc, bt, seq, ctx, 0.25);
       reset_forced_isa();
-      EXPECT_TRUE(at::equal(vec, plain)) << dtype << " dim " << dim;
+      EXPECT_TRUE(at::equal(vec, plain)) << dtype << " heads " << heads << " dim " << dim;
     }
   }
 }
