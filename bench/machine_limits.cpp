@@ -14,6 +14,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -124,33 +125,45 @@ double best_pool_seconds(const std::function<void(int64_t)>& fn) {
 
 }  // namespace
 
-double pool_read_gbps(int64_t bytes, int reps) {
-  const int64_t n = bytes / 4;
-  std::unique_ptr<float, decltype(&std::free)> buf(
-      static_cast<float*>(std::aligned_alloc(64, n * sizeof(float))), &std::free);
+ReadProbe::ReadProbe(int64_t bytes)
+    : buf_(static_cast<float*>(std::aligned_alloc(64, bytes / 4 / 32 * 32 * sizeof(float)))),
+      n_(bytes / 4 / 32 * 32) {
+  if (buf_ == nullptr) throw std::bad_alloc();
+  kernels::ThreadPool& pool = kernels::kernel_pool();
+  const int64_t tasks = pool.threads();
+  pool.run(tasks, [&](int64_t t) {
+    const int64_t b = n_ * t / tasks / 32 * 32,
+                  e = t + 1 == tasks ? n_ : n_ * (t + 1) / tasks / 32 * 32;
+    std::fill(buf_ + b, buf_ + e, 1.0f);
+  });
+}
+
+ReadProbe::~ReadProbe() { std::free(buf_); }
+
+double ReadProbe::gbps(int reps) const {
   kernels::ThreadPool& pool = kernels::kernel_pool();
   const int64_t tasks = pool.threads();
   const bool avx2 = kernels::active_isa() >= Isa::kAvx2;
-  // First touch by the threads that read the parts later.
-  pool.run(tasks, [&](int64_t t) {
-    const int64_t b = n * t / tasks / 32 * 32,
-                  e = t + 1 == tasks ? n : n * (t + 1) / tasks / 32 * 32;
-    std::fill(buf.get() + b, buf.get() + e, 1.0f);
-  });
   std::vector<float> sinks(tasks);
   double best = 1e30;
-  for (int r = 0; r < reps + 1; ++r) {
+  for (int r = 0; r < reps; ++r) {
     const double t0 = now_s();
     pool.run(tasks, [&](int64_t t) {
-      const int64_t b = n * t / tasks / 32 * 32,
-                    e = t + 1 == tasks ? n : n * (t + 1) / tasks / 32 * 32;
-      sinks[t] = avx2 ? sum_avx2(buf.get() + b, e - b) : sum_scalar(buf.get() + b, e - b);
+      const int64_t b = n_ * t / tasks / 32 * 32,
+                    e = t + 1 == tasks ? n_ : n_ * (t + 1) / tasks / 32 * 32;
+      sinks[t] = avx2 ? sum_avx2(buf_ + b, e - b) : sum_scalar(buf_ + b, e - b);
     });
-    if (r > 0) best = std::min(best, now_s() - t0);  // the first pass warms up
+    best = std::min(best, now_s() - t0);
   }
   volatile float keep = sinks[0];
   (void)keep;
-  return static_cast<double>(n * 4) / best / 1e9;
+  return static_cast<double>(n_ * 4) / best / 1e9;
+}
+
+double pool_read_gbps(int64_t bytes, int reps) {
+  const ReadProbe probe(bytes);
+  probe.gbps(1);  // the first pass warms up
+  return probe.gbps(reps);
 }
 
 int64_t peak_rss_bytes() {

@@ -10,6 +10,22 @@ namespace flamingo::bench {
 // thread its own contiguous part): GB/s of pure reading.
 double pool_read_gbps(int64_t bytes, int reps);
 
+// The same reading on one buffer kept for repeated measurements (first touched by the threads
+// that read it), for a limit measured next to each figure set against it: on a shared host the
+// bandwidth a VM gets moves between runs and within one (measured on 2-core VMs: 40-70 GB/s).
+class ReadProbe {
+ public:
+  explicit ReadProbe(int64_t bytes);
+  ~ReadProbe();
+  ReadProbe(const ReadProbe&) = delete;
+  ReadProbe& operator=(const ReadProbe&) = delete;
+  double gbps(int reps) const;  // best of `reps` passes
+
+ private:
+  float* buf_;
+  int64_t n_;
+};
+
 // float32 multiply-add peak of the active kernel path (kernels::active_isa(): 16-wide FMAs on
 // AVX-512, 8-wide on AVX2, scalar std::fma otherwise) in GFLOP/s, from independent register
 // FMA chains on every pool thread: what a compute-bound product can at most reach.
