@@ -35,9 +35,9 @@ product:   y = x W^T through kernels::weight_product, as a model's linears run i
            K 1024, C 64 (the `small` MLP).
 attention: paged_attention of T query tokens (one per sequence, decode) against L cached
            positions each, H heads of D, K/V in --dtype (bfloat16, float32; default
-           bfloat16), over N layers' caches with shuffled blocks of 16. Prints the best of R reps (default 20):
-           ms for the N layers and GB/s of K/V read. Defaults: T 16, L 64, H 16, D 64, N 16
-           (`small`); the 9b shape is --heads 32 --head-dim 128 --layers 32.
+           bfloat16), over N layers' caches with shuffled blocks of 16. Prints the best of R
+           reps (default 20): ms for the N layers and GB/s of K/V read. Defaults: T 16, L 64,
+           H 16, D 64, N 16 (`small`); the 9b shape is --heads 32 --head-dim 128 --layers 32.
 )";
 
 struct Args {
