@@ -2,11 +2,16 @@
 
 #include <cmath>
 
+#include "kernels/row_ops.h"
 #include "model/error.h"
 
 namespace flamingo {
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  if (x.device().is_cpu() && weight.scalar_type() == x.scalar_type() &&
+      (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16)) {
+    return kernels::rms_norm(x, weight, eps);  // one pass per row (kernels/row_ops.h)
+  }
   at::Tensor xf = x.to(at::kFloat);
   at::Tensor variance = xf.pow(2).mean(-1, /*keepdim=*/true);
   at::Tensor y = xf * at::rsqrt(variance + eps);

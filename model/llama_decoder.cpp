@@ -3,12 +3,17 @@
 #include <cmath>
 
 #include "kernels/paged_attention.h"
+#include "kernels/row_ops.h"
 
 namespace flamingo {
 namespace {
 
 // x [T, H, hd]; cos/sin [T, hd]: x * cos + rotate_half(x) * sin.
 at::Tensor apply_rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  if (x.device().is_cpu() && cos.scalar_type() == x.scalar_type() &&
+      (x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16)) {
+    return kernels::rotary(x, cos, sin);  // the same bits in one pass (kernels/row_ops.h)
+  }
   const int64_t half = x.size(-1) / 2;
   at::Tensor rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
   return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1);

@@ -8,6 +8,7 @@
 
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "model/image_decode.h"
@@ -141,15 +142,26 @@ TEST_F(EngineTest, CancelEndsJobAndFreesBlocks) {
   EXPECT_EQ(kv_blocks_used_after_idle(*engine_), 0);
 }
 
+// The deadline is a quarter of the time the same job takes without one (measured first), so
+// that the job outlasts it however fast this machine is.
 TEST_F(EngineTest, DeadlineEndsJob) {
-  EngineCase k{"Once upon a time", {}, 200, {}};
-  GenerateJob job = make_job(k);
-  job.ignore_eos = true;
-  job.deadline = Clock::now() + std::chrono::milliseconds(30);
-  auto sink = std::make_shared<JobCollector>();
-  ASSERT_EQ(engine_->submit(std::move(job), sink).code, Admission::kAccepted);
-  sink->wait();
-  EXPECT_EQ(sink->outcome.status, JobStatus::kDeadline);
+  EngineCase k{"Once upon a time", {}, 400, {}};
+  auto run = [&](std::optional<Clock::time_point> deadline) {
+    GenerateJob job = make_job(k);
+    job.ignore_eos = true;
+    if (deadline) job.deadline = *deadline;
+    auto sink = std::make_shared<JobCollector>();
+    EXPECT_EQ(engine_->submit(std::move(job), sink).code, Admission::kAccepted);
+    sink->wait();
+    return sink;
+  };
+  const auto t0 = Clock::now();
+  const auto full = run(std::nullopt);
+  const auto took = Clock::now() - t0;
+  ASSERT_EQ(full->outcome.status, JobStatus::kLength);
+  const auto cut = run(Clock::now() + took / 4);
+  EXPECT_EQ(cut->outcome.status, JobStatus::kDeadline);
+  EXPECT_LT(cut->tokens.size(), full->tokens.size());
 }
 
 TEST_F(EngineTest, RejectsJobLargerThanTheCache) {

@@ -1,0 +1,22 @@
+// Row-wise steps of the decoder that LibTorch runs as several small ops each (RMSNorm: five
+// ops and their tensors per call, rotary embedding: six), fused into one pass over each row on
+// the calling thread. Each row's result depends on that row only (batch-invariant). Thread-safe.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace flamingo::kernels {
+
+// LlamaRMSNorm over the last dim of x (float32 or bfloat16, contiguous rows): y = w * cast(x *
+// rsqrt(mean(x^2) + eps)), w [D] in x's dtype. As the LibTorch composition (x in float32,
+// x * r rounded to x's dtype, then the product with w rounded), except that mean(x^2) is summed
+// in float64 and rounded once, where LibTorch sums in float32: the variance can differ in its
+// last bit. Throws c10::Error for other dtypes or shapes.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& w, double eps);
+
+// Rotary embedding: x [T, H, D] * cos [T, 1, D] + rotate_half(x) * sin [T, 1, D] (cos and sin
+// [T, D] in x's dtype, D even; rotate_half(x) = [-x[D/2:], x[:D/2]]), each product and the sum
+// rounded to x's dtype as LibTorch's ops do: the same bits as that composition.
+at::Tensor rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
+}  // namespace flamingo::kernels
