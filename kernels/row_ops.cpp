@@ -1,8 +1,14 @@
 #include "kernels/row_ops.h"
 
+#include <immintrin.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "kernels/cpu_isa.h"
 
 namespace flamingo::kernels {
 namespace {
@@ -72,6 +78,111 @@ void rotary_rows(const T* x, const T* cos, const T* sin, T* y, int64_t tokens, i
   }
 }
 
+// exp(x) in float32: x = n ln2 + r (Cody-Waite, |r| <= ln2 / 2 + ulp), exp(r) by Cephes' degree-6
+// polynomial, times 2^n built in the exponent bits (as 2^(n >> 1) x 2^(n - (n >> 1)), so that
+// n = 128 stays finite); +inf above 88.72, 0 below -87.33 (no subnormal results). exp_float
+// and exp_avx2 make the same separate multiplies and adds (no FMA), so they give the same bits.
+constexpr float kExpHi = 88.72f, kExpLo = -87.33f, kLog2e = 1.44269504088896341f;
+constexpr float kRound = 12582912.f;  // 1.5 x 2^23: (t + it) - it rounds t to an integer
+constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+constexpr float kP[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                         4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
+inline float exp_float(float x) {
+  const float xc = x < kExpLo ? kExpLo : x > kExpHi ? kExpHi : x;
+  const float n = (xc * kLog2e + kRound) - kRound;
+  const float r = (xc - n * kLn2Hi) - n * kLn2Lo;
+  float p = kP[0];
+  for (int i = 1; i < 6; ++i) p = p * r + kP[i];
+  p = p * (r * r) + r + 1.f;
+  const int32_t ni = static_cast<int32_t>(n), half = ni >> 1;
+  const uint32_t b1 = static_cast<uint32_t>(half + 127) << 23;
+  const uint32_t b2 = static_cast<uint32_t>(ni - half + 127) << 23;
+  float s1, s2;
+  std::memcpy(&s1, &b1, sizeof s1);
+  std::memcpy(&s2, &b2, sizeof s2);
+  const float e = p * s1 * s2;
+  return x > kExpHi ? std::numeric_limits<float>::infinity() : x < kExpLo ? 0.f : e;
+}
+
+// 8 lanes of exp_float (a NaN lane gives a finite value: swiglu's quotient is NaN anyway).
+__attribute__((target("avx2"))) inline __m256 exp_avx2(__m256 x) {
+  const __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(kExpLo)), _mm256_set1_ps(kExpHi));
+  const __m256 n = _mm256_sub_ps(
+      _mm256_add_ps(_mm256_mul_ps(xc, _mm256_set1_ps(kLog2e)), _mm256_set1_ps(kRound)),
+      _mm256_set1_ps(kRound));
+  const __m256 r = _mm256_sub_ps(_mm256_sub_ps(xc, _mm256_mul_ps(n, _mm256_set1_ps(kLn2Hi))),
+                                 _mm256_mul_ps(n, _mm256_set1_ps(kLn2Lo)));
+  __m256 p = _mm256_set1_ps(kP[0]);
+  for (int i = 1; i < 6; ++i) p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(kP[i]));
+  p = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, _mm256_mul_ps(r, r)), r), _mm256_set1_ps(1.f));
+  const __m256i ni = _mm256_cvttps_epi32(n), half = _mm256_srai_epi32(ni, 1);
+  const __m256i bias = _mm256_set1_epi32(127);
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, bias), 23));
+  const __m256 s2 = _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), bias), 23));
+  __m256 e = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+  e = _mm256_blendv_ps(e, _mm256_set1_ps(std::numeric_limits<float>::infinity()),
+                       _mm256_cmp_ps(x, _mm256_set1_ps(kExpHi), _CMP_GT_OQ));
+  return _mm256_blendv_ps(e, _mm256_setzero_ps(),
+                          _mm256_cmp_ps(x, _mm256_set1_ps(kExpLo), _CMP_LT_OQ));
+}
+
+// 8 bfloat16 <-> float32 lanes; the narrowing rounds to nearest even, NaN to 0x7fc0 (from_float's).
+__attribute__((target("avx2"))) inline __m256 load8(const at::BFloat16* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+__attribute__((target("avx2"))) inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+__attribute__((target("avx2"))) inline __m256i narrow_bits(__m256 v) {
+  const __m256i u = _mm256_castps_si256(v);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i r =
+      _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd), 16);
+  return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(r),
+                                              _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc0)),
+                                              _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+}
+__attribute__((target("avx2"))) inline __m256 round8(__m256 v, at::BFloat16*) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(narrow_bits(v), 16));
+}
+__attribute__((target("avx2"))) inline __m256 round8(__m256 v, float*) { return v; }
+__attribute__((target("avx2"))) inline void store8(at::BFloat16* p, __m256 v) {
+  const __m256i b = narrow_bits(v);
+  const __m128i packed =
+      _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), packed);
+}
+__attribute__((target("avx2"))) inline void store8(float* p, __m256 v) { _mm256_storeu_ps(p, v); }
+
+template <typename T>
+inline float swiglu_one(T g, T u) {
+  const float gf = to_float(g);
+  const float silu = rounded<T>(gf / (1.f + exp_float(-gf)));
+  return silu * to_float(u);
+}
+
+template <typename T>
+__attribute__((target("avx2"))) void swiglu_avx2(const T* g, const T* u, T* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 gf = load8(g + i);
+    const __m256 e = exp_avx2(_mm256_xor_ps(gf, _mm256_set1_ps(-0.f)));  // exp(-g)
+    const __m256 silu = round8(_mm256_div_ps(gf, _mm256_add_ps(_mm256_set1_ps(1.f), e)), y);
+    store8(y + i, _mm256_mul_ps(silu, load8(u + i)));
+  }
+  for (; i < n; ++i) y[i] = from_float<T>(swiglu_one(g[i], u[i]));
+}
+
+template <typename T>
+void swiglu_elements(const T* g, const T* u, T* y, int64_t n) {
+  if (active_isa() >= Isa::kAvx2) {
+    swiglu_avx2(g, u, y, n);
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = from_float<T>(swiglu_one(g[i], u[i]));
+  }
+}
+
 void check_dtype(const at::Tensor& x, const char* what) {
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16, what,
               ": expected float32 or bfloat16, got ", x.scalar_type());
@@ -118,6 +229,22 @@ at::Tensor rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& 
     rotary_rows(xc.data_ptr<at::BFloat16>(), cc.data_ptr<at::BFloat16>(),
                 sc.data_ptr<at::BFloat16>(), y.data_ptr<at::BFloat16>(), x.size(0), x.size(1),
                 x.size(2));
+  }
+  return y;
+}
+
+at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up) {
+  check_dtype(gate, "swiglu");
+  TORCH_CHECK(gate.sizes() == up.sizes() && gate.scalar_type() == up.scalar_type(), "swiglu: gate ",
+              gate.sizes(), " ", gate.scalar_type(), " and up ", up.sizes(), " ", up.scalar_type(),
+              " differ");
+  const at::Tensor gc = gate.contiguous(), uc = up.contiguous();
+  at::Tensor y = at::empty_like(gc);
+  if (gate.scalar_type() == at::kFloat) {
+    swiglu_elements(gc.data_ptr<float>(), uc.data_ptr<float>(), y.data_ptr<float>(), gc.numel());
+  } else {
+    swiglu_elements(gc.data_ptr<at::BFloat16>(), uc.data_ptr<at::BFloat16>(),
+                    y.data_ptr<at::BFloat16>(), gc.numel());
   }
   return y;
 }

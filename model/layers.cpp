@@ -71,7 +71,11 @@ SwiGluMlp::SwiGluMlp(WeightLoader& w, const std::string& prefix, int64_t hidden,
       down(w, prefix + ".down_proj", intermediate, hidden, false) {}
 
 at::Tensor SwiGluMlp::operator()(const at::Tensor& x) const {
-  return down(at::silu(gate(x)) * up(x));
+  const at::Tensor g = gate(x), u = up(x);
+  if (g.device().is_cpu() && (g.scalar_type() == at::kFloat || g.scalar_type() == at::kBFloat16)) {
+    return down(kernels::swiglu(g, u));  // one pass, silu in float32 (kernels/row_ops.h)
+  }
+  return down(at::silu(g) * u);
 }
 
 }  // namespace flamingo

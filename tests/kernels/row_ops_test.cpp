@@ -1,13 +1,20 @@
-// rms_norm and rotary against the LibTorch compositions they replace: rotary bit-identical
-// over shapes and both dtypes; rms_norm within a few units in the last place (its variance is
-// summed in float64, LibTorch's in float32), and against a float64 reference; rows alone or in
-// a batch give the same bits; argument errors.
+// rms_norm, rotary and swiglu against the LibTorch compositions they replace: rotary
+// bit-identical over shapes and both dtypes; rms_norm within a few units in the last place (its
+// variance is summed in float64, LibTorch's in float32) and swiglu too (its own exp), both
+// also against float64; swiglu's edges (overflowing exp, infinities, NaN) as LibTorch; rows
+// alone or in a batch give the same bits; swiglu's AVX2 loop gives the portable bits; argument
+// errors.
 #include "kernels/row_ops.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
 #include <sstream>
 #include <string>
+#include <vector>
+
+#include "kernels/cpu_isa.h"
 
 namespace flamingo::kernels {
 namespace {
@@ -82,6 +89,88 @@ TEST(RmsNorm, RowsAloneOrInABatchGiveTheSameBits) {
   }
 }
 
+// float32: the exp here is within 2 units in the last place, SLEEF's within 1, and the
+// division and the product add their roundings: within 6 units of LibTorch's result and of
+// float64. bfloat16: silu is computed in float32 and rounded once, then the product rounded
+// (two roundings of 2^-9 relative: within 1.25 units of 2^-7 of float64); Debian's LibTorch
+// 1.13 rounds silu's exp, sum and quotient to bfloat16 one by one (measured: 1.5 units from
+// float64), so the two differ by up to 2 units, in about a quarter of the elements.
+TEST(Swiglu, WithinUnitsInTheLastPlaceOfTheLibTorchCompositionAndOfFloat64) {
+  at::manual_seed(34);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    const bool f32 = dtype == at::kFloat;
+    const double unit = f32 ? 0x1p-23 : 0x1p-7;
+    const double vs_lib = f32 ? 6 : 2, vs_f64 = f32 ? 6 : 1.25;
+    for (int64_t n : {1, 7, 2816, 16 * 2816}) {
+      const at::Tensor g = (at::randn({n}) * 6).to(dtype), u = at::randn({n}).to(dtype);
+      const at::Tensor ours = swiglu(g, u).to(at::kDouble);
+      const at::Tensor lib = (at::silu(g) * u).to(at::kDouble);
+      EXPECT_LE(((ours - lib).abs() - lib.abs() * (vs_lib * unit) - 1e-30).max().item<double>(), 0)
+          << dtype << " n " << n;
+      const at::Tensor gd = g.to(at::kDouble);
+      const at::Tensor ref = gd / (1 + at::exp(-gd)) * u.to(at::kDouble);
+      EXPECT_LE(((ours - ref).abs() - ref.abs() * (vs_f64 * unit) - 1e-30).max().item<double>(), 0)
+          << dtype << " n " << n;
+    }
+  }
+}
+
+TEST(Swiglu, EdgesAsLibTorch) {
+  const std::vector<float> edges = {-1e30f,
+                                    -100.f,
+                                    -88.8f,
+                                    -88.7f,
+                                    -87.4f,
+                                    -87.3f,
+                                    -20.f,
+                                    -1e-30f,
+                                    0.f,
+                                    -0.f,
+                                    1e-30f,
+                                    20.f,
+                                    87.3f,
+                                    88.7f,
+                                    88.8f,
+                                    100.f,
+                                    1e30f,
+                                    std::numeric_limits<float>::infinity(),
+                                    -std::numeric_limits<float>::infinity()};
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    const at::Tensor g = at::tensor(edges).to(dtype), u = at::ones({int64_t(edges.size())}, dtype);
+    const at::Tensor ours = swiglu(g, u).to(at::kDouble), lib = (at::silu(g) * u).to(at::kDouble);
+    for (size_t i = 0; i < edges.size(); ++i) {
+      const double a = ours[i].item<double>(), b = lib[i].item<double>();
+      if (std::isnan(b)) {
+        EXPECT_TRUE(std::isnan(a)) << dtype << " gate " << edges[i];
+      } else if (std::isinf(b)) {
+        EXPECT_EQ(a, b) << dtype << " gate " << edges[i];
+      } else {
+        EXPECT_NEAR(a, b, std::abs(b) * 4e-7 + 1e-37) << dtype << " gate " << edges[i];
+      }
+    }
+    const at::Tensor nan = at::full({3}, std::nanf(""), dtype);
+    EXPECT_TRUE(at::isnan(swiglu(nan, at::ones({3}, dtype))).all().item<bool>()) << dtype;
+  }
+}
+
+TEST(Swiglu, Avx2LoopsGiveThePortableBits) {
+  if (cpu_isa() < Isa::kAvx2) GTEST_SKIP() << "no AVX2 here";
+  at::manual_seed(35);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (int64_t n : {1, 8, 13, 2816}) {
+      at::Tensor g = (at::randn({n}) * 30).to(dtype);
+      g[0] = 89.f;  // past exp's range on both sides
+      if (n > 1) g[1] = -89.f;
+      const at::Tensor u = at::randn({n}).to(dtype);
+      const at::Tensor vec = swiglu(g, u);
+      set_forced_isa(Isa::kScalar);
+      const at::Tensor plain = swiglu(g, u);
+      reset_forced_isa();
+      EXPECT_TRUE(at::equal(vec, plain)) << dtype << " n " << n;
+    }
+  }
+}
+
 TEST(RowOps, ArgumentErrors) {
   const at::Tensor x = at::randn({2, 4, 8});
   EXPECT_THROW(rms_norm(x.to(at::kDouble), at::ones({8}, at::kDouble), 1e-6), c10::Error);
@@ -91,6 +180,9 @@ TEST(RowOps, ArgumentErrors) {
   EXPECT_THROW(rotary(x.narrow(2, 0, 7), at::ones({2, 7}), at::ones({2, 7})), c10::Error);
   EXPECT_THROW(rotary(x, at::ones({2, 8}, at::kBFloat16), at::ones({2, 8}, at::kBFloat16)),
                c10::Error);
+  EXPECT_THROW(swiglu(x, x.narrow(2, 0, 7)), c10::Error);
+  EXPECT_THROW(swiglu(x, x.to(at::kBFloat16)), c10::Error);
+  EXPECT_THROW(swiglu(x.to(at::kDouble), x.to(at::kDouble)), c10::Error);
 }
 
 }  // namespace
