@@ -38,6 +38,7 @@ struct Micro {
   float* acc;
   int64_t acc_ld;
   int64_t pf;  // bytes ahead of the weight rows to prefetch (0: none)
+  bool fresh;  // the sums start at zero (the block's first K tile), not from acc
 };
 
 template <int MB, int NB, bool PF>
@@ -49,7 +50,15 @@ FLAMINGO_BF16DOT inline void block(const Micro& p) {
 #pragma GCC unroll 8
   for (int j = 0; j < NB; ++j) wr[j] = p.w + j * p.ldw;
   __m512 c[MB][NB];
-  detail::load_sums(p.acc, p.acc_ld, c);
+  if (p.fresh) {
+#pragma GCC unroll 8
+    for (int i = 0; i < MB; ++i) {
+#pragma GCC unroll 8
+      for (int j = 0; j < NB; ++j) c[i][j] = _mm512_setzero_ps();
+    }
+  } else {
+    detail::load_sums(p.acc, p.acc_ld, c);
+  }
   for (int64_t v = 0; v < p.vecs; ++v) {
     const int64_t k = v * kVecK;
     __m512bh xa[MB];
@@ -112,25 +121,27 @@ void columns(const uint16_t* x, int64_t m, const WeightView& w, float* y, int64_
     }
     for (int64_t n = n0; n < n1; n += kNB) {
       const int64_t nb = std::min(kNB, n1 - n);
-      std::memset(acc, 0, sizeof(float) * mc * acc_ld);
+      // The first sweep starts the sums at zero; the others go on from acc.
       auto sweep = [&](const uint16_t* xp, int64_t ldx, const uint16_t* wp, int64_t ldw,
-                       int64_t vecs, bool stream) {
+                       int64_t vecs, bool stream, bool fresh) {
         for (int64_t b = 0, i = 0; b < xblocks; ++b) {
           const int64_t mb = mc / xblocks + (b < mc % xblocks ? 1 : 0);
           kMicro[mb][nb - 1](Micro{xp + i * ldx, ldx, wp, ldw, vecs, acc + i * acc_ld, acc_ld,
-                                   b == 0 && stream ? pf : 0});  // the block that streams
+                                   b == 0 && stream ? pf : 0,  // the block that streams
+                                   fresh});
           i += mb;
         }
       };
       for (int64_t k0 = 0; k0 < kv; k0 += kKTile) {
-        sweep(xg + k0, w.k, wdata + n * w.k + k0, w.k, std::min(kKTile, kv - k0) / kVecK, true);
+        sweep(xg + k0, w.k, wdata + n * w.k + k0, w.k, std::min(kKTile, kv - k0) / kVecK, true,
+              k0 == 0);
       }
       if (tail > 0) {
         std::memset(wtail, 0, sizeof wtail);
         for (int64_t j = 0; j < nb; ++j) {
           std::memcpy(wtail + j * kVecK, wdata + (n + j) * w.k + kv, tail * sizeof(uint16_t));
         }
-        sweep(xtail, kVecK, wtail, kVecK, 1, false);
+        sweep(xtail, kVecK, wtail, kVecK, 1, false, kv == 0);
       }
       for (int64_t i = 0; i < mc; ++i) {
         float* yrow = y + (m0 + i) * w.n + n;
