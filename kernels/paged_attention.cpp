@@ -19,7 +19,7 @@ struct PagedAttentionArgs {
   const int32_t* seq_of_token;
   const int32_t* context_lens;
   float scale;
-  bool avx2;  // attend_row's AVX2 loops (same bits)
+  bool avx2;  // attend_heads' AVX2 loops (same bits)
 };
 
 // A task's scratch: attend_heads', and the element offset of each context position's K/V row
