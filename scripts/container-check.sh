@@ -120,22 +120,36 @@ PY
 # slow to have 8 requests in flight at a known moment.
 cli=$here/build/bin/flamingo-cli
 [[ -x $cli ]] || fail "no $cli for the load (build first)"
+# Requests the server has finished so far (flamingo_requests_total, every label): the load's
+# requests are counted from here.
+finished() {
+  /usr/bin/python3 - "$metrics_port" <<'PY'
+import re, sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+print(int(sum(float(v) for v in re.findall(r"^flamingo_requests_total\{[^}]*\} ([0-9.e+]+)$", text, re.M))))
+PY
+}
+finished_before=$(finished) || fail "metrics"
 pids=()
 for i in $(seq 1 8); do
   "$cli" generate --server "127.0.0.1:$port" --prompt "drain $i" \
     --max-new-tokens 1000 --ignore-eos --json >/tmp/$name-req-$i.json 2>&1 &
   pids+=($!)
 done
-# Until all 8 run (the clients link LibTorch and take a moment to start); 1000 tokens then
-# take the tiny model several seconds in a batch of 8.
-/usr/bin/python3 - "$metrics_port" <<'PY' || fail "the 8 requests did not all start"
+# Until the server has all 8 (running, queued or already finished: the clients link LibTorch
+# and take a moment each to start, while 1000 tokens take the demo model well under a second
+# here), then SIGTERM at once: the last one admitted is still running.
+/usr/bin/python3 - "$metrics_port" "$finished_before" <<'PY' || fail "the 8 requests did not all reach the server"
 import re, sys, time, urllib.request
-for _ in range(600):
+def value(text, name):
+    return sum(float(v) for v in re.findall(rf"^{name}(?:\{{[^}}]*\}})? ([0-9.e+]+)$", text, re.M))
+for _ in range(1200):
     text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
-    m = re.search(r"^flamingo_running_requests(?:\{[^}]*\})? ([0-9.e+]+)$", text, re.M)
-    if m and float(m.group(1)) >= 8:
+    admitted = (value(text, "flamingo_running_requests") + value(text, "flamingo_queue_length")
+                + value(text, "flamingo_requests_total") - float(sys.argv[2]))
+    if admitted >= 8 and value(text, "flamingo_running_requests") >= 1:
         sys.exit(0)
-    time.sleep(0.05)
+    time.sleep(0.02)
 sys.exit(1)
 PY
 podman kill --signal TERM "$name" >/dev/null
