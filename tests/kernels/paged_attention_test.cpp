@@ -7,8 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <random>
-#include <utility>
 #include <tuple>
+#include <utility>
 
 #include "kernels/cpu_isa.h"
 
