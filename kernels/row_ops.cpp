@@ -6,33 +6,21 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <type_traits>
 
 #include "kernels/cpu_isa.h"
 
 namespace flamingo::kernels {
 namespace {
 
-// float32 <-> the element type, rounding to nearest even as c10::BFloat16 does (NaN stays NaN).
-inline float to_float(float v) { return v; }
-inline float to_float(at::BFloat16 v) {
-  const uint32_t u = static_cast<uint32_t>(v.x) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
+// float32 <-> the element type: c10::BFloat16's conversions (exact widening; narrowing to
+// nearest even, NaN to 0x7fc0), the ones LibTorch's ops use.
+template <typename T>
+inline float to_float(T v) {
+  return static_cast<float>(v);
 }
 template <typename T>
 inline T from_float(float f) {
-  if constexpr (std::is_same_v<T, float>) {
-    return f;
-  } else {
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    at::BFloat16 b;
-    b.x = std::isnan(f) ? uint16_t{0x7fc0}
-                        : static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-    return b;
-  }
+  return T(f);
 }
 // The value a float32 result has once stored in T.
 template <typename T>
@@ -128,7 +116,7 @@ __attribute__((target("avx2"))) inline __m256 exp_avx2(__m256 x) {
                           _mm256_cmp_ps(x, _mm256_set1_ps(kExpLo), _CMP_LT_OQ));
 }
 
-// 8 bfloat16 <-> float32 lanes; the narrowing rounds to nearest even, NaN to 0x7fc0 (from_float's).
+// 8 bfloat16 <-> float32 lanes; the narrowing as c10::BFloat16's (nearest even, NaN to 0x7fc0).
 __attribute__((target("avx2"))) inline __m256 load8(const at::BFloat16* p) {
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
