@@ -12,8 +12,9 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <type_traits>
 #include <vector>
+
+#include "kernels/lanes_avx2.h"
 
 namespace flamingo::kernels {
 
@@ -50,17 +51,7 @@ inline void axpy_scalar(float p, const T* v, float* acc, int64_t d) {
   for (int64_t i = 0; i < d; ++i) acc[i] += p * static_cast<float>(v[i]);
 }
 
-// 8 values of T at x as float32 (bfloat16: its exact float32 value).
-template <typename T>
-__attribute__((target("avx2"))) inline __m256 load8(const T* x) {
-  if constexpr (std::is_same_v<T, float>) {
-    return _mm256_loadu_ps(x);
-  } else {
-    static_assert(sizeof(T) == 2, "bfloat16 expected");
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-  }
-}
+using lanes::load8;  // 8 values of T as float32 (kernels/lanes_avx2.h)
 
 // Asks for the cache lines of a K/V row of d values ahead of use: rows of a paged cache are a
 // head's slice of a longer row (one stride apart), which the hardware prefetchers miss.

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "kernels/cpu_isa.h"
+#include "kernels/lanes_avx2.h"
 
 namespace flamingo::kernels {
 namespace {
@@ -116,12 +117,8 @@ __attribute__((target("avx2"))) inline __m256 exp_avx2(__m256 x) {
                           _mm256_cmp_ps(x, _mm256_set1_ps(kExpLo), _CMP_LT_OQ));
 }
 
-// 8 bfloat16 <-> float32 lanes; the narrowing as c10::BFloat16's (nearest even, NaN to 0x7fc0).
-__attribute__((target("avx2"))) inline __m256 load8(const at::BFloat16* p) {
-  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-__attribute__((target("avx2"))) inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+// 8 float32 lanes to bfloat16 as c10::BFloat16 narrows (nearest even, NaN to 0x7fc0), or kept
+// as float32 (loads: lanes::load8).
 __attribute__((target("avx2"))) inline __m256i narrow_bits(__m256 v) {
   const __m256i u = _mm256_castps_si256(v);
   const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
@@ -154,10 +151,10 @@ template <typename T>
 __attribute__((target("avx2"))) void swiglu_avx2(const T* g, const T* u, T* y, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 gf = load8(g + i);
+    const __m256 gf = lanes::load8(g + i);
     const __m256 e = exp_avx2(_mm256_xor_ps(gf, _mm256_set1_ps(-0.f)));  // exp(-g)
     const __m256 silu = round8(_mm256_div_ps(gf, _mm256_add_ps(_mm256_set1_ps(1.f), e)), y);
-    store8(y + i, _mm256_mul_ps(silu, load8(u + i)));
+    store8(y + i, _mm256_mul_ps(silu, lanes::load8(u + i)));
   }
   for (; i < n; ++i) y[i] = from_float<T>(swiglu_one(g[i], u[i]));
 }
