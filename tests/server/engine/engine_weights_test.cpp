@@ -130,41 +130,37 @@ TEST_P(EngineWeightsTest, ConcurrentGreedyEqualsSoloBitForBit) {
     ASSERT_EQ(sink->outcome.status, JobStatus::kLength);
     alone.push_back({sink->tokens, sink->logprobs});
   }
-  const int64_t steps_before = idle_stats().steps;
+  // All of them at once. Jobs are built first so that they arrive together; should the engine
+  // step before the last arrives (this thread descheduled on a busy machine) and no step reach
+  // 33 rows, the run is repeated (up to 3 times): every run's bits are checked.
+  int64_t rows = 0, steps = 0;
+  for (int attempt = 0; attempt < 3 && (attempt == 0 || rows <= 32 * steps); ++attempt) {
+    const int64_t steps_before = idle_stats().steps;
+    std::vector<GenerateJob> jobs;
+    rows = 0;
+    for (const EngineCase& k : ks) {
+      int32_t p = 0;
+      jobs.push_back(make_job(k, &p));
+      EXPECT_GE(p, 20);
+      EXPECT_LE(p, 60);
+      rows += p + k.max_new_tokens - 1;  // every prompt token, every generated token but the last
+    }
+    std::vector<std::shared_ptr<JobCollector>> sinks;
+    for (GenerateJob& job : jobs) {
+      auto sink = std::make_shared<JobCollector>();
+      ASSERT_EQ(engine_->submit(std::move(job), sink).code, Admission::kAccepted);
+      sinks.push_back(sink);
+    }
+    for (size_t i = 0; i < ks.size(); ++i) {
+      sinks[i]->wait();
+      EXPECT_EQ(sinks[i]->outcome.status, JobStatus::kLength) << "case " << i;
+      ASSERT_EQ(sinks[i]->tokens.size(), static_cast<size_t>(ks[i].max_new_tokens)) << "case " << i;
+      EXPECT_EQ(sinks[i]->tokens, alone[i].tokens) << "case " << i;
+      expect_same_bits(sinks[i]->logprobs, alone[i].logprobs, "case " + std::to_string(i));
+    }
+    steps = idle_stats().steps - steps_before;
+  }
 
-  // All of them at once. Jobs are built first so that they arrive together.
-  std::vector<GenerateJob> jobs;
-  int64_t rows = 0;
-  for (const EngineCase& k : ks) {
-    int32_t p = 0;
-    jobs.push_back(make_job(k, &p));
-    EXPECT_GE(p, 20);
-    EXPECT_LE(p, 60);
-    rows += p + k.max_new_tokens - 1;  // every prompt token, every generated token but the last
-  }
-  std::vector<std::shared_ptr<JobCollector>> sinks;
-  for (GenerateJob& job : jobs) {
-    auto sink = std::make_shared<JobCollector>();
-    ASSERT_EQ(engine_->submit(std::move(job), sink).code, Admission::kAccepted);
-    sinks.push_back(sink);
-  }
-  for (size_t i = 0; i < ks.size(); ++i) {
-    sinks[i]->wait();
-    EXPECT_EQ(sinks[i]->outcome.status, JobStatus::kLength) << "case " << i;
-    ASSERT_EQ(sinks[i]->tokens.size(), static_cast<size_t>(ks[i].max_new_tokens)) << "case " << i;
-    EXPECT_EQ(sinks[i]->tokens, alone[i].tokens) << "case " << i;
-    expect_same_bits(sinks[i]->logprobs, alone[i].logprobs, "case " + std::to_string(i));
-  }
-  const int64_t steps = idle_stats().steps - steps_before;
-
-  // Steps of more than 32 rows, prefill chunks mixed with decodes. The 16 requests compute 715
-  // token rows in all (627 prompt + 88 decode); a step holds at most the 96-token budget,
-  // decodes first, then prefill chunks (server/engine/scheduler.h). Whatever the arrival
-  // order, a run averaging more than 32 rows per step had a step of more than 32 rows
-  // (pigeonhole; measured 14-19 steps, 38-51 rows on average). With all 16 admitted at once,
-  // the requests admitted first decode from the next step on while later prompts are still
-  // prefilled in chunks that fill the rest of the 96 rows: ~6 steps mixing both, then
-  // decode-only steps of <= 16 rows. Alone, every prompt (<= 60 tokens) is one chunk.
   ASSERT_GT(steps, 0);
   RecordProperty("rows", std::to_string(rows));
   RecordProperty("steps", std::to_string(steps));
