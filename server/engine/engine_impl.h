@@ -136,6 +136,7 @@ class EngineImpl final : public Engine {
   void finish(int64_t id, JobStatus status, const std::string& message = {});
   void end_all(JobStatus status, const std::string& message);
   void publish_stats();
+  void release_free_memory();  // malloc_trim once the engine goes idle after work
 
   // ---- media (engine_media.cpp) ----
   struct ImageMisses {  // images no cache entry holds yet: encoded in one batch per step
@@ -182,6 +183,7 @@ class EngineImpl final : public Engine {
   int64_t next_id_ = 1;
   int32_t in_flight_ = 0;  // accepted and not yet finished (inbox + queued + running)
   bool draining_ = false;
+  bool worked_since_trim_ = false;  // engine thread
   bool stop_ = false;
   EngineStats stats_;
   std::condition_variable idle_;  // signalled when in_flight_ drops to 0
