@@ -506,10 +506,14 @@ TEST(HostileInputE2E, EveryCaseGetsAResultOrANamedErrorAndTheServerStaysUp) {
             << " MiB after warm-up, after each pass:";
   for (int64_t kb : after_kb) std::cout << " " << kb / 1024;
   std::cout << " MiB\n";
-  for (int pass = 0; pass < kPasses; ++pass) {
-    EXPECT_LE(after_kb[pass], baseline_kb + baseline_kb / 10) << "pass " << pass;
+  if (kSanitizedBuild) {
+    std::cout << "RSS bars not checked in a sanitizer build (its quarantine keeps freed memory)\n";
+  } else {
+    for (int pass = 0; pass < kPasses; ++pass) {
+      EXPECT_LE(after_kb[pass], baseline_kb + baseline_kb / 10) << "pass " << pass;
+    }
+    EXPECT_LE(after_kb[kPasses - 1], after_kb[0] + baseline_kb * 75 / 1000) << "growth: a leak";
   }
-  EXPECT_LE(after_kb[kPasses - 1], after_kb[0] + baseline_kb * 75 / 1000) << "growth: a leak";
   EXPECT_EQ(stop_server(*server), std::optional<int>(0));
 }
 

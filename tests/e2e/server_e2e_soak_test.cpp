@@ -185,7 +185,11 @@ TEST(SoakE2E, TwiceTheCapacityWithCancellationsLeaksNothing) {
       percentile(t.ttft_ms, 0.9), percentile(t.ttft_ms, 0.99), percentile(t.total_ms, 0.5),
       percentile(t.total_ms, 0.9), percentile(t.total_ms, 0.99),
       static_cast<long long>(baseline_kb / 1024), static_cast<long long>(after_kb / 1024));
-  EXPECT_LE(after_kb, baseline_kb + baseline_kb / 20) << "RSS grew more than 5%";
+  if (kSanitizedBuild) {
+    std::printf("RSS bar not checked in a sanitizer build (its quarantine keeps freed memory)\n");
+  } else {
+    EXPECT_LE(after_kb, baseline_kb + baseline_kb / 20) << "RSS grew more than 5%";
+  }
   EXPECT_EQ(stop_server(*server), std::optional<int>(0));
 }
 

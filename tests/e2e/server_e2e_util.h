@@ -465,7 +465,6 @@ inline HealthResult health_check(const std::shared_ptr<grpc::Channel>& channel,
 
 // ---- misc ----
 
-// FLAMINGO_E2E_VERBOSE=1 prints the servers' logs also when a test passes.
 // A process's resident set (VmRSS) in kB, -1 when unknown.
 inline int64_t rss_kb(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -476,6 +475,16 @@ inline int64_t rss_kb(pid_t pid) {
   return -1;
 }
 
+// True in a -fsanitize=address or thread build (scripts/sanitizer-check.sh; the server under
+// test is built the same way): the sanitizer's quarantine and shadow memory keep freed memory
+// resident, so the tests print RSS there without holding it to their bars.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kSanitizedBuild = true;
+#else
+inline constexpr bool kSanitizedBuild = false;
+#endif
+
+// FLAMINGO_E2E_VERBOSE=1 prints the servers' logs also when a test passes.
 inline bool verbose() { return std::getenv("FLAMINGO_E2E_VERBOSE") != nullptr; }
 
 // True when `s` is valid UTF-8 (no overlongs, surrogates or code points above U+10FFFF).
