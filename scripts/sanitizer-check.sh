@@ -2,15 +2,16 @@
 # Builds a part of the tree with sanitizers in its own folder and runs its tests there
 # (docs/RELIABILITY.md, "Sanitizer builds"):
 #
-#   scripts/sanitizer-check.sh address [--set ci|kernels|engine|server|all] [--dir DIR]
-#   scripts/sanitizer-check.sh thread  [--set ci|kernels|engine|server|all] [--dir DIR]
+#   scripts/sanitizer-check.sh address [--set ci|kernels|engine|server|all|suite] [--dir DIR]
+#   scripts/sanitizer-check.sh thread  [--set ci|kernels|engine|all] [--dir DIR]
 #
 # address: AddressSanitizer + UndefinedBehaviorSanitizer (GCC); thread: ThreadSanitizer.
 # Sets of test programs: kernels (the hand-written SIMD products, attention and row ops, also
 # under every forced lower ISA path), engine (the engine thread, scheduler, caches, over the
 # model with fake and real forwards), server (flamingo-server itself under the sanitizer,
 # driven by the end-to-end tests over gRPC and HTTP on loopback; address only), all (the
-# three; kernels and engine under thread), ci (what .ci/run runs, to fit CI's time: kernels).
+# three; kernels and engine under thread), suite (address only: the whole tree and the whole
+# ctest suite, about 45 minutes on 2 cores), ci (what .ci/run runs, to fit CI's time: kernels).
 # ThreadSanitizer cannot check the server: Debian's gRPC, Abseil and cpp-httplib are not
 # instrumented, and the ordering of every gRPC callback is made inside them.
 # Default set: ci. Default folder: build-asan / build-tsan next to build/. A sanitizer report
@@ -18,7 +19,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-usage() { sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 mode=${1:-}
 case "$mode" in
   address | thread) shift ;;
@@ -56,15 +57,17 @@ case "$set_name" in
   all) programs=("${kernels[@]}" "${engine[@]}")
        [ "$mode" = address ] && programs+=("${server[@]}") ;;
   ci) programs=("${kernels[@]}") ;;
-  *) echo "sanitizer-check: --set must be ci, kernels, engine, server or all, not '$set_name'" >&2
+  suite) programs=() ;;
+  *) echo "sanitizer-check: --set must be ci, kernels, engine, server, all or suite, not '$set_name'" >&2
      exit 2 ;;
 esac
-if [ "$mode" = thread ] && [ "$set_name" = server ]; then
-  echo "sanitizer-check: thread --set server: Debian's gRPC, Abseil and cpp-httplib are not" \
+if [ "$mode" = thread ] && { [ "$set_name" = server ] || [ "$set_name" = suite ]; }; then
+  echo "sanitizer-check: thread --set $set_name: Debian's gRPC, Abseil and cpp-httplib are not" \
     "instrumented, and TSan reports the ordering made inside them as races (docs/RELIABILITY.md)" >&2
   exit 2
 fi
 needs_model=0
+[ "$set_name" = suite ] && needs_model=1
 for p in "${programs[@]}"; do [[ $p == server_e2e_* ]] && needs_model=1; done
 
 start=$(date +%s)
@@ -73,10 +76,15 @@ cmake -S "$here" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DFLAMINGO_SANITIZE="$mode" -DFLAMINGO_FUZZ_TESTS=OFF \
   -DFLAMINGO_BUILD_DEFAULT_MODEL=$([ $needs_model = 1 ] && echo ON || echo OFF) > "$dir/configure.log" \
   || { cat "$dir/configure.log" >&2; exit 1; }
-targets=("${programs[@]}")
-[ $needs_model = 1 ] && targets+=(flamingo-server flamingo-cli default_model)
-cmake --build "$dir" --target "${targets[@]}"
-echo "sanitizer-check: built ${#programs[@]} programs with -fsanitize=$mode in $(($(date +%s) - start)) s"
+if [ "$set_name" = suite ]; then
+  cmake --build "$dir"
+  echo "sanitizer-check: built the tree with -fsanitize=$mode in $(($(date +%s) - start)) s"
+else
+  targets=("${programs[@]}")
+  [ $needs_model = 1 ] && targets+=(flamingo-server flamingo-cli default_model)
+  cmake --build "$dir" --target "${targets[@]}"
+  echo "sanitizer-check: built ${#programs[@]} programs with -fsanitize=$mode in $(($(date +%s) - start)) s"
+fi
 
 # LibTorch and protobuf keep static state to the end of the process: leak detection is off.
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=0
@@ -101,6 +109,12 @@ run() {
   fi
   echo "sanitizer-check: ok ($(($(date +%s) - t0)) s): $label"
 }
+if [ "$set_name" = suite ]; then
+  # The whole suite as README runs it (the fuzz targets are clang's own ASan builds: off here).
+  ctest --test-dir "$dir" --output-on-failure -j2
+  echo "sanitizer-check: $mode, the whole suite passed ($(($(date +%s) - start)) s in all)"
+  exit 0
+fi
 for p in "${programs[@]}"; do
   run "$p" "$dir/bin/$p"
   if [[ " ${forced[*]} " == *" $p "* ]]; then

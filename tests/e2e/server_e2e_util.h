@@ -26,6 +26,7 @@
 #include <latch>
 #include <memory>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -58,23 +59,39 @@ inline std::string read_file(const std::string& path) {
 
 inline std::string image_bytes(const std::string& name) { return read_file(kImageDir + name); }
 
-// A port that was free a moment ago (bind 127.0.0.1:0, read it back, close).
-inline int free_port() {
+// True when 127.0.0.1:port can be bound now.
+inline bool port_is_free(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) throw std::runtime_error("socket failed");
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    close(fd);
-    throw std::runtime_error("cannot bind a free port");
-  }
-  const int port = ntohs(addr.sin_port);
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
   close(fd);
-  return port;
+  return ok;
+}
+
+// A port that was free a moment ago, for a server flag that needs a number. It is drawn below
+// the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range), so that no port-0
+// bind (the server's own gRPC --port 0) and no outgoing connection can be given it between
+// this test choosing it and the server binding it: a port read back from a bind to port 0
+// was once handed to the same server's gRPC listener a moment later (HTTP then could not bind).
+inline int free_port() {
+  int ephemeral_low = 32768;
+  if (std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range"); range) range >> ephemeral_low;
+  const int low = 10000, high = ephemeral_low;
+  if (high - low >= 1000) {
+    std::mt19937 rng(
+        static_cast<uint32_t>(getpid()) * 2654435761u ^
+        static_cast<uint32_t>(std::chrono::steady_clock::now().time_since_epoch().count()));
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      const int port = low + static_cast<int>(rng() % static_cast<uint32_t>(high - low));
+      if (port_is_free(port)) return port;
+    }
+  }
+  throw std::runtime_error("no free loopback port in [" + std::to_string(low) + ", " +
+                           std::to_string(high) + ")");
 }
 
 // Starts flamingo-server on a free loopback port (--port 0), the HTTP API off unless `args`

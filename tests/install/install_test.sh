@@ -38,7 +38,18 @@ out=$("$prefix/bin/flamingo-cli" generate --prompt "a photo of" --max-new-tokens
 grep -q '"token_ids"' <<< "$out" || fail "no tokens: $out"
 
 log=$prefix/server.log
-http_port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A free port below the kernel's ephemeral range: the server's own --port 0 bind cannot take it.
+http_port=$(/usr/bin/python3 -c '
+import random, socket
+high = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for port in random.sample(range(10000, max(high, 11000)), 100):
+    try:
+        socket.socket().bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(port)
+    break
+')
 "$prefix/bin/flamingo-server" --port 0 --metrics-port 0 --http-port "$http_port" > "$log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 300); do

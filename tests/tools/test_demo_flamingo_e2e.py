@@ -29,11 +29,13 @@ import io
 import json
 import os
 import pathlib
+import random
 import re
 import shlex
 import socket
 import subprocess
 import sys
+import time
 import unittest
 import urllib.request
 
@@ -76,9 +78,23 @@ SKIP = (f"no server binary {SERVER_BIN} (build it, or set FLAMINGO_SERVER_BIN)"
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free a moment ago, drawn below the kernel's ephemeral range so that
+    the server's own `--port 0` bind cannot be given it before the server binds it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            high = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        high = 32768
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(100):
+        port = rng.randrange(10000, max(high, 11000))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free loopback port in [10000, {high})")
 
 
 def start_server(*extra):
