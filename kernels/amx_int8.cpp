@@ -7,7 +7,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
+#include <utility>
 
 #include "kernels/amx_tiles.h"
 
@@ -137,6 +139,85 @@ FLAMINGO_AMX void columns(const detail::QuantX& qx, int64_t m, const WeightView&
   _tile_release();
 }
 
+// One group's exact dots of the x tile and weight block wb's group g, from a zeroed C tile T,
+// stored to c (rows kLine bytes apart).
+template <int T>
+FLAMINGO_AMX inline void one_tile_dots(const int8_t* xq, int64_t kp, const int8_t* wb, int64_t g,
+                                       int32_t* c) {
+  for (int64_t l = 0; l < kInt8BlockBytes; l += kLine) {
+    _mm_prefetch(reinterpret_cast<const char*>(wb) + g * kInt8BlockBytes + kPrefetch + l,
+                 _MM_HINT_T0);
+  }
+  if constexpr (T == 0) {  // the tile intrinsics take their register's number as a literal
+    _tile_loadd(4, xq + g * kLine, kp);
+    _tile_loadd(6, wb + g * kInt8BlockBytes, kLine);
+    _tile_zero(0);
+    _tile_dpbssd(0, 4, 6);
+    _tile_stored(0, c, kLine);
+  } else {
+    _tile_loadd(5, xq + g * kLine, kp);
+    _tile_loadd(7, wb + g * kInt8BlockBytes, kLine);
+    _tile_zero(1);
+    _tile_dpbssd(1, 5, 7);
+    _tile_stored(1, c, kLine);
+  }
+}
+
+// acc[i] += float(dots[i]) x (sw x sx[i]) for the M x rows: the definition's one fma per group.
+template <int M>
+FLAMINGO_AMX inline void one_tile_add(__m512 (&acc)[M], const int32_t* dots, const float* sw,
+                                      const float* sx, int64_t groups) {
+  const __m512 swg = _mm512_load_ps(sw);
+#pragma GCC unroll 16
+  for (int i = 0; i < M; ++i) {
+    const __m512 d = _mm512_cvtepi32_ps(_mm512_load_si512(dots + i * kTile));
+    acc[i] = _mm512_fmadd_ps(d, _mm512_mul_ps(swg, _mm512_set1_ps(sx[i * groups])), acc[i]);
+  }
+}
+
+// x rows 1..16 (one A tile): one block of 16 weight rows at a time, its M x 16 float sums held
+// in registers across all groups and stored once. Each group's dots come from a zeroed C tile
+// (no running sums, so no subtraction), two tiles alternating so that the tile unit can work
+// on group g + 1 while the vector units add group g.
+template <int M>
+FLAMINGO_AMX void columns_one_tile(const detail::QuantX& qx, const WeightView& w, float* y,
+                                   int64_t n0, int64_t n1) {
+  const int64_t groups = qx.groups, kp = qx.kp;
+  const auto* wq = static_cast<const int8_t*>(w.data);
+  alignas(64) int32_t c[2][kTile * kTile];
+  const int8_t* xq = qx.q.data();
+  const float* sx = qx.s.data();
+  configure(M);
+  for (int64_t b = n0 / kTile; b * kTile < n1; ++b) {
+    const int8_t* wb = wq + b * groups * kInt8BlockBytes;
+    const float* sw = w.scales + b * groups * kTile;
+    __m512 acc[M];
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i) acc[i] = _mm512_setzero_ps();
+    one_tile_dots<0>(xq, kp, wb, 0, c[0]);
+    int64_t g = 0;
+    for (; g + 2 <= groups; g += 2) {
+      one_tile_dots<1>(xq, kp, wb, g + 1, c[1]);
+      one_tile_add<M>(acc, c[0], sw + g * kTile, sx + g, groups);
+      if (g + 2 < groups) one_tile_dots<0>(xq, kp, wb, g + 2, c[0]);
+      one_tile_add<M>(acc, c[1], sw + (g + 1) * kTile, sx + g + 1, groups);
+    }
+    if (g < groups) one_tile_add<M>(acc, c[0], sw + g * kTile, sx + g, groups);
+    const int64_t c0 = b * kTile, cols = std::min<int64_t>(kTile, n1 - c0);
+    const auto mask = static_cast<__mmask16>((1u << cols) - 1);
+#pragma GCC unroll 16
+    for (int i = 0; i < M; ++i) _mm512_mask_storeu_ps(y + i * w.n + c0, mask, acc[i]);
+  }
+  _tile_release();
+}
+
+using OneTileFn = void (*)(const detail::QuantX&, const WeightView&, float*, int64_t, int64_t);
+template <int... M>
+constexpr auto one_tile_table(std::integer_sequence<int, M...>) {
+  return std::array<OneTileFn, sizeof...(M)>{columns_one_tile<M + 1>...};
+}
+constexpr auto kOneTile = one_tile_table(std::make_integer_sequence<int, kTile>{});
+
 FLAMINGO_AMX void spin(int64_t iterations) {
   configure(kTile);
   _tile_zero(4);
@@ -158,7 +239,11 @@ void amx_int8_spin(int64_t iterations) { spin(iterations); }
 
 void amx_int8_columns(const detail::QuantX& qx, int64_t m, const WeightView& w, float* y,
                       int64_t n0, int64_t n1) {
-  columns(qx, m, w, y, n0, n1);
+  if (m <= kTile) {
+    kOneTile[m - 1](qx, w, y, n0, n1);
+  } else {
+    columns(qx, m, w, y, n0, n1);
+  }
 }
 
 }  // namespace flamingo::kernels

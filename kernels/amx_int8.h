@@ -3,7 +3,8 @@
 // the A tile (up to 16 rows x 64 bytes) and a packed block's group (kernels/packed_weight.h: 16
 // K quads x 16 weight rows x 4 bytes) is the B tile as stored; the C tile holds the exact
 // integer dots D[g] of 16 x rows x 16 weight rows, and AVX-512 adds float(D) x (sx x sw) into
-// the float32 sums, one fma per group, as the other paths do. Internal to int8_product.
+// the float32 sums, one fma per group, as the other paths do. Up to 16 x rows (one A tile) the
+// sums of a block stay in registers across all groups. Internal to int8_product.
 #pragma once
 
 #include <cstdint>
@@ -15,7 +16,7 @@ namespace flamingo::kernels {
 
 // From this many x rows up, int8_product_raw uses AMX where the CPU has it (fewer rows read the
 // weights faster through vpdpbusd; both give the same bits). Measured: docs/PERFORMANCE.md.
-constexpr int64_t kAmxInt8MinRows = 8;
+constexpr int64_t kAmxInt8MinRows = 6;
 
 // Output columns [n0, n1) (n0 a multiple of 16) of y [m, w.n] for x quantized as qx (with
 // QuantExtra::kTileRows), on this thread. Requires cpu_isa() >= Isa::kAmx.

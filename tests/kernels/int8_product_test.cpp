@@ -69,7 +69,7 @@ void expect_every_path_gives_the_definition(const at::Tensor& x, const PackedWei
 TEST(Int8Product, EveryPathGivesTheDefinitionBitForBit) {
   at::manual_seed(31);
   for (int64_t k : {1, 63, 64, 65, 200, 512, 577, 1100}) {
-    for (int64_t m : {1, 3, 7, 8, 17, 50}) {
+    for (int64_t m : {1, 3, 7, 8, 12, 16, 17, 50}) {  // AMX: 8-16 one x tile, 17+ two
       const int64_t n = 19;
       const PackedWeight w = PackedWeight::from_dense(at::randn({n, k}), WeightType::kInt8);
       at::Tensor x = at::randn({m, k});
@@ -84,9 +84,11 @@ TEST(Int8Product, EveryPathGivesTheDefinitionBitForBit) {
 // bound that keeps them within int32); the bits stay the definition's across the restart.
 TEST(Int8Product, LongKKeepsTheDefinitionOnEveryPath) {
   at::manual_seed(33);
-  const int64_t k = 1030 * 64 + 5, n = 17, m = 9;
+  const int64_t k = 1030 * 64 + 5, n = 17;
   const PackedWeight w = PackedWeight::from_dense(at::randn({n, k}), WeightType::kInt8);
-  expect_every_path_gives_the_definition(at::randn({m, k}), w, "long K");
+  for (int64_t m : {9, 17}) {
+    expect_every_path_gives_the_definition(at::randn({m, k}), w, "long K m=" + std::to_string(m));
+  }
 }
 
 // Activations exactly halfway between two steps (scale 1: max |x| = 127) round to even on
