@@ -69,7 +69,9 @@ FLAMINGO_AMX void pass(const TilePass& p) {
     if (p.prefetch) {
       for (int a = 0; a < NA; ++a) {
         for (int64_t r = 0; r < kTile; ++r) {
-          _mm_prefetch(p.a[a] + r * p.lda + off + kPrefetch, _MM_HINT_T0);
+          _mm_prefetch(detail::prefetch_target(p.a[a] + r * p.lda + off, kPrefetch, p.lda - off,
+                                               (NA * kTile - 1) * p.lda),
+                       _MM_HINT_T0);
         }
       }
     }

@@ -39,6 +39,9 @@ struct Micro {
   int64_t acc_ld;
   int64_t pf;  // bytes ahead of the weight rows to prefetch (0: none)
   bool fresh;  // the sums start at zero (the block's first K tile), not from acc
+  // Bytes from w to the rows' end, and from a row's end to its successor in the next block
+  // (detail::prefetch_target).
+  int64_t pf_left = 0, pf_skip = 0;
 };
 
 template <int MB, int NB, bool PF>
@@ -66,7 +69,11 @@ FLAMINGO_BF16DOT inline void block(const Micro& p) {
     for (int i = 0; i < MB; ++i) xa[i] = (__m512bh)_mm512_loadu_si512(xr[i] + k);
 #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) {
-      if constexpr (PF) _mm_prefetch(reinterpret_cast<const char*>(wr[j] + k) + p.pf, _MM_HINT_T0);
+      if constexpr (PF) {
+        _mm_prefetch(detail::prefetch_target(reinterpret_cast<const char*>(wr[j] + k), p.pf,
+                                             p.pf_left - k * 2, p.pf_skip),
+                     _MM_HINT_T0);
+      }
       __m512i wv = _mm512_loadu_si512(wr[j] + k);
       asm("" : "+v"(wv));  // one load per weight vector, not one per x row
 #pragma GCC unroll 8
@@ -123,25 +130,25 @@ void columns(const uint16_t* x, int64_t m, const WeightView& w, float* y, int64_
       const int64_t nb = std::min(kNB, n1 - n);
       // The first sweep starts the sums at zero; the others go on from acc.
       auto sweep = [&](const uint16_t* xp, int64_t ldx, const uint16_t* wp, int64_t ldw,
-                       int64_t vecs, bool stream, bool fresh) {
+                       int64_t vecs, bool stream, bool fresh, int64_t k0) {
         for (int64_t b = 0, i = 0; b < xblocks; ++b) {
           const int64_t mb = mc / xblocks + (b < mc % xblocks ? 1 : 0);
           kMicro[mb][nb - 1](Micro{xp + i * ldx, ldx, wp, ldw, vecs, acc + i * acc_ld, acc_ld,
                                    b == 0 && stream ? pf : 0,  // the block that streams
-                                   fresh});
+                                   fresh, (w.k - k0) * 2, (kNB - 1) * w.k * 2});
           i += mb;
         }
       };
       for (int64_t k0 = 0; k0 < kv; k0 += kKTile) {
         sweep(xg + k0, w.k, wdata + n * w.k + k0, w.k, std::min(kKTile, kv - k0) / kVecK, true,
-              k0 == 0);
+              k0 == 0, k0);
       }
       if (tail > 0) {
         std::memset(wtail, 0, sizeof wtail);
         for (int64_t j = 0; j < nb; ++j) {
           std::memcpy(wtail + j * kVecK, wdata + (n + j) * w.k + kv, tail * sizeof(uint16_t));
         }
-        sweep(xtail, kVecK, wtail, kVecK, 1, false, kv == 0);
+        sweep(xtail, kVecK, wtail, kVecK, 1, false, kv == 0, 0);
       }
       for (int64_t i = 0; i < mc; ++i) {
         float* yrow = y + (m0 + i) * w.n + n;

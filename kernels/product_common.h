@@ -69,7 +69,12 @@ void for_column_ranges(int64_t m, int64_t n, int64_t k, int64_t unit, const Fn& 
   const int64_t blocks = (n + unit - 1) / unit;
   ThreadPool& pool = kernel_pool();
   const int64_t work = m * n * k;
-  int64_t tasks = work < (int64_t{1} << 18) ? 1 : std::min<int64_t>(blocks, pool.threads() * 8);
+  // Few rows (bound by memory): two ranges per thread, each read as one long stream (8 gave
+  // 5-15% less bandwidth at K = 1024, 1-32 rows, docs/PERFORMANCE.md); many rows: 8 per thread
+  // for balance.
+  const int64_t per_thread = m <= 64 ? 2 : 8;
+  int64_t tasks =
+      work < (int64_t{1} << 18) ? 1 : std::min<int64_t>(blocks, pool.threads() * per_thread);
   tasks = std::max<int64_t>(tasks, 1);
   auto run_range = [&](int64_t t) {
     const int64_t b0 = blocks * t / tasks, b1 = blocks * (t + 1) / tasks;
@@ -81,6 +86,16 @@ void for_column_ranges(int64_t m, int64_t n, int64_t k, int64_t unit, const Fn& 
   } else {
     pool.run(tasks, run_range);
   }
+}
+
+// Where to prefetch `pf` bytes ahead of `at` in a weight row whose block of consecutive rows is
+// read together, `left` bytes from `at` to the row's end: in the row while it lasts, then `skip`
+// = (block rows - 1) x row bytes further: the same place in the same row of the next block,
+// which follows in memory and is read next. Running on into the row's successor in the same
+// block (being read already) would leave each block's first pf bytes per row to demand misses:
+// with 2 KB ahead, the whole of a bfloat16 row of K = 1024.
+inline const char* prefetch_target(const char* at, int64_t pf, int64_t left, int64_t skip) {
+  return at + pf + (pf >= left ? skip : 0);
 }
 
 // A register block's lane sums: row i, column j at acc[i * ld + j * 16] (64-byte aligned), as

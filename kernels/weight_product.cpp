@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "kernels/amx_product.h"
 #include "kernels/bf16_dot_product.h"
@@ -58,6 +59,11 @@ struct Args {
   int64_t m;
   WeightView w;
   float* y;
+  // The AVX2 path with bfloat16 weights: x rows [xp_row0, m) (the last group of x rows, the
+  // only one that can widen weights in registers) as [m - xp_row0, k / 16 * 16] with K 4-7 and
+  // 8-11 of every 16 swapped (permute_x_avx2), read by those micro kernels.
+  const float* xp = nullptr;
+  int64_t xp_row0 = 0;
 };
 
 // --- portable path ----------------------------------------------------------------------------
@@ -119,6 +125,9 @@ struct Micro {
   float* acc;
   int64_t acc_ld;
   int64_t pf = 0;  // bytes ahead of the weight rows to prefetch (0: none)
+  // Bytes from w to the rows' end, and from a row's end to its successor in the next block
+  // (detail::prefetch_target).
+  int64_t pf_left = 0, pf_skip = 0;
 };
 
 template <WeightType WT>
@@ -156,7 +165,11 @@ FLAMINGO_AVX512 inline void block512(const Micro& p) {
     for (int i = 0; i < MB; ++i) xa[i] = _mm512_loadu_ps(xr[i] + k);
 #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) {
-      if constexpr (PF) _mm_prefetch(wr[j] + k * kWSize<WT> + pf, _MM_HINT_T0);
+      if constexpr (PF) {
+        _mm_prefetch(detail::prefetch_target(wr[j] + k * kWSize<WT>, pf, p.pf_left - k * kWSize<WT>,
+                                             p.pf_skip),
+                     _MM_HINT_T0);
+      }
       __m512 wv = load_w512<WT>(wr[j], k);
       asm("" : "+v"(wv));  // one load per weight vector, not one per x row
 #pragma GCC unroll 8
@@ -186,7 +199,36 @@ FLAMINGO_AVX2 inline __m256 load_w256(const void* w, int64_t off) {
   }
 }
 
-// The AVX2 register block (as block512, each sum in two ymm); PF as there.
+// bfloat16 weights in the AVX2 register block: half h of the 16 weights at w + off widened by
+// interleaving with zeros within each 128-bit lane (one shuffle, no shift: the shift competes
+// with the FMAs for ports 0 and 1 on Intel cores). Half 0 holds K 0-3 and 8-11 of the 16, half
+// 1 K 4-7 and 12-15, so x is read permuted the same way (Args::xp) and the lane sums are
+// swapped into their K order on load and store (swap_halves): each lane sums the same products
+// in the same order as the other paths.
+template <int H>
+FLAMINGO_AVX2 inline __m256 load_bf16_half(const void* w, int64_t off) {
+  const __m256i raw =
+      _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(w) + off));
+  return _mm256_castsi256_ps(H == 0 ? _mm256_unpacklo_epi16(_mm256_setzero_si256(), raw)
+                                    : _mm256_unpackhi_epi16(_mm256_setzero_si256(), raw));
+}
+
+// Lane sums of K 0-7 | 8-15 <-> K 0-3, 8-11 | 4-7, 12-15 (its own inverse).
+template <int MB, int NB>
+FLAMINGO_AVX2 inline void swap_halves(__m256 (&c)[2][MB][NB]) {
+#pragma GCC unroll 8
+  for (int i = 0; i < MB; ++i) {
+#pragma GCC unroll 8
+    for (int j = 0; j < NB; ++j) {
+      const __m256 a = c[0][i][j], b = c[1][i][j];
+      c[0][i][j] = _mm256_permute2f128_ps(a, b, 0x20);
+      c[1][i][j] = _mm256_permute2f128_ps(a, b, 0x31);
+    }
+  }
+}
+
+// The AVX2 register block (as block512, each sum in two ymm); PF as there. bfloat16 weights:
+// x permuted (load_bf16_half).
 template <int MB, int NB, WeightType WT, bool PF>
 FLAMINGO_AVX2 inline void block256(const Micro& p) {
   float* const acc = p.acc;
@@ -199,6 +241,7 @@ FLAMINGO_AVX2 inline void block256(const Micro& p) {
   for (int j = 0; j < NB; ++j) wr[j] = static_cast<const char*>(p.w) + j * p.ldw * kWSize<WT>;
   __m256 c[2][MB][NB];  // [lanes 0-7 | 8-15]
   detail::load_sums(acc, acc_ld, c);
+  if constexpr (WT == WeightType::kBFloat16) swap_halves(c);
   for (int64_t v = 0; v < vecs; ++v) {
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
@@ -212,15 +255,25 @@ FLAMINGO_AVX2 inline void block256(const Micro& p) {
 #pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) {
         if constexpr (PF) {
-          if (h == 0) _mm_prefetch(wr[j] + v * kLanes * kWSize<WT> + pf, _MM_HINT_T0);
+          if (h == 0) {
+            const int64_t at = v * kLanes * kWSize<WT>;
+            _mm_prefetch(detail::prefetch_target(wr[j] + at, pf, p.pf_left - at, p.pf_skip),
+                         _MM_HINT_T0);
+          }
         }
-        __m256 wv = load_w256<WT>(wr[j], k);
+        __m256 wv;
+        if constexpr (WT == WeightType::kBFloat16) {
+          wv = h == 0 ? load_bf16_half<0>(wr[j], v * kLanes) : load_bf16_half<1>(wr[j], v * kLanes);
+        } else {
+          wv = load_w256<WT>(wr[j], k);
+        }
         asm("" : "+x"(wv));
 #pragma GCC unroll 8
         for (int i = 0; i < MB; ++i) c[h][i][j] = _mm256_fmadd_ps(xa[i], wv, c[h][i][j]);
       }
     }
   }
+  if constexpr (WT == WeightType::kBFloat16) swap_halves(c);
   detail::store_sums(acc, acc_ld, c);
 }
 
@@ -303,6 +356,33 @@ const IsaKernels kAvx2Kernels{
     {micro256_table<WeightType::kFloat32>(), micro256_table<WeightType::kBFloat16>()},
     widen256<WeightType::kBFloat16>};
 
+// Whether a group of mc x rows first widens each bfloat16 weight tile to float32. Widening a
+// tile once pays off only for many x blocks: converting in registers costs one or two vector
+// ops per weight vector and x block, the widened route a store and a reload. Measured on
+// AVX-512 (4096 x 4096) and with the AVX2 code on a Zen 5 (2048 x 1536, 3-16 rows): in
+// registers is as fast or faster up to 16 rows.
+bool widens(const IsaKernels& kern, WeightType type, int64_t mc) {
+  constexpr int64_t kMaxFusedBlocks = 8;
+  return type == WeightType::kBFloat16 && (mc + kern.xblock - 1) / kern.xblock > kMaxFusedBlocks;
+}
+
+// Args::xp: rows [row0, m) of x [m, k] -> [m - row0, k / 16 * 16] with K 4-7 and 8-11 of every
+// 16 swapped.
+void permute_x_avx2(const float* x, int64_t row0, int64_t m, int64_t k, std::vector<float>& out) {
+  const int64_t kv = k / kLanes * kLanes;
+  out.resize((m - row0) * kv);
+  for (int64_t i = row0; i < m; ++i) {
+    for (int64_t v = 0; v < kv; v += kLanes) {
+      const float* s = x + i * k + v;
+      float* d = out.data() + (i - row0) * kv + v;
+      std::memcpy(d, s, 4 * sizeof(float));
+      std::memcpy(d + 4, s + 8, 4 * sizeof(float));
+      std::memcpy(d + 8, s + 4, 4 * sizeof(float));
+      std::memcpy(d + 12, s + 12, 4 * sizeof(float));
+    }
+  }
+}
+
 // Weight rows [n0, n1) of a float32 / bfloat16 product on one thread (n0 a multiple of the
 // block height).
 void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1) {
@@ -321,12 +401,7 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
     const int64_t mc = std::min(kMGroup, a.m - m0);
     const float* xg = a.x + m0 * w.k;
     const int64_t xblocks = (mc + kern.xblock - 1) / kern.xblock;  // sizes differ by at most one
-    // Widening a tile once pays off only for many x blocks: converting in registers costs two
-    // vector ops per weight vector and x block, the widened route a store and a reload.
-    // Measured on AVX-512 (4096 x 4096) and with the AVX2 code on a Zen 5 (2048 x 1536, 3-16
-    // rows): in registers is as fast or faster up to 16 rows.
-    constexpr int64_t kMaxFusedBlocks = 8;
-    const bool widen = w.type == WeightType::kBFloat16 && xblocks > kMaxFusedBlocks;
+    const bool widen = widens(kern, w.type, mc);
     if (tail > 0) {
       for (int64_t i = 0; i < mc; ++i) {
         for (int64_t l = 0; l < kLanes; ++l)
@@ -337,8 +412,9 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
       const int64_t nb = std::min(nbo, n1 - n);
       std::memset(acc, 0, sizeof(float) * mc * acc_ld);
       // Runs every x block against the block's weights: fn(width kernel table, x, ldx, w...).
+      // k0: the tile's first K (for the prefetch's wrap into the next block).
       auto sweep = [&](int table_wt, const float* x, int64_t ldx, const void* wp, int64_t ldw,
-                       int64_t vecs) {
+                       int64_t vecs, int64_t k0) {
         for (int64_t b = 0, m = 0; b < xblocks; ++b) {
           const int64_t mb = mc / xblocks + (b < mc % xblocks ? 1 : 0);
           for (int64_t j = 0; j < nb; j += kern.width[mb]) {
@@ -351,7 +427,9 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
                 vecs,
                 acc + m * acc_ld + j * kLanes,
                 acc_ld,
-                b == 0 && table_wt == wt ? prefetch_bytes() : 0};  // the block that streams
+                b == 0 && table_wt == wt ? prefetch_bytes() : 0,  // the block that streams
+                (w.k - k0) * esize,
+                (nbo - 1) * w.k * esize};
             kern.micro[table_wt][mb][width - 1](p);
           }
           m += mb;
@@ -363,9 +441,13 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
         if (widen) {
           const Micro src{nullptr, 0, wt_ptr, w.k, vecs, nullptr, 0, prefetch_bytes()};
           kern.widen(src, nb, scratch);
-          sweep(0, xg + k0, w.k, scratch, kKTile, vecs);
+          sweep(0, xg + k0, w.k, scratch, kKTile, vecs, k0);
         } else {
-          sweep(wt, xg + k0, w.k, wt_ptr, w.k, vecs);
+          if (&kern == &kAvx2Kernels && w.type == WeightType::kBFloat16) {
+            sweep(wt, a.xp + (m0 - a.xp_row0) * kv + k0, kv, wt_ptr, w.k, vecs, k0);
+          } else {
+            sweep(wt, xg + k0, w.k, wt_ptr, w.k, vecs, k0);
+          }
         }
       }
       if (tail > 0) {
@@ -374,7 +456,7 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
             wtail[j * kLanes + l] = l < tail ? weight_value(w, n + j, kv + l) : 0.f;
           }
         }
-        sweep(0, xtail, kLanes, wtail, kLanes, 1);
+        sweep(0, xtail, kLanes, wtail, kLanes, 1, 0);
       }
       for (int64_t i = 0; i < mc; ++i) {
         float* yrow = a.y + (m0 + i) * w.n + n;
@@ -401,10 +483,19 @@ void weight_product_raw(const float* x, int64_t m, const WeightView& w, float* y
     int8_product_raw(x, m, w, y, isa);
     return;
   }
-  const Args a{x, m, w, y};
+  Args a{x, m, w, y};
   const IsaKernels* kern = isa >= Isa::kAvx512 ? &kAvx512Kernels
                            : isa == Isa::kAvx2 ? &kAvx2Kernels
                                                : nullptr;
+  // Reused by this thread's products; the pool's workers read it through a.xp.
+  thread_local std::vector<float> xp;
+  const int64_t last0 = (m - 1) / kMGroup * kMGroup;
+  if (kern == &kAvx2Kernels && w.type == WeightType::kBFloat16 &&
+      !widens(*kern, w.type, m - last0) && w.k >= kLanes) {
+    permute_x_avx2(x, last0, m, w.k, xp);
+    a.xp = xp.data();
+    a.xp_row0 = last0;
+  }
   const int64_t unit = kern != nullptr ? kern->nb : 8;  // columns per indivisible block
   detail::for_column_ranges(m, w.n, w.k, unit, [&](int64_t n0, int64_t n1) {
     if (kern != nullptr) {
