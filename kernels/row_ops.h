@@ -1,7 +1,8 @@
 // Row-wise steps of the decoder that LibTorch runs as several small ops each (RMSNorm: five
 // ops and their tensors per call, rotary embedding: six, SwiGLU's gating: two), fused into one
-// pass over each row on the calling thread. Each row's result depends on that row only
-// (batch-invariant). Thread-safe.
+// pass over each row (AVX2 where the CPU has it, the portable loop's bits), rows split across
+// the kernel pool when there are many. Each row's result depends on that row only
+// (batch-invariant, thread-count-invariant). Thread-safe.
 #pragma once
 
 #include <ATen/ATen.h>

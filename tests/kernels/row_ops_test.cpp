@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "kernels/cpu_isa.h"
+#include "kernels/thread_pool.h"
 
 namespace flamingo::kernels {
 namespace {
@@ -168,6 +169,49 @@ TEST(Swiglu, Avx2LoopsGiveThePortableBits) {
       reset_forced_isa();
       EXPECT_TRUE(at::equal(vec, plain)) << dtype << " n " << n;
     }
+  }
+}
+
+TEST(RmsNormAndRotary, Avx2LoopsGiveThePortableBits) {
+  if (cpu_isa() < Isa::kAvx2) GTEST_SKIP() << "no AVX2 here";
+  at::manual_seed(36);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (int64_t d : {1, 8, 13, 64, 1027, 4096}) {
+      const at::Tensor x = (at::randn({5, d}) * 4).to(dtype), w = at::randn({d}).to(dtype);
+      const at::Tensor vec = rms_norm(x, w, 1e-6);
+      set_forced_isa(Isa::kScalar);
+      const at::Tensor plain = rms_norm(x, w, 1e-6);
+      reset_forced_isa();
+      EXPECT_TRUE(at::equal(vec, plain)) << "rms_norm " << dtype << " d " << d;
+    }
+    for (int64_t d : {2, 16, 64, 128}) {  // 16 and up: half a multiple of 8, the AVX2 loop
+      const at::Tensor x = (at::randn({3, 4, d}) * 3).to(dtype);
+      const at::Tensor cos = at::randn({3, d}).to(dtype), sin = at::randn({3, d}).to(dtype);
+      const at::Tensor vec = rotary(x, cos, sin);
+      set_forced_isa(Isa::kScalar);
+      const at::Tensor plain = rotary(x, cos, sin);
+      reset_forced_isa();
+      EXPECT_TRUE(at::equal(vec, plain)) << "rotary " << dtype << " d " << d;
+    }
+  }
+}
+
+// Rows split across the kernel pool's threads (large inputs) give the bits of one thread.
+TEST(RowOps, ThreadCountDoesNotChangeTheBits) {
+  at::manual_seed(37);
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    const at::Tensor x = (at::randn({33, 1024}) * 2).to(dtype), w = at::randn({1024}).to(dtype);
+    const at::Tensor g = (at::randn({33, 2816}) * 4).to(dtype), u = at::randn({33, 2816}).to(dtype);
+    const at::Tensor q = at::randn({33, 16, 64}).to(dtype);
+    const at::Tensor cos = at::randn({33, 64}).to(dtype), sin = at::randn({33, 64}).to(dtype);
+    const int threads = kernel_threads();
+    set_kernel_threads(1);
+    const at::Tensor n1 = rms_norm(x, w, 1e-6), s1 = swiglu(g, u), r1 = rotary(q, cos, sin);
+    set_kernel_threads(3);
+    EXPECT_TRUE(at::equal(rms_norm(x, w, 1e-6), n1)) << dtype;
+    EXPECT_TRUE(at::equal(swiglu(g, u), s1)) << dtype;
+    EXPECT_TRUE(at::equal(rotary(q, cos, sin), r1)) << dtype;
+    set_kernel_threads(threads);
   }
 }
 
