@@ -106,18 +106,25 @@ __attribute__((target("avx2"))) inline void store8(float* p, __m256 v) { _mm256_
 
 // sum(x[i]^2) of one row, each square in float32 (as LibTorch's pow(2)) and summed in float64
 // in 8 lanes (element i into lane i % 8), the lanes then added as (l0 + l4) + (l2 + l6) and
-// (l1 + l5) + (l3 + l7), those two last: the order of sum_squares_avx2, so both give the
-// same bits.
+// (l1 + l5) + (l3 + l7), those two last: sum_squares and sum_squares_avx2 give the same bits.
 template <typename T>
-double sum_squares(const T* x, int64_t d) {
-  double lane[8] = {};
-  for (int64_t i = 0; i < d; ++i) {
+void add_squares(double (&lane)[8], const T* x, int64_t i0, int64_t d) {
+  for (int64_t i = i0; i < d; ++i) {
     const float v = to_float(x[i]);
     lane[i % 8] += static_cast<double>(v * v);
   }
+}
+inline double add_lanes(const double (&lane)[8]) {
   const double s0 = lane[0] + lane[4], s1 = lane[1] + lane[5], s2 = lane[2] + lane[6],
                s3 = lane[3] + lane[7];
   return (s0 + s2) + (s1 + s3);
+}
+
+template <typename T>
+double sum_squares(const T* x, int64_t d) {
+  double lane[8] = {};
+  add_squares(lane, x, 0, d);
+  return add_lanes(lane);
 }
 
 template <typename T>
@@ -133,13 +140,8 @@ __attribute__((target("avx2"))) double sum_squares_avx2(const T* x, int64_t d) {
   alignas(32) double lane[8];
   _mm256_store_pd(lane, lo);
   _mm256_store_pd(lane + 4, hi);
-  for (; i < d; ++i) {
-    const float v = to_float(x[i]);
-    lane[i % 8] += static_cast<double>(v * v);
-  }
-  const double s0 = lane[0] + lane[4], s1 = lane[1] + lane[5], s2 = lane[2] + lane[6],
-               s3 = lane[3] + lane[7];
-  return (s0 + s2) + (s1 + s3);
+  add_squares(lane, x, i, d);
+  return add_lanes(lane);
 }
 
 // y[i] = w[i] * rounded(x[i] * scale), rounded to T.
