@@ -56,6 +56,22 @@ __attribute__((target("avx512f"))) inline void reduce16x8(const float* sums, flo
 }
 #pragma GCC diagnostic pop
 
+// reduce16 of 4 columns' lane sums at once (column j's at sums + 16 j) into out[0..3] with AVX:
+// s = l[0..7] + l[8..15], t = s[0..3] + s[4..7], then (t0 + t2) + (t1 + t3) after a 4 x 4
+// transpose: the same adds in the same tree, so the same bits.
+__attribute__((target("avx"))) inline void reduce16x4(const float* sums, float* out) {
+  __m128 t[4];
+  for (int j = 0; j < 4; ++j) {
+    const __m256 s =
+        _mm256_add_ps(_mm256_loadu_ps(sums + j * kLanes), _mm256_loadu_ps(sums + j * kLanes + 8));
+    t[j] = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  }
+  // Columns 0, 1 (e) and 2, 3 (f): [t_j[0] + t_j[2], t_j+1[0] + t_j+1[2], t_j[1] + t_j[3], ...].
+  const __m128 e = _mm_add_ps(_mm_unpacklo_ps(t[0], t[1]), _mm_unpackhi_ps(t[0], t[1]));
+  const __m128 f = _mm_add_ps(_mm_unpacklo_ps(t[2], t[3]), _mm_unpackhi_ps(t[2], t[3]));
+  _mm_storeu_ps(out, _mm_add_ps(_mm_movelh_ps(e, f), _mm_movehl_ps(f, e)));
+}
+
 // How far ahead of the weight rows the streaming route prefetches (bytes; 0: off).
 // FLAMINGO_KERNEL_PREFETCH overrides the default 2048 (for tuning on a new machine).
 int64_t prefetch_bytes();

@@ -462,6 +462,9 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
         float* yrow = a.y + (m0 + i) * w.n + n;
         if (nb == 8 && &kern == &kAvx512Kernels) {
           detail::reduce16x8(acc + i * acc_ld, yrow);
+        } else if (nb >= 4) {  // AVX2: columns 0-3 and nb-4..nb-1 (any overlap: the same bits)
+          detail::reduce16x4(acc + i * acc_ld, yrow);
+          detail::reduce16x4(acc + i * acc_ld + (nb - 4) * kLanes, yrow + nb - 4);
         } else {
           for (int64_t j = 0; j < nb; ++j) yrow[j] = reduce16(acc + i * acc_ld + j * kLanes);
         }
