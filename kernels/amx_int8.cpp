@@ -68,10 +68,12 @@ constexpr GroupFn kGroupDots[2][2] = {{group_dots<1, 1>, group_dots<1, 2>},
 // Running sums restart every kRestart groups: |sum| <= kRestart x 64 x 127 x 127 < 2^31.
 constexpr int64_t kRestart = 1024;
 
+// More than 16 x rows (columns_one_tile takes fewer): token tiles of 16 rows.
 FLAMINGO_AMX void columns(const detail::QuantX& qx, int64_t m, const WeightView& w, float* y,
                           int64_t n0, int64_t n1) {
   const int64_t groups = qx.groups, kp = qx.kp;
-  const int64_t width = std::min(m, kTile), tiles = (m + width - 1) / width;
+  constexpr int64_t width = kTile;
+  const int64_t tiles = (m + width - 1) / width;
   const auto* wq = static_cast<const int8_t*>(w.data);
   const int64_t b0 = n0 / kTile, b1 = (n1 + kTile - 1) / kTile;
   // The running sums stored after the last group and after the one before.
