@@ -18,10 +18,14 @@ namespace {
 
 #define FLAMINGO_BF16DOT __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
 
+using detail::kAhead;
 using detail::kKTile;
 using detail::kLanes;
 using detail::kMaxXBlock;
 using detail::kMGroup;
+using detail::kNoPrefetch;
+using detail::kShare;
+using detail::Prefetch;
 
 constexpr int64_t kVecK = 2 * kLanes;  // K per vector: 16 lanes x a pair
 constexpr int64_t kNB = 8;             // weight rows per block (3 x 8 sums + 3 x + 1 w = 28 zmm)
@@ -42,9 +46,12 @@ struct Micro {
   // Bytes from w to the rows' end, and from a row's end to its successor in the next block
   // (detail::prefetch_target).
   int64_t pf_left = 0, pf_skip = 0;
+  // Instead (pf 0): a share of the next block's weights (detail::prefetch_share_lines).
+  const char* share_at = nullptr;
+  int64_t share_lines = 0;
 };
 
-template <int MB, int NB, bool PF>
+template <int MB, int NB, Prefetch PF>
 FLAMINGO_BF16DOT inline void block(const Micro& p) {
   const uint16_t* xr[MB];
   const uint16_t* wr[NB];
@@ -64,12 +71,13 @@ FLAMINGO_BF16DOT inline void block(const Micro& p) {
   }
   for (int64_t v = 0; v < p.vecs; ++v) {
     const int64_t k = v * kVecK;
+    if constexpr (PF == kShare) detail::prefetch_share_lines(p.share_at, p.share_lines, p.vecs, v);
     __m512bh xa[MB];
 #pragma GCC unroll 8
     for (int i = 0; i < MB; ++i) xa[i] = (__m512bh)_mm512_loadu_si512(xr[i] + k);
 #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) {
-      if constexpr (PF) {
+      if constexpr (PF == kAhead) {
         _mm_prefetch(detail::prefetch_target(reinterpret_cast<const char*>(wr[j] + k), p.pf,
                                              p.pf_left - k * 2, p.pf_skip),
                      _MM_HINT_T0);
@@ -86,9 +94,11 @@ FLAMINGO_BF16DOT inline void block(const Micro& p) {
 template <int MB, int NB>
 FLAMINGO_BF16DOT void micro(const Micro& p) {
   if (p.pf != 0) {
-    block<MB, NB, true>(p);
+    block<MB, NB, kAhead>(p);
+  } else if (p.share_lines > 0) {
+    block<MB, NB, kShare>(p);
   } else {
-    block<MB, NB, false>(p);
+    block<MB, NB, kNoPrefetch>(p);
   }
 }
 
@@ -107,7 +117,8 @@ constexpr std::array<std::array<MicroFn, kNB>, kMaxXBlock + 1> kMicro = {
 // Weight rows [n0, n1) on one thread (n0 a multiple of kNB): for each group of up to kMGroup
 // x rows, each block of kNB weight rows and each K tile, every register block of up to 3 x rows
 // meets the block's weights; the first streams them from memory (and prefetches), the others
-// find them in L1. The K % 32 tail runs as one more vector over zero-padded copies.
+// find them in L1, or with several x blocks, each prefetches its share of the next block
+// (detail::NextBlock). The K % 32 tail runs as one more vector over zero-padded copies.
 void columns(const uint16_t* x, int64_t m, const WeightView& w, float* y, int64_t n0, int64_t n1) {
   const auto* wdata = static_cast<const uint16_t*>(w.data);
   const int64_t kv = w.k / kVecK * kVecK, tail = w.k - kv;
@@ -128,14 +139,33 @@ void columns(const uint16_t* x, int64_t m, const WeightView& w, float* y, int64_
     }
     for (int64_t n = n0; n < n1; n += kNB) {
       const int64_t nb = std::min(kNB, n1 - n);
+      const int64_t next_rows = std::min(kNB, n1 - n - kNB);  // none past the range
+      const detail::NextBlock next(next_rows > 0 ? wdata + (n + kNB) * w.k : nullptr,
+                                   next_rows * w.k * 2);
       // The first sweep starts the sums at zero; the others go on from acc.
       auto sweep = [&](const uint16_t* xp, int64_t ldx, const uint16_t* wp, int64_t ldw,
                        int64_t vecs, bool stream, bool fresh, int64_t k0) {
+        const int64_t k1 = std::min(kv, k0 + kKTile);
+        const bool shared =
+            stream && pf != 0 && xblocks > 1 && next.fits(k0, k1, kv, vecs, xblocks);
         for (int64_t b = 0, i = 0; b < xblocks; ++b) {
           const int64_t mb = mc / xblocks + (b < mc % xblocks ? 1 : 0);
-          kMicro[mb][nb - 1](Micro{xp + i * ldx, ldx, wp, ldw, vecs, acc + i * acc_ld, acc_ld,
-                                   b == 0 && stream ? pf : 0,  // the block that streams
-                                   fresh, (w.k - k0) * 2, (kNB - 1) * w.k * 2});
+          Micro p{xp + i * ldx,
+                  ldx,
+                  wp,
+                  ldw,
+                  vecs,
+                  acc + i * acc_ld,
+                  acc_ld,
+                  b == 0 && stream && !shared ? pf : 0,  // the block that streams
+                  fresh,
+                  (w.k - k0) * 2,
+                  (kNB - 1) * w.k * 2};
+          if (shared) {
+            p.share_at = next.share_at(k0, k1, kv, b, xblocks);
+            p.share_lines = next.share_lines(k0, k1, kv, b, xblocks);
+          }
+          kMicro[mb][nb - 1](p);
           i += mb;
         }
       };

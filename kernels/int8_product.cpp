@@ -19,6 +19,10 @@
 namespace flamingo::kernels {
 namespace {
 
+using detail::kAhead;
+using detail::kNoPrefetch;
+using detail::kShare;
+using detail::Prefetch;
 using detail::QuantX;
 constexpr int64_t kGroup = kInt8Group;     // K per scale, on both sides
 constexpr int64_t kRows = kInt8BlockRows;  // weight rows per packed block
@@ -83,6 +87,10 @@ struct Micro {
   float* acc;
   int64_t acc_ld;
   int64_t pf;  // bytes ahead of the weight lines to prefetch (0: none)
+  // Instead (pf 0): a share of the next blocks' weights, over the groups x kQuads steps
+  // (detail::prefetch_share_lines).
+  const char* share_at = nullptr;
+  int64_t share_lines = 0;
 };
 
 inline int32_t quad(const int8_t* p) {
@@ -106,7 +114,7 @@ FLAMINGO_AVX512 inline void scale_into(const Micro& p, int64_t g, const __m512i 
   }
 }
 
-template <int MB, int NB, bool PF>
+template <int MB, int NB, Prefetch PF>
 FLAMINGO_VNNI void block_vnni(const Micro& p) {
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
   for (int64_t g = 0; g < p.groups; ++g) {
@@ -121,11 +129,16 @@ FLAMINGO_VNNI void block_vnni(const Micro& p) {
     const int8_t* qg = p.q + g * kGroup;
 #pragma GCC unroll 16
     for (int l = 0; l < kQuads; ++l) {
+      if constexpr (PF == kShare) {
+        detail::prefetch_share_lines(p.share_at, p.share_lines, p.groups * kQuads, g * kQuads + l);
+      }
       __m512i wu[NB];
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) {
         const int8_t* wp = wg + j * p.ldw + l * kLine;
-        if constexpr (PF) _mm_prefetch(reinterpret_cast<const char*>(wp) + p.pf, _MM_HINT_T0);
+        if constexpr (PF == kAhead) {
+          _mm_prefetch(reinterpret_cast<const char*>(wp) + p.pf, _MM_HINT_T0);
+        }
         // qw + 128 as unsigned bytes; the starting sum takes -128 x sum(qx) back out.
         wu[j] = _mm512_xor_si512(_mm512_load_si512(wp), flip);
       }
@@ -140,7 +153,7 @@ FLAMINGO_VNNI void block_vnni(const Micro& p) {
   }
 }
 
-template <int MB, int NB, bool PF>
+template <int MB, int NB, Prefetch PF>
 FLAMINGO_AVX512 void block_avx512(const Micro& p) {
   const __m512i ones = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
   for (int64_t g = 0; g < p.groups; ++g) {
@@ -153,11 +166,16 @@ FLAMINGO_AVX512 void block_avx512(const Micro& p) {
     const int8_t* wg = p.w + g * kInt8BlockBytes;
 #pragma GCC unroll 16
     for (int l = 0; l < kQuads; ++l) {
+      if constexpr (PF == kShare) {
+        detail::prefetch_share_lines(p.share_at, p.share_lines, p.groups * kQuads, g * kQuads + l);
+      }
       __m512i wv[NB];
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) {
         const int8_t* wp = wg + j * p.ldw + l * kLine;
-        if constexpr (PF) _mm_prefetch(reinterpret_cast<const char*>(wp) + p.pf, _MM_HINT_T0);
+        if constexpr (PF == kAhead) {
+          _mm_prefetch(reinterpret_cast<const char*>(wp) + p.pf, _MM_HINT_T0);
+        }
         wv[j] = _mm512_load_si512(wp);
       }
 #pragma GCC unroll 4
@@ -178,7 +196,7 @@ FLAMINGO_AVX512 void block_avx512(const Micro& p) {
   }
 }
 
-template <int MB, int NB, bool PF>
+template <int MB, int NB, Prefetch PF>
 FLAMINGO_AVX2 void block_avx2(const Micro& p) {
   const __m256i ones = _mm256_set1_epi16(1);
   for (int64_t g = 0; g < p.groups; ++g) {
@@ -191,11 +209,16 @@ FLAMINGO_AVX2 void block_avx2(const Micro& p) {
     const int8_t* wg = p.w + g * kInt8BlockBytes;
 #pragma GCC unroll 16
     for (int l = 0; l < kQuads; ++l) {
+      if constexpr (PF == kShare) {
+        detail::prefetch_share_lines(p.share_at, p.share_lines, p.groups * kQuads, g * kQuads + l);
+      }
       __m256i wv[NB][2];
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) {
         const int8_t* wp = wg + j * p.ldw + l * kLine;
-        if constexpr (PF) _mm_prefetch(reinterpret_cast<const char*>(wp) + p.pf, _MM_HINT_T0);
+        if constexpr (PF == kAhead) {
+          _mm_prefetch(reinterpret_cast<const char*>(wp) + p.pf, _MM_HINT_T0);
+        }
         wv[j][0] = _mm256_load_si256(reinterpret_cast<const __m256i*>(wp));
         wv[j][1] = _mm256_load_si256(reinterpret_cast<const __m256i*>(wp + 32));
       }
@@ -238,11 +261,17 @@ enum class Path { kAvx2, kAvx512, kVnni };
 template <Path P, int MB, int NB>
 void micro(const Micro& p) {
   if constexpr (P == Path::kVnni) {
-    p.pf != 0 ? block_vnni<MB, NB, true>(p) : block_vnni<MB, NB, false>(p);
+    p.pf != 0           ? block_vnni<MB, NB, kAhead>(p)
+    : p.share_lines > 0 ? block_vnni<MB, NB, kShare>(p)
+                        : block_vnni<MB, NB, kNoPrefetch>(p);
   } else if constexpr (P == Path::kAvx512) {
-    p.pf != 0 ? block_avx512<MB, NB, true>(p) : block_avx512<MB, NB, false>(p);
+    p.pf != 0           ? block_avx512<MB, NB, kAhead>(p)
+    : p.share_lines > 0 ? block_avx512<MB, NB, kShare>(p)
+                        : block_avx512<MB, NB, kNoPrefetch>(p);
   } else {
-    p.pf != 0 ? block_avx2<MB, NB, true>(p) : block_avx2<MB, NB, false>(p);
+    p.pf != 0           ? block_avx2<MB, NB, kAhead>(p)
+    : p.share_lines > 0 ? block_avx2<MB, NB, kShare>(p)
+                        : block_avx2<MB, NB, kNoPrefetch>(p);
   }
 }
 
@@ -261,20 +290,27 @@ constexpr MicroRow micro_row_narrow() {  // AVX2: at most 2 blocks (16 ymm)
 struct Kernels {
   int64_t nb, mb;                          // blocks and x rows per micro kernel, at most
   std::array<MicroRow, kMaxMb + 1> micro;  // [x rows][blocks - 1]
+  // From how many x blocks the register blocks share the next blocks' prefetch
+  // (detail::NextBlock): below it the product is bound by memory and the first x block's
+  // stream ahead into L1 is faster (VNNI at 5-12 rows: 7-15% slower shared; measured,
+  // docs/PERFORMANCE.md).
+  int64_t share_from;
 };
 
 template <Path P>
 constexpr Kernels wide_kernels() {  // AVX-512: 4 x 4 integer sums in zmm
   return {4,
           4,
-          {MicroRow{}, micro_row<P, 1>(), micro_row<P, 2>(), micro_row<P, 3>(), micro_row<P, 4>()}};
+          {MicroRow{}, micro_row<P, 1>(), micro_row<P, 2>(), micro_row<P, 3>(), micro_row<P, 4>()},
+          P == Path::kVnni ? 4 : 2};
 }
 const Kernels kVnniKernels = wide_kernels<Path::kVnni>();
 const Kernels kAvx512Kernels = wide_kernels<Path::kAvx512>();
 const Kernels kAvx2Kernels{2,
                            2,
                            {MicroRow{}, micro_row_narrow<Path::kAvx2, 1>(),
-                            micro_row_narrow<Path::kAvx2, 2>(), MicroRow{}, MicroRow{}}};
+                            micro_row_narrow<Path::kAvx2, 2>(), MicroRow{}, MicroRow{}},
+                           2};
 
 // Output columns [n0, n1) (n0 a multiple of 16) on one thread.
 void rows_blocked(const QuantX& qx, const WeightView& w, int64_t m, float* y, const Kernels& kern,
@@ -290,25 +326,36 @@ void rows_blocked(const QuantX& qx, const WeightView& w, int64_t m, float* y, co
     for (int64_t b = b0; b < b1; b += kern.nb) {
       const int64_t nb = std::min(kern.nb, b1 - b);
       std::memset(acc, 0, sizeof(float) * mc * acc_ld);
+      // The next blocks (none past the range); with several x blocks, each prefetches its
+      // share of them (detail::NextBlock) instead of the first streaming ahead alone.
+      const int64_t next_nb = std::min(kern.nb, b1 - b - nb);
+      const detail::NextBlock next(next_nb > 0 ? wq + (b + nb) * groups * kInt8BlockBytes : nullptr,
+                                   next_nb * groups * kInt8BlockBytes);
       for (int64_t g0 = 0; g0 < groups; g0 += kGTile) {
         const int64_t gs = std::min(kGTile, groups - g0);
+        const bool shared = detail::prefetch_bytes() != 0 && xblocks >= kern.share_from &&
+                            next.fits(g0, g0 + gs, groups, gs * kQuads, xblocks);
         for (int64_t xb = 0, i = 0; xb < xblocks; ++xb) {
           const int64_t mb = mc / xblocks + (xb < mc % xblocks ? 1 : 0);
           const int64_t r = m0 + i;
-          const Micro p{qx.q.data() + r * qx.kp + g0 * kGroup,
-                        qx.a.empty() ? nullptr : qx.a.data() + r * qx.kp + g0 * kGroup,
-                        qx.start.empty() ? nullptr : qx.start.data() + r * groups + g0,
-                        qx.kp,
-                        qx.s.data() + r * groups + g0,
-                        groups,
-                        wq + (b * groups + g0) * kInt8BlockBytes,
-                        groups * kInt8BlockBytes,
-                        w.scales + (b * groups + g0) * kRows,
-                        groups * kRows,
-                        gs,
-                        acc + i * acc_ld,
-                        acc_ld,
-                        xb == 0 ? detail::prefetch_bytes() : 0};  // the block that streams
+          Micro p{qx.q.data() + r * qx.kp + g0 * kGroup,
+                  qx.a.empty() ? nullptr : qx.a.data() + r * qx.kp + g0 * kGroup,
+                  qx.start.empty() ? nullptr : qx.start.data() + r * groups + g0,
+                  qx.kp,
+                  qx.s.data() + r * groups + g0,
+                  groups,
+                  wq + (b * groups + g0) * kInt8BlockBytes,
+                  groups * kInt8BlockBytes,
+                  w.scales + (b * groups + g0) * kRows,
+                  groups * kRows,
+                  gs,
+                  acc + i * acc_ld,
+                  acc_ld,
+                  xb == 0 && !shared ? detail::prefetch_bytes() : 0};  // the block that streams
+          if (shared) {
+            p.share_at = next.share_at(g0, g0 + gs, groups, xb, xblocks);
+            p.share_lines = next.share_lines(g0, g0 + gs, groups, xb, xblocks);
+          }
           kern.micro[mb][nb - 1](p);
           i += mb;
         }

@@ -33,10 +33,14 @@ int64_t prefetch_bytes() {
 
 namespace {
 
+using detail::kAhead;
 using detail::kKTile;
 using detail::kLanes;
 using detail::kMaxXBlock;
 using detail::kMGroup;
+using detail::kNoPrefetch;
+using detail::kShare;
+using detail::Prefetch;
 using detail::prefetch_bytes;
 using detail::reduce16;
 
@@ -128,6 +132,9 @@ struct Micro {
   // Bytes from w to the rows' end, and from a row's end to its successor in the next block
   // (detail::prefetch_target).
   int64_t pf_left = 0, pf_skip = 0;
+  // Instead (pf 0): a share of the next block's weights (detail::prefetch_share_lines).
+  const char* share_at = nullptr;
+  int64_t share_lines = 0;
 };
 
 template <WeightType WT>
@@ -146,7 +153,7 @@ FLAMINGO_AVX512 inline __m512 load_w512(const void* w, int64_t off) {
 
 // The register block: lane sums c[i][j] of x row i and weight row j over p.vecs vectors, the
 // row pointers held in registers; PF: prefetch each weight row p.pf bytes ahead.
-template <int MB, int NB, WeightType WT, bool PF>
+template <int MB, int NB, WeightType WT, Prefetch PF>
 FLAMINGO_AVX512 inline void block512(const Micro& p) {
   float* const acc = p.acc;
   const int64_t acc_ld = p.acc_ld, vecs = p.vecs, pf = p.pf;
@@ -160,12 +167,15 @@ FLAMINGO_AVX512 inline void block512(const Micro& p) {
   detail::load_sums(acc, acc_ld, c);
   for (int64_t v = 0; v < vecs; ++v) {
     const int64_t k = v * kLanes;
+    if constexpr (PF == kShare) {
+      detail::prefetch_share_lines(p.share_at, p.share_lines, vecs, v);
+    }
     __m512 xa[MB];
 #pragma GCC unroll 8
     for (int i = 0; i < MB; ++i) xa[i] = _mm512_loadu_ps(xr[i] + k);
 #pragma GCC unroll 8
     for (int j = 0; j < NB; ++j) {
-      if constexpr (PF) {
+      if constexpr (PF == kAhead) {
         _mm_prefetch(detail::prefetch_target(wr[j] + k * kWSize<WT>, pf, p.pf_left - k * kWSize<WT>,
                                              p.pf_skip),
                      _MM_HINT_T0);
@@ -182,9 +192,11 @@ FLAMINGO_AVX512 inline void block512(const Micro& p) {
 template <int MB, int NB, WeightType WT>
 FLAMINGO_AVX512 void micro512(const Micro& p) {
   if (p.pf != 0) {
-    block512<MB, NB, WT, true>(p);
+    block512<MB, NB, WT, kAhead>(p);
+  } else if (p.share_lines > 0) {
+    block512<MB, NB, WT, kShare>(p);
   } else {
-    block512<MB, NB, WT, false>(p);
+    block512<MB, NB, WT, kNoPrefetch>(p);
   }
 }
 
@@ -229,7 +241,7 @@ FLAMINGO_AVX2 inline void swap_halves(__m256 (&c)[2][MB][NB]) {
 
 // The AVX2 register block (as block512, each sum in two ymm); PF as there. bfloat16 weights:
 // x permuted (load_bf16_half).
-template <int MB, int NB, WeightType WT, bool PF>
+template <int MB, int NB, WeightType WT, Prefetch PF>
 FLAMINGO_AVX2 inline void block256(const Micro& p) {
   float* const acc = p.acc;
   const int64_t acc_ld = p.acc_ld, vecs = p.vecs, pf = p.pf;
@@ -243,6 +255,9 @@ FLAMINGO_AVX2 inline void block256(const Micro& p) {
   detail::load_sums(acc, acc_ld, c);
   if constexpr (WT == WeightType::kBFloat16) swap_halves(c);
   for (int64_t v = 0; v < vecs; ++v) {
+    if constexpr (PF == kShare) {
+      detail::prefetch_share_lines(p.share_at, p.share_lines, vecs, v);
+    }
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
       const int64_t k = v * kLanes + h * 8;
@@ -254,7 +269,7 @@ FLAMINGO_AVX2 inline void block256(const Micro& p) {
       }
 #pragma GCC unroll 8
       for (int j = 0; j < NB; ++j) {
-        if constexpr (PF) {
+        if constexpr (PF == kAhead) {
           if (h == 0) {
             const int64_t at = v * kLanes * kWSize<WT>;
             _mm_prefetch(detail::prefetch_target(wr[j] + at, pf, p.pf_left - at, p.pf_skip),
@@ -280,9 +295,11 @@ FLAMINGO_AVX2 inline void block256(const Micro& p) {
 template <int MB, int NB, WeightType WT>
 FLAMINGO_AVX2 void micro256(const Micro& p) {
   if (p.pf != 0) {
-    block256<MB, NB, WT, true>(p);
+    block256<MB, NB, WT, kAhead>(p);
+  } else if (p.share_lines > 0) {
+    block256<MB, NB, WT, kShare>(p);
   } else {
-    block256<MB, NB, WT, false>(p);
+    block256<MB, NB, WT, kNoPrefetch>(p);
   }
 }
 
@@ -411,15 +428,41 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
     for (int64_t n = n0; n < n1; n += nbo) {
       const int64_t nb = std::min(nbo, n1 - n);
       std::memset(acc, 0, sizeof(float) * mc * acc_ld);
+      // The next block's weights (none past the range: another thread's).
+      const int64_t next_rows = std::min(nbo, n1 - n - nbo);
+      const detail::NextBlock next(next_rows > 0 ? wbytes + (n + nbo) * w.k * esize : nullptr,
+                                   next_rows * w.k * esize);
       // Runs every x block against the block's weights: fn(width kernel table, x, ldx, w...).
-      // k0: the tile's first K (for the prefetch's wrap into the next block).
-      auto sweep = [&](int table_wt, const float* x, int64_t ldx, const void* wp, int64_t ldw,
-                       int64_t vecs, int64_t k0) {
-        for (int64_t b = 0, m = 0; b < xblocks; ++b) {
+      // k0: the tile's first K (for the prefetch's wrap into the next block); `streams`: a
+      // tile of the weights in memory (not the K % 16 tail). The first x block prefetches
+      // ahead in the rows it streams (Micro::pf; the widened route: the widening), except with
+      // several x blocks: the first streamed this tile while the others computed with no memory
+      // traffic at all, the stream and the arithmetic taking turns. There every register block
+      // prefetches its share of the next block's weights into L2 instead (detail::NextBlock),
+      // when a share fits its pace and the weights are read once (one group of x rows: with
+      // more, the product is bound by arithmetic and the shares' per-step test only costs, 3-10%
+      // at 257 rows).
+      auto shares_next = [&](int64_t vecs, int64_t calls, int64_t k0) {
+        return prefetch_bytes() != 0 && xblocks > 1 && a.m <= kMGroup &&
+               next.fits(k0, std::min(kv, k0 + kKTile), kv, vecs, calls);
+      };
+      auto calls_of = [&]() {
+        int64_t calls = 0;
+        for (int64_t b = 0; b < xblocks; ++b) {
           const int64_t mb = mc / xblocks + (b < mc % xblocks ? 1 : 0);
-          for (int64_t j = 0; j < nb; j += kern.width[mb]) {
+          calls += (nb + kern.width[mb] - 1) / kern.width[mb];
+        }
+        return calls;
+      };
+      auto sweep = [&](int table_wt, const float* x, int64_t ldx, const void* wp, int64_t ldw,
+                       int64_t vecs, int64_t k0, bool streams) {
+        const int64_t calls = calls_of(), k1 = std::min(kv, k0 + kKTile);
+        const bool shared = streams && shares_next(vecs, calls, k0);
+        for (int64_t b = 0, m = 0, call = 0; b < xblocks; ++b) {
+          const int64_t mb = mc / xblocks + (b < mc % xblocks ? 1 : 0);
+          for (int64_t j = 0; j < nb; j += kern.width[mb], ++call) {
             const int64_t width = std::min(kern.width[mb], nb - j);
-            const Micro p{
+            Micro p{
                 x + m * ldx,
                 ldx,
                 static_cast<const std::byte*>(wp) + j * ldw * (table_wt == wt ? esize : int64_t{4}),
@@ -427,9 +470,13 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
                 vecs,
                 acc + m * acc_ld + j * kLanes,
                 acc_ld,
-                b == 0 && table_wt == wt ? prefetch_bytes() : 0,  // the block that streams
+                b == 0 && streams && !shared && table_wt == wt ? prefetch_bytes() : 0,
                 (w.k - k0) * esize,
                 (nbo - 1) * w.k * esize};
+            if (shared) {
+              p.share_at = next.share_at(k0, k1, kv, call, calls);
+              p.share_lines = next.share_lines(k0, k1, kv, call, calls);
+            }
             kern.micro[table_wt][mb][width - 1](p);
           }
           m += mb;
@@ -439,14 +486,15 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
         const int64_t vecs = std::min(kKTile, kv - k0) / kLanes;
         const void* wt_ptr = wbytes + (n * w.k + k0) * esize;
         if (widen) {
-          const Micro src{nullptr, 0, wt_ptr, w.k, vecs, nullptr, 0, prefetch_bytes()};
+          const int64_t pf = shares_next(vecs, calls_of(), k0) ? 0 : prefetch_bytes();
+          const Micro src{nullptr, 0, wt_ptr, w.k, vecs, nullptr, 0, pf};
           kern.widen(src, nb, scratch);
-          sweep(0, xg + k0, w.k, scratch, kKTile, vecs, k0);
+          sweep(0, xg + k0, w.k, scratch, kKTile, vecs, k0, true);
         } else {
           if (&kern == &kAvx2Kernels && w.type == WeightType::kBFloat16) {
-            sweep(wt, a.xp + (m0 - a.xp_row0) * kv + k0, kv, wt_ptr, w.k, vecs, k0);
+            sweep(wt, a.xp + (m0 - a.xp_row0) * kv + k0, kv, wt_ptr, w.k, vecs, k0, true);
           } else {
-            sweep(wt, xg + k0, w.k, wt_ptr, w.k, vecs, k0);
+            sweep(wt, xg + k0, w.k, wt_ptr, w.k, vecs, k0, true);
           }
         }
       }
@@ -456,7 +504,7 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
             wtail[j * kLanes + l] = l < tail ? weight_value(w, n + j, kv + l) : 0.f;
           }
         }
-        sweep(0, xtail, kLanes, wtail, kLanes, 1, 0);
+        sweep(0, xtail, kLanes, wtail, kLanes, 1, 0, false);
       }
       for (int64_t i = 0; i < mc; ++i) {
         float* yrow = a.y + (m0 + i) * w.n + n;

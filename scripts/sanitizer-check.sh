@@ -41,7 +41,7 @@ done
 
 kernels=(weight_product_test int8_product_test amx_product_test bf16_dot_product_test
          thread_pool_test paged_attention_test row_attention_test attention_row_test
-         row_ops_test)
+         row_ops_test product_common_test)
 # The products' tests again on each lower path this CPU can be forced to.
 forced=(weight_product_test int8_product_test bf16_dot_product_test paged_attention_test
         row_ops_test)

@@ -1,0 +1,90 @@
+// The products' shared prefetch arithmetic (kernels/product_common.h): the shares of the next
+// block of weight rows that a tile's register blocks prefetch cover every line of it once, at
+// most kMaxPerStep lines per step, and the streaming prefetch wraps into the next block's row.
+#include "kernels/product_common.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+namespace flamingo::kernels::detail {
+namespace {
+
+// Every line of the next block, as the tiles' register blocks prefetch it step by step.
+std::vector<int> lines_prefetched(const NextBlock& next, const char* base, int64_t kv, int64_t tile,
+                                  int64_t steps, int64_t calls) {
+  std::vector<int> seen(next.lines, 0);
+  for (int64_t k0 = 0; k0 < kv; k0 += tile) {
+    const int64_t k1 = std::min(kv, k0 + tile);
+    EXPECT_TRUE(next.fits(k0, k1, kv, steps, calls)) << "k0 " << k0;
+    for (int64_t c = 0; c < calls; ++c) {
+      const char* at = next.share_at(k0, k1, kv, c, calls);
+      const int64_t lines = next.share_lines(k0, k1, kv, c, calls);
+      EXPECT_GE(lines, 0);
+      EXPECT_LE(lines, NextBlock::kMaxPerStep * steps);
+      EXPECT_EQ((at - base) % 64, 0);
+      for (int64_t v = 0; v < steps; ++v) {
+        int per_step = 0;
+        for_share_lines(lines, steps, v, [&](int64_t l) {
+          ++per_step;
+          const int64_t line = (at - base) / 64 + l;
+          EXPECT_GE(line, 0);
+          EXPECT_LT(line, next.lines);
+          if (line >= 0 && line < next.lines) ++seen[line];
+        });
+        EXPECT_LE(per_step, NextBlock::kMaxPerStep);
+      }
+    }
+  }
+  return seen;
+}
+
+TEST(NextBlock, TheSharesOfATilesRegisterBlocksCoverEveryLineOnce) {
+  static char buffer[1 << 20];
+  // (bytes of the next block, K per row, K tile, steps per register block, register blocks).
+  const struct {
+    int64_t bytes, kv, tile, steps, calls;
+  } cases[] = {
+      {6 * 1024 * 2, 1024, 512, 32, 16},     // AVX2 bf16, 16 rows: 6 rows of K 1024
+      {6 * 1024 * 4, 1024, 512, 32, 16},     // float32 weights
+      {8 * 4096 * 2, 4096, 512, 16, 6},      // vdpbf16ps, 16 rows of K 4096
+      {4 * 16 * 1024, 16, 8, 128, 4},        // int8: 4 blocks of 16 groups, tiles of 8 groups
+      {5 * 1000 * 2 + 6, 1000, 512, 31, 3},  // odd sizes: lines that do not divide
+      {64, 16, 16, 1, 7},                    // one line, more register blocks than lines
+  };
+  for (const auto& c : cases) {
+    const NextBlock next(buffer, c.bytes);
+    EXPECT_EQ(next.lines, (c.bytes + 63) / 64);
+    const std::vector<int> seen = lines_prefetched(next, buffer, c.kv, c.tile, c.steps, c.calls);
+    for (int64_t l = 0; l < next.lines; ++l) {
+      ASSERT_EQ(seen[l], 1) << "line " << l << " of " << next.lines << ", bytes " << c.bytes;
+    }
+  }
+}
+
+TEST(NextBlock, ATileWithMoreLinesThanItsStepsCanTakeDoesNotShare) {
+  static char buffer[64];
+  // 2 tiles of 64 lines each; 2 register blocks of 16 steps take at most 2 x 2 x 16 = 64.
+  const NextBlock next(buffer, 128 * 64);
+  EXPECT_TRUE(next.fits(0, 512, 1024, 16, 2));
+  EXPECT_FALSE(next.fits(0, 512, 1024, 15, 2));
+  EXPECT_FALSE(next.fits(0, 512, 1024, 16, 1));
+}
+
+TEST(NextBlock, NoNextBlockHasNoLinesAndNeverShares) {
+  const NextBlock none(nullptr, 4096);
+  EXPECT_EQ(none.lines, 0);
+  EXPECT_FALSE(none.fits(0, 512, 1024, 32, 16));
+}
+
+TEST(PrefetchTarget, AheadInTheRowThenTheSameRowOfTheNextBlock) {
+  static char buffer[1 << 16];
+  const char* at = buffer + 100;
+  // 2048 bytes ahead while the row has more left; past its end, skip (rows - 1) x row bytes.
+  EXPECT_EQ(prefetch_target(at, 2048, 4096, 5 * 2048), at + 2048);
+  EXPECT_EQ(prefetch_target(at, 2048, 2048, 5 * 2048), at + 2048 + 5 * 2048);
+  EXPECT_EQ(prefetch_target(at, 2048, 100, 5 * 2048), at + 2048 + 5 * 2048);
+}
+
+}  // namespace
+}  // namespace flamingo::kernels::detail
