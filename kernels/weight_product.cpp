@@ -152,7 +152,8 @@ FLAMINGO_AVX512 inline __m512 load_w512(const void* w, int64_t off) {
 }
 
 // The register block: lane sums c[i][j] of x row i and weight row j over p.vecs vectors, the
-// row pointers held in registers; PF: prefetch each weight row p.pf bytes ahead.
+// row pointers held in registers; PF: kAhead prefetches each weight row p.pf bytes ahead,
+// kShare the block's share of the next block (detail::Prefetch).
 template <int MB, int NB, WeightType WT, Prefetch PF>
 FLAMINGO_AVX512 inline void block512(const Micro& p) {
   float* const acc = p.acc;
