@@ -11,7 +11,8 @@ model, issue 12). Training proper is not run in CI.
   gives the same prompt ids for caption, question and few-shot prompts;
 * --vision-tower trains a tower of the given sizes from scratch and --perceiver-steps runs
   stage 1c (exported, reloaded); a malformed --vision-tower stops the script before it writes
-  anything.
+  anything;
+* --resume continues from an export, and --data-stream draws other training sequences.
 
 Run: /usr/bin/python3 -m unittest -v tests/tools/test_train_flamingo.py   (from the repo root).
 """
@@ -105,6 +106,27 @@ class TrainFlamingoSmoke(unittest.TestCase):
                             "--vision-tower", "32,2"], capture_output=True, text=True, timeout=120)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("--vision-tower wants WIDTH,LAYERS,HEADS,MLP", r.stderr)
+
+
+class Resume(unittest.TestCase):
+    def test_resume_with_another_data_stream_sees_other_sequences(self):
+        """--resume DIR runs more stage 3 steps from an export; --data-stream N draws another
+        stream of sequences than the first run's (the same stream gives the same losses)."""
+        import re
+        src = smoke_folder()
+        self.assertEqual(smoke_folder.rc, 0, smoke_folder.log)
+        losses = {}
+        for name, stream in (("a", "0"), ("b", "0"), ("c", "1")):
+            with tempfile.TemporaryDirectory() as out:
+                r = subprocess.run([sys.executable, SCRIPT, "--out", out, "--smoke", "--threads",
+                                    "1", "--resume", src, "--data-stream", stream],
+                                   capture_output=True, text=True, timeout=240)
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                self.assertIn("resume: every weight read from", r.stdout)
+                losses[name] = re.findall(r"xattn step \d+/2 loss (\S+)", r.stdout)
+                self.assertEqual(len(losses[name]), 2, r.stdout)
+        self.assertEqual(losses["a"], losses["b"])
+        self.assertNotEqual(losses["a"][0], losses["c"][0])
 
 
 class Tokenizer(unittest.TestCase):

@@ -61,7 +61,8 @@ Usage: /usr/bin/python3 tools/demo/train_flamingo.py --out DIR
            [--clip models/demo-clip] [--vision-tower W,L,H,MLP] [--vision-steps 2000]
            [--perceiver-steps 0] [--lm-steps 1000] [--steps 4000]
            [--batch 32] [--lr 1.5e-3] [--lm-lr-scale 0.333] [--single-steps 800]
-           [--pool 24000] [--seed 0] [--threads 2] [--resume DIR] [--vision-cache FILE]
+           [--pool 24000] [--seed 0] [--data-stream 0] [--threads 2] [--resume DIR]
+           [--vision-cache FILE]
        models/flamingo-demo is two commands: a full run, then --resume it for 4000 more
        stage 3 steps (models/flamingo-demo/MODEL_CARD.md has them and their times).
        --smoke: a bounded run for the test suite (tiny pools, 2 + 2 steps; nothing is judged
@@ -429,6 +430,10 @@ def main(argv=None):
                     "frozen, the Flamingo recipe as written; see the docstring)")
     ap.add_argument("--pool", type=int, default=24000, help="general scenes (uniform: half)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data-stream", type=int, default=0,
+                    help="which stream of training sequences stages 2 and 3 draw (0: the "
+                    "seed's own); a --resume with another stream sees fresh sequences, since "
+                    "the tokenizer ties --seed to the first run")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--probe-every", type=int, default=500, help="0: never")
@@ -503,7 +508,7 @@ def main(argv=None):
     m = model.model
     lm_params = ([m.embed_tokens.weight, model.lm_head.weight, m.norm.weight]
                  + [p for layer in m.layers for p in layer.parameters()])
-    rng = random.Random(f"train/{a.seed}")
+    rng = random.Random(f"train/{a.seed}" + (f"/{a.data_stream}" if a.data_stream else ""))
 
     def lm_batch(step):
         rows, _ = sample_rows(enc, world, rng, a.batch // 2)
