@@ -47,8 +47,7 @@ struct Micro {
   // (detail::prefetch_target).
   int64_t pf_left = 0, pf_skip = 0;
   // Instead (pf 0): a share of the next block's weights (detail::prefetch_share_lines).
-  const char* share_at = nullptr;
-  int64_t share_lines = 0;
+  detail::NextBlock::Share share = {};
 };
 
 template <int MB, int NB, Prefetch PF>
@@ -71,7 +70,7 @@ FLAMINGO_BF16DOT inline void block(const Micro& p) {
   }
   for (int64_t v = 0; v < p.vecs; ++v) {
     const int64_t k = v * kVecK;
-    if constexpr (PF == kShare) detail::prefetch_share_lines(p.share_at, p.share_lines, p.vecs, v);
+    if constexpr (PF == kShare) detail::prefetch_share_lines(p.share, p.vecs, v);
     __m512bh xa[MB];
 #pragma GCC unroll 8
     for (int i = 0; i < MB; ++i) xa[i] = (__m512bh)_mm512_loadu_si512(xr[i] + k);
@@ -95,7 +94,7 @@ template <int MB, int NB>
 FLAMINGO_BF16DOT void micro(const Micro& p) {
   if (p.pf != 0) {
     block<MB, NB, kAhead>(p);
-  } else if (p.share_lines > 0) {
+  } else if (p.share.lines > 0) {
     block<MB, NB, kShare>(p);
   } else {
     block<MB, NB, kNoPrefetch>(p);
@@ -161,10 +160,7 @@ void columns(const uint16_t* x, int64_t m, const WeightView& w, float* y, int64_
                   fresh,
                   (w.k - k0) * 2,
                   (kNB - 1) * w.k * 2};
-          if (shared) {
-            p.share_at = next.share_at(k0, k1, kv, b, xblocks);
-            p.share_lines = next.share_lines(k0, k1, kv, b, xblocks);
-          }
+          if (shared) p.share = next.share(k0, k1, kv, b, xblocks);
           kMicro[mb][nb - 1](p);
           i += mb;
         }

@@ -89,8 +89,7 @@ struct Micro {
   int64_t pf;  // bytes ahead of the weight lines to prefetch (0: none)
   // Instead (pf 0): a share of the next blocks' weights, over the groups x kQuads steps
   // (detail::prefetch_share_lines).
-  const char* share_at = nullptr;
-  int64_t share_lines = 0;
+  detail::NextBlock::Share share = {};
 };
 
 inline int32_t quad(const int8_t* p) {
@@ -130,7 +129,7 @@ FLAMINGO_VNNI void block_vnni(const Micro& p) {
 #pragma GCC unroll 16
     for (int l = 0; l < kQuads; ++l) {
       if constexpr (PF == kShare) {
-        detail::prefetch_share_lines(p.share_at, p.share_lines, p.groups * kQuads, g * kQuads + l);
+        detail::prefetch_share_lines(p.share, p.groups * kQuads, g * kQuads + l);
       }
       __m512i wu[NB];
 #pragma GCC unroll 4
@@ -167,7 +166,7 @@ FLAMINGO_AVX512 void block_avx512(const Micro& p) {
 #pragma GCC unroll 16
     for (int l = 0; l < kQuads; ++l) {
       if constexpr (PF == kShare) {
-        detail::prefetch_share_lines(p.share_at, p.share_lines, p.groups * kQuads, g * kQuads + l);
+        detail::prefetch_share_lines(p.share, p.groups * kQuads, g * kQuads + l);
       }
       __m512i wv[NB];
 #pragma GCC unroll 4
@@ -210,7 +209,7 @@ FLAMINGO_AVX2 void block_avx2(const Micro& p) {
 #pragma GCC unroll 16
     for (int l = 0; l < kQuads; ++l) {
       if constexpr (PF == kShare) {
-        detail::prefetch_share_lines(p.share_at, p.share_lines, p.groups * kQuads, g * kQuads + l);
+        detail::prefetch_share_lines(p.share, p.groups * kQuads, g * kQuads + l);
       }
       __m256i wv[NB][2];
 #pragma GCC unroll 4
@@ -262,15 +261,15 @@ template <Path P, int MB, int NB>
 void micro(const Micro& p) {
   if constexpr (P == Path::kVnni) {
     p.pf != 0           ? block_vnni<MB, NB, kAhead>(p)
-    : p.share_lines > 0 ? block_vnni<MB, NB, kShare>(p)
+    : p.share.lines > 0 ? block_vnni<MB, NB, kShare>(p)
                         : block_vnni<MB, NB, kNoPrefetch>(p);
   } else if constexpr (P == Path::kAvx512) {
     p.pf != 0           ? block_avx512<MB, NB, kAhead>(p)
-    : p.share_lines > 0 ? block_avx512<MB, NB, kShare>(p)
+    : p.share.lines > 0 ? block_avx512<MB, NB, kShare>(p)
                         : block_avx512<MB, NB, kNoPrefetch>(p);
   } else {
     p.pf != 0           ? block_avx2<MB, NB, kAhead>(p)
-    : p.share_lines > 0 ? block_avx2<MB, NB, kShare>(p)
+    : p.share.lines > 0 ? block_avx2<MB, NB, kShare>(p)
                         : block_avx2<MB, NB, kNoPrefetch>(p);
   }
 }
@@ -352,10 +351,7 @@ void rows_blocked(const QuantX& qx, const WeightView& w, int64_t m, float* y, co
                   acc + i * acc_ld,
                   acc_ld,
                   xb == 0 && !shared ? detail::prefetch_bytes() : 0};  // the block that streams
-          if (shared) {
-            p.share_at = next.share_at(g0, g0 + gs, groups, xb, xblocks);
-            p.share_lines = next.share_lines(g0, g0 + gs, groups, xb, xblocks);
-          }
+          if (shared) p.share = next.share(g0, g0 + gs, groups, xb, xblocks);
           kern.micro[mb][nb - 1](p);
           i += mb;
         }

@@ -137,14 +137,14 @@ struct NextBlock {
   bool fits(int64_t k0, int64_t k1, int64_t kv, int64_t steps, int64_t calls) const {
     return lines > 0 && first(k1, kv) - first(k0, kv) <= kMaxPerStep * steps * calls;
   }
-  // Register block `call` of `calls` in tile [k0, k1): its first line's address and count.
-  const char* share_at(int64_t k0, int64_t k1, int64_t kv, int64_t call, int64_t calls) const {
+  // Register block `call` of `calls` in tile [k0, k1): its first line and how many.
+  struct Share {
+    const char* at = nullptr;
+    int64_t lines = 0;
+  };
+  Share share(int64_t k0, int64_t k1, int64_t kv, int64_t call, int64_t calls) const {
     const int64_t l0 = first(k0, kv), n = first(k1, kv) - l0;
-    return next + (l0 + n * call / calls) * 64;
-  }
-  int64_t share_lines(int64_t k0, int64_t k1, int64_t kv, int64_t call, int64_t calls) const {
-    const int64_t n = first(k1, kv) - first(k0, kv);
-    return n * (call + 1) / calls - n * call / calls;
+    return {next + (l0 + n * call / calls) * 64, n * (call + 1) / calls - n * call / calls};
   }
 };
 
@@ -158,8 +158,9 @@ inline void for_share_lines(int64_t lines, int64_t steps, int64_t v, const Fn& f
 }
 
 // A register block's step v of `steps`: its share's lines for that step, if any, into L2.
-inline void prefetch_share_lines(const char* at, int64_t lines, int64_t steps, int64_t v) {
-  for_share_lines(lines, steps, v, [at](int64_t l) { _mm_prefetch(at + l * 64, _MM_HINT_T1); });
+inline void prefetch_share_lines(const NextBlock::Share& s, int64_t steps, int64_t v) {
+  for_share_lines(s.lines, steps, v,
+                  [at = s.at](int64_t l) { _mm_prefetch(at + l * 64, _MM_HINT_T1); });
 }
 
 // How a register block prefetches: not at all, ahead in its own weight rows (streaming them

@@ -133,8 +133,7 @@ struct Micro {
   // (detail::prefetch_target).
   int64_t pf_left = 0, pf_skip = 0;
   // Instead (pf 0): a share of the next block's weights (detail::prefetch_share_lines).
-  const char* share_at = nullptr;
-  int64_t share_lines = 0;
+  detail::NextBlock::Share share = {};
 };
 
 template <WeightType WT>
@@ -169,7 +168,7 @@ FLAMINGO_AVX512 inline void block512(const Micro& p) {
   for (int64_t v = 0; v < vecs; ++v) {
     const int64_t k = v * kLanes;
     if constexpr (PF == kShare) {
-      detail::prefetch_share_lines(p.share_at, p.share_lines, vecs, v);
+      detail::prefetch_share_lines(p.share, vecs, v);
     }
     __m512 xa[MB];
 #pragma GCC unroll 8
@@ -194,7 +193,7 @@ template <int MB, int NB, WeightType WT>
 FLAMINGO_AVX512 void micro512(const Micro& p) {
   if (p.pf != 0) {
     block512<MB, NB, WT, kAhead>(p);
-  } else if (p.share_lines > 0) {
+  } else if (p.share.lines > 0) {
     block512<MB, NB, WT, kShare>(p);
   } else {
     block512<MB, NB, WT, kNoPrefetch>(p);
@@ -257,7 +256,7 @@ FLAMINGO_AVX2 inline void block256(const Micro& p) {
   if constexpr (WT == WeightType::kBFloat16) swap_halves(c);
   for (int64_t v = 0; v < vecs; ++v) {
     if constexpr (PF == kShare) {
-      detail::prefetch_share_lines(p.share_at, p.share_lines, vecs, v);
+      detail::prefetch_share_lines(p.share, vecs, v);
     }
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
@@ -297,7 +296,7 @@ template <int MB, int NB, WeightType WT>
 FLAMINGO_AVX2 void micro256(const Micro& p) {
   if (p.pf != 0) {
     block256<MB, NB, WT, kAhead>(p);
-  } else if (p.share_lines > 0) {
+  } else if (p.share.lines > 0) {
     block256<MB, NB, WT, kShare>(p);
   } else {
     block256<MB, NB, WT, kNoPrefetch>(p);
@@ -443,22 +442,19 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
       // when a share fits its pace and the weights are read once (one group of x rows: with
       // more, the product is bound by arithmetic and the shares' per-step test only costs, 3-10%
       // at 257 rows).
-      auto shares_next = [&](int64_t vecs, int64_t calls, int64_t k0) {
+      int64_t calls = 0;  // register blocks per tile
+      for (int64_t b = 0; b < xblocks; ++b) {
+        const int64_t mb = mc / xblocks + (b < mc % xblocks ? 1 : 0);
+        calls += (nb + kern.width[mb] - 1) / kern.width[mb];
+      }
+      auto shares_next = [&](int64_t vecs, int64_t k0) {
         return prefetch_bytes() != 0 && xblocks > 1 && a.m <= kMGroup &&
                next.fits(k0, std::min(kv, k0 + kKTile), kv, vecs, calls);
       };
-      auto calls_of = [&]() {
-        int64_t calls = 0;
-        for (int64_t b = 0; b < xblocks; ++b) {
-          const int64_t mb = mc / xblocks + (b < mc % xblocks ? 1 : 0);
-          calls += (nb + kern.width[mb] - 1) / kern.width[mb];
-        }
-        return calls;
-      };
       auto sweep = [&](int table_wt, const float* x, int64_t ldx, const void* wp, int64_t ldw,
                        int64_t vecs, int64_t k0, bool streams) {
-        const int64_t calls = calls_of(), k1 = std::min(kv, k0 + kKTile);
-        const bool shared = streams && shares_next(vecs, calls, k0);
+        const int64_t k1 = std::min(kv, k0 + kKTile);
+        const bool shared = streams && shares_next(vecs, k0);
         for (int64_t b = 0, m = 0, call = 0; b < xblocks; ++b) {
           const int64_t mb = mc / xblocks + (b < mc % xblocks ? 1 : 0);
           for (int64_t j = 0; j < nb; j += kern.width[mb], ++call) {
@@ -474,10 +470,7 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
                 b == 0 && streams && !shared && table_wt == wt ? prefetch_bytes() : 0,
                 (w.k - k0) * esize,
                 (nbo - 1) * w.k * esize};
-            if (shared) {
-              p.share_at = next.share_at(k0, k1, kv, call, calls);
-              p.share_lines = next.share_lines(k0, k1, kv, call, calls);
-            }
+            if (shared) p.share = next.share(k0, k1, kv, call, calls);
             kern.micro[table_wt][mb][width - 1](p);
           }
           m += mb;
@@ -487,7 +480,7 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
         const int64_t vecs = std::min(kKTile, kv - k0) / kLanes;
         const void* wt_ptr = wbytes + (n * w.k + k0) * esize;
         if (widen) {
-          const int64_t pf = shares_next(vecs, calls_of(), k0) ? 0 : prefetch_bytes();
+          const int64_t pf = shares_next(vecs, k0) ? 0 : prefetch_bytes();
           const Micro src{nullptr, 0, wt_ptr, w.k, vecs, nullptr, 0, pf};
           kern.widen(src, nb, scratch);
           sweep(0, xg + k0, w.k, scratch, kKTile, vecs, k0, true);

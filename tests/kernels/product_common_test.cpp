@@ -18,8 +18,9 @@ std::vector<int> lines_prefetched(const NextBlock& next, const char* base, int64
     const int64_t k1 = std::min(kv, k0 + tile);
     EXPECT_TRUE(next.fits(k0, k1, kv, steps, calls)) << "k0 " << k0;
     for (int64_t c = 0; c < calls; ++c) {
-      const char* at = next.share_at(k0, k1, kv, c, calls);
-      const int64_t lines = next.share_lines(k0, k1, kv, c, calls);
+      const NextBlock::Share share = next.share(k0, k1, kv, c, calls);
+      const char* at = share.at;
+      const int64_t lines = share.lines;
       EXPECT_GE(lines, 0);
       EXPECT_LE(lines, NextBlock::kMaxPerStep * steps);
       EXPECT_EQ((at - base) % 64, 0);
