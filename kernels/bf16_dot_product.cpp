@@ -147,6 +147,7 @@ void columns(const uint16_t* x, int64_t m, const WeightView& w, float* y, int64_
         const int64_t k1 = std::min(kv, k0 + kKTile);
         const bool shared =
             stream && pf != 0 && xblocks > 1 && next.fits(k0, k1, kv, vecs, xblocks);
+        auto shares = shared ? next.shares(k0, k1, kv, xblocks) : detail::NextBlock::Shares{};
         for (int64_t b = 0, i = 0; b < xblocks; ++b) {
           const int64_t mb = mc / xblocks + (b < mc % xblocks ? 1 : 0);
           Micro p{xp + i * ldx,
@@ -160,7 +161,7 @@ void columns(const uint16_t* x, int64_t m, const WeightView& w, float* y, int64_
                   fresh,
                   (w.k - k0) * 2,
                   (kNB - 1) * w.k * 2};
-          if (shared) p.share = next.share(k0, k1, kv, b, xblocks);
+          if (shared) p.share = shares.next();
           kMicro[mb][nb - 1](p);
           i += mb;
         }

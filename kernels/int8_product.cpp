@@ -334,6 +334,8 @@ void rows_blocked(const QuantX& qx, const WeightView& w, int64_t m, float* y, co
         const int64_t gs = std::min(kGTile, groups - g0);
         const bool shared = detail::prefetch_bytes() != 0 && xblocks >= kern.share_from &&
                             next.fits(g0, g0 + gs, groups, gs * kQuads, xblocks);
+        auto shares =
+            shared ? next.shares(g0, g0 + gs, groups, xblocks) : detail::NextBlock::Shares{};
         for (int64_t xb = 0, i = 0; xb < xblocks; ++xb) {
           const int64_t mb = mc / xblocks + (xb < mc % xblocks ? 1 : 0);
           const int64_t r = m0 + i;
@@ -351,7 +353,7 @@ void rows_blocked(const QuantX& qx, const WeightView& w, int64_t m, float* y, co
                   acc + i * acc_ld,
                   acc_ld,
                   xb == 0 && !shared ? detail::prefetch_bytes() : 0};  // the block that streams
-          if (shared) p.share = next.share(g0, g0 + gs, groups, xb, xblocks);
+          if (shared) p.share = shares.next();
           kern.micro[mb][nb - 1](p);
           i += mb;
         }

@@ -137,14 +137,39 @@ struct NextBlock {
   bool fits(int64_t k0, int64_t k1, int64_t kv, int64_t steps, int64_t calls) const {
     return lines > 0 && first(k1, kv) - first(k0, kv) <= kMaxPerStep * steps * calls;
   }
-  // Register block `call` of `calls` in tile [k0, k1): its first line and how many.
+  // A register block's share: its first line and how many.
   struct Share {
     const char* at = nullptr;
     int64_t lines = 0;
   };
-  Share share(int64_t k0, int64_t k1, int64_t kv, int64_t call, int64_t calls) const {
-    const int64_t l0 = first(k0, kv), n = first(k1, kv) - l0;
-    return {next + (l0 + n * call / calls) * 64, n * (call + 1) / calls - n * call / calls};
+  // The shares of a tile's n lines for its `calls` register blocks in turn: block c's are lines
+  // [n c / calls, n (c + 1) / calls) (rounded down), counted on with no division per block (an
+  // idiv per register block was 7% of a 16-row AVX2 product from cache).
+  class Shares {
+   public:
+    Shares() = default;
+    Shares(const char* at, int64_t n, int64_t calls)
+        : at_(at), quot_(n / calls), rem_(n % calls), calls_(calls) {}
+    Share next() {
+      int64_t count = quot_;
+      err_ += rem_;  // n c mod calls, before this block
+      if (err_ >= calls_) {
+        err_ -= calls_;
+        ++count;
+      }
+      const Share s{at_, count};
+      at_ += count * 64;
+      return s;
+    }
+
+   private:
+    const char* at_ = nullptr;
+    int64_t quot_ = 0, rem_ = 0, calls_ = 1, err_ = 0;
+  };
+  // Tile [k0, k1) of kv shared by `calls` register blocks.
+  Shares shares(int64_t k0, int64_t k1, int64_t kv, int64_t calls) const {
+    const int64_t l0 = first(k0, kv);
+    return Shares(next + l0 * 64, first(k1, kv) - l0, calls);
   }
 };
 

@@ -214,9 +214,9 @@ FLAMINGO_AVX2 inline __m256 load_w256(const void* w, int64_t off) {
 // bfloat16 weights in the AVX2 register block: half h of the 16 weights at w + off widened by
 // interleaving with zeros within each 128-bit lane (one shuffle, no shift: the shift competes
 // with the FMAs for ports 0 and 1 on Intel cores). Half 0 holds K 0-3 and 8-11 of the 16, half
-// 1 K 4-7 and 12-15, so x is read permuted the same way (Args::xp) and the lane sums are
-// swapped into their K order on load and store (swap_halves): each lane sums the same products
-// in the same order as the other paths.
+// 1 K 4-7 and 12-15, so x is read permuted the same way (Args::xp) and the lane sums stay in
+// that order in acc over all K tiles, swapped into their K order once per block of weight rows
+// (unpermute_sums): each lane sums the same products in the same order as the other paths.
 template <int H>
 FLAMINGO_AVX2 inline __m256 load_bf16_half(const void* w, int64_t off) {
   const __m256i raw =
@@ -225,22 +225,20 @@ FLAMINGO_AVX2 inline __m256 load_bf16_half(const void* w, int64_t off) {
                                     : _mm256_unpackhi_epi16(_mm256_setzero_si256(), raw));
 }
 
-// Lane sums of K 0-7 | 8-15 <-> K 0-3, 8-11 | 4-7, 12-15 (its own inverse).
-template <int MB, int NB>
-FLAMINGO_AVX2 inline void swap_halves(__m256 (&c)[2][MB][NB]) {
-#pragma GCC unroll 8
-  for (int i = 0; i < MB; ++i) {
-#pragma GCC unroll 8
-    for (int j = 0; j < NB; ++j) {
-      const __m256 a = c[0][i][j], b = c[1][i][j];
-      c[0][i][j] = _mm256_permute2f128_ps(a, b, 0x20);
-      c[1][i][j] = _mm256_permute2f128_ps(a, b, 0x31);
+// Lane sums in acc (rows [0, rows), columns [0, cols)) of K 0-3, 8-11 | 4-7, 12-15 -> K 0-7 |
+// 8-15. Once per block: swapping in registers at every register block's load and store took 24
+// shuffles per 32 vectors (port 5, beside the widening's).
+void unpermute_sums(float* acc, int64_t acc_ld, int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j) {
+      float* s = acc + i * acc_ld + j * kLanes;
+      std::swap_ranges(s + 4, s + 8, s + 8);
     }
   }
 }
 
 // The AVX2 register block (as block512, each sum in two ymm); PF as there. bfloat16 weights:
-// x permuted (load_bf16_half).
+// x and the sums permuted (load_bf16_half).
 template <int MB, int NB, WeightType WT, Prefetch PF>
 FLAMINGO_AVX2 inline void block256(const Micro& p) {
   float* const acc = p.acc;
@@ -253,7 +251,6 @@ FLAMINGO_AVX2 inline void block256(const Micro& p) {
   for (int j = 0; j < NB; ++j) wr[j] = static_cast<const char*>(p.w) + j * p.ldw * kWSize<WT>;
   __m256 c[2][MB][NB];  // [lanes 0-7 | 8-15]
   detail::load_sums(acc, acc_ld, c);
-  if constexpr (WT == WeightType::kBFloat16) swap_halves(c);
   for (int64_t v = 0; v < vecs; ++v) {
     if constexpr (PF == kShare) {
       detail::prefetch_share_lines(p.share, vecs, v);
@@ -288,7 +285,6 @@ FLAMINGO_AVX2 inline void block256(const Micro& p) {
       }
     }
   }
-  if constexpr (WT == WeightType::kBFloat16) swap_halves(c);
   detail::store_sums(acc, acc_ld, c);
 }
 
@@ -418,7 +414,23 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
     const int64_t mc = std::min(kMGroup, a.m - m0);
     const float* xg = a.x + m0 * w.k;
     const int64_t xblocks = (mc + kern.xblock - 1) / kern.xblock;  // sizes differ by at most one
+    int64_t xrows[kMGroup];                                        // x rows per x block
+    for (int64_t b = 0; b < xblocks; ++b) xrows[b] = mc / xblocks + (b < mc % xblocks ? 1 : 0);
+    // Register blocks per tile of a block of nb weight rows.
+    auto register_blocks = [&](int64_t nb) {
+      int64_t calls = 0;
+      for (int64_t b = 0; b < xblocks; ++b) {
+        calls += (nb + kern.width[xrows[b]] - 1) / kern.width[xrows[b]];
+      }
+      return calls;
+    };
+    const int64_t full_calls = register_blocks(nbo);
     const bool widen = widens(kern, w.type, mc);
+    // The AVX2 bfloat16 register blocks: x and the sums permuted (load_bf16_half), K tiles of
+    // 1024 (its 16-row products streamed 5-15% faster than with 512, on 4096 x 4096 8%; float32
+    // weights and the AVX-512 bfloat16 paths were not faster or mixed: they keep 512).
+    const bool permuted = !widen && &kern == &kAvx2Kernels && w.type == WeightType::kBFloat16;
+    const int64_t ktile = permuted ? 2 * kKTile : kKTile;
     if (tail > 0) {
       for (int64_t i = 0; i < mc; ++i) {
         for (int64_t l = 0; l < kLanes; ++l)
@@ -442,22 +454,19 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
       // when a share fits its pace and the weights are read once (one group of x rows: with
       // more, the product is bound by arithmetic and the shares' per-step test only costs, 3-10%
       // at 257 rows).
-      int64_t calls = 0;  // register blocks per tile
-      for (int64_t b = 0; b < xblocks; ++b) {
-        const int64_t mb = mc / xblocks + (b < mc % xblocks ? 1 : 0);
-        calls += (nb + kern.width[mb] - 1) / kern.width[mb];
-      }
+      const int64_t calls = nb == nbo ? full_calls : register_blocks(nb);
       auto shares_next = [&](int64_t vecs, int64_t k0) {
         return prefetch_bytes() != 0 && xblocks > 1 && a.m <= kMGroup &&
-               next.fits(k0, std::min(kv, k0 + kKTile), kv, vecs, calls);
+               next.fits(k0, std::min(kv, k0 + ktile), kv, vecs, calls);
       };
       auto sweep = [&](int table_wt, const float* x, int64_t ldx, const void* wp, int64_t ldw,
                        int64_t vecs, int64_t k0, bool streams) {
-        const int64_t k1 = std::min(kv, k0 + kKTile);
+        const int64_t k1 = std::min(kv, k0 + ktile);
         const bool shared = streams && shares_next(vecs, k0);
-        for (int64_t b = 0, m = 0, call = 0; b < xblocks; ++b) {
-          const int64_t mb = mc / xblocks + (b < mc % xblocks ? 1 : 0);
-          for (int64_t j = 0; j < nb; j += kern.width[mb], ++call) {
+        auto shares = shared ? next.shares(k0, k1, kv, calls) : detail::NextBlock::Shares{};
+        for (int64_t b = 0, m = 0; b < xblocks; ++b) {
+          const int64_t mb = xrows[b];
+          for (int64_t j = 0; j < nb; j += kern.width[mb]) {
             const int64_t width = std::min(kern.width[mb], nb - j);
             Micro p{
                 x + m * ldx,
@@ -470,28 +479,27 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
                 b == 0 && streams && !shared && table_wt == wt ? prefetch_bytes() : 0,
                 (w.k - k0) * esize,
                 (nbo - 1) * w.k * esize};
-            if (shared) p.share = next.share(k0, k1, kv, call, calls);
+            if (shared) p.share = shares.next();
             kern.micro[table_wt][mb][width - 1](p);
           }
           m += mb;
         }
       };
-      for (int64_t k0 = 0; k0 < kv; k0 += kKTile) {
-        const int64_t vecs = std::min(kKTile, kv - k0) / kLanes;
+      for (int64_t k0 = 0; k0 < kv; k0 += ktile) {
+        const int64_t vecs = std::min(ktile, kv - k0) / kLanes;
         const void* wt_ptr = wbytes + (n * w.k + k0) * esize;
         if (widen) {
           const int64_t pf = shares_next(vecs, k0) ? 0 : prefetch_bytes();
           const Micro src{nullptr, 0, wt_ptr, w.k, vecs, nullptr, 0, pf};
           kern.widen(src, nb, scratch);
           sweep(0, xg + k0, w.k, scratch, kKTile, vecs, k0, true);
+        } else if (permuted) {
+          sweep(wt, a.xp + (m0 - a.xp_row0) * kv + k0, kv, wt_ptr, w.k, vecs, k0, true);
         } else {
-          if (&kern == &kAvx2Kernels && w.type == WeightType::kBFloat16) {
-            sweep(wt, a.xp + (m0 - a.xp_row0) * kv + k0, kv, wt_ptr, w.k, vecs, k0, true);
-          } else {
-            sweep(wt, xg + k0, w.k, wt_ptr, w.k, vecs, k0, true);
-          }
+          sweep(wt, xg + k0, w.k, wt_ptr, w.k, vecs, k0, true);
         }
       }
+      if (permuted) unpermute_sums(acc, acc_ld, mc, nb);
       if (tail > 0) {
         for (int64_t j = 0; j < nb; ++j) {
           for (int64_t l = 0; l < kLanes; ++l) {

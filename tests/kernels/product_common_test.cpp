@@ -17,8 +17,9 @@ std::vector<int> lines_prefetched(const NextBlock& next, const char* base, int64
   for (int64_t k0 = 0; k0 < kv; k0 += tile) {
     const int64_t k1 = std::min(kv, k0 + tile);
     EXPECT_TRUE(next.fits(k0, k1, kv, steps, calls)) << "k0 " << k0;
+    NextBlock::Shares shares = next.shares(k0, k1, kv, calls);
     for (int64_t c = 0; c < calls; ++c) {
-      const NextBlock::Share share = next.share(k0, k1, kv, c, calls);
+      const NextBlock::Share share = shares.next();
       const char* at = share.at;
       const int64_t lines = share.lines;
       EXPECT_GE(lines, 0);
@@ -60,6 +61,24 @@ TEST(NextBlock, TheSharesOfATilesRegisterBlocksCoverEveryLineOnce) {
     for (int64_t l = 0; l < next.lines; ++l) {
       ASSERT_EQ(seen[l], 1) << "line " << l << " of " << next.lines << ", bytes " << c.bytes;
     }
+  }
+}
+
+TEST(NextBlock, EachRegisterBlockTakesTheLinesBetweenItsRoundedDownBounds) {
+  static char buffer[1 << 12];
+  // 5 lines of a tile over 3 register blocks: [0, 1), [1, 3), [3, 5); 7 over 7: one each.
+  const int64_t expect[][2] = {{0, 1}, {1, 2}, {3, 2}};
+  NextBlock::Shares three = NextBlock(buffer, 10 * 64).shares(0, 256, 512, 3);
+  for (const auto& e : expect) {
+    const NextBlock::Share s = three.next();
+    EXPECT_EQ(s.at, buffer + e[0] * 64);
+    EXPECT_EQ(s.lines, e[1]);
+  }
+  NextBlock::Shares seven = NextBlock(buffer, 14 * 64).shares(512, 1024, 1024, 7);
+  for (int64_t c = 0; c < 7; ++c) {
+    const NextBlock::Share s = seven.next();
+    EXPECT_EQ(s.at, buffer + (7 + c) * 64);
+    EXPECT_EQ(s.lines, 1);
   }
 }
 
