@@ -226,8 +226,8 @@ FLAMINGO_AVX2 inline __m256 load_bf16_half(const void* w, int64_t off) {
 }
 
 // Lane sums in acc (rows [0, rows), columns [0, cols)) of K 0-3, 8-11 | 4-7, 12-15 -> K 0-7 |
-// 8-15. Once per block: swapping in registers at every register block's load and store took 24
-// shuffles per 32 vectors (port 5, beside the widening's).
+// 8-15. Once per block: swapping in registers at every register block's load and store took 48
+// shuffles per call (port 5, beside the unpacks).
 void unpermute_sums(float* acc, int64_t acc_ld, int64_t rows, int64_t cols) {
   for (int64_t i = 0; i < rows; ++i) {
     for (int64_t j = 0; j < cols; ++j) {
