@@ -427,8 +427,8 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
     const int64_t full_calls = register_blocks(nbo);
     const bool widen = widens(kern, w.type, mc);
     // The AVX2 bfloat16 register blocks: x and the sums permuted (load_bf16_half), K tiles of
-    // 1024 (its 16-row products streamed 5-15% faster than with 512, on 4096 x 4096 8%; float32
-    // weights and the AVX-512 bfloat16 paths were not faster or mixed: they keep 512).
+    // 1024 (its 16-row products streamed 5-15% faster than with 512, on 4096 x 4096 8%; AVX2
+    // float32 weights were slower and AVX-512 bfloat16 weights no faster: they keep 512).
     const bool permuted = !widen && &kern == &kAvx2Kernels && w.type == WeightType::kBFloat16;
     const int64_t ktile = permuted ? 2 * kKTile : kKTile;
     if (tail > 0) {
