@@ -63,8 +63,8 @@ Usage: /usr/bin/python3 tools/demo/train_flamingo.py --out DIR
            [--batch 32] [--lr 1.5e-3] [--lm-lr-scale 0.333] [--single-steps 800]
            [--pool 24000] [--seed 0] [--data-stream 0] [--threads 2] [--resume DIR]
            [--vision-cache FILE]
-       models/flamingo-demo is four commands: a full run, then three --resume runs of 4000,
-       4000 and 5000 more stage 3 steps, the last with --data-stream 2
+       models/flamingo-demo is seven commands: a full run, then six --resume runs of more
+       stage 3 steps, the last four each with a fresh --data-stream
        (models/flamingo-demo/MODEL_CARD.md has them and their times).
        --smoke: a bounded run for the test suite (tiny pools, 2 + 2 steps; nothing is judged
        but that every stage runs and the export reloads).
