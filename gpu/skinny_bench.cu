@@ -12,58 +12,17 @@
 #include <string>
 #include <vector>
 
+#include "gpu/bench_util.cuh"
 #include "kernels/cuda/skinny_product.h"
 
-namespace {
-
-void check(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) {
-    std::fprintf(stderr, "skinny_bench: %s: %s\n", what, cudaGetErrorString(e));
-    std::exit(1);
-  }
-}
-
-// Best time of `reps` runs of fn on the default stream, in ms.
-template <class Fn>
-float best_ms(int reps, Fn fn) {
-  cudaEvent_t a, b;
-  check(cudaEventCreate(&a), "event");
-  check(cudaEventCreate(&b), "event");
-  float best = 1e30f;
-  for (int r = 0; r < reps; ++r) {
-    check(cudaEventRecord(a), "record");
-    fn();
-    check(cudaEventRecord(b), "record");
-    check(cudaEventSynchronize(b), "sync");
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, a, b), "elapsed");
-    best = ms < best ? ms : best;
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  return best;
-}
-
-}  // namespace
+using flamingo::gpu_bench::best_ms;
+using flamingo::gpu_bench::check;
 
 int main(int argc, char** argv) {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("skinny_bench: no CUDA device, nothing timed\n");
-    return 77;
-  }
+  if (!flamingo::gpu_bench::have_device("skinny_bench")) return 77;
   cudaDeviceProp prop{};
   check(cudaGetDeviceProperties(&prop, 0), "properties");
-  const size_t copy_bytes = size_t{1} << 30;
-  void *src = nullptr, *dst = nullptr;
-  check(cudaMalloc(&src, copy_bytes), "malloc");
-  check(cudaMalloc(&dst, copy_bytes), "malloc");
-  check(cudaMemset(src, 1, copy_bytes), "memset");
-  const float copy_ms =
-      best_ms(10, [&] { cudaMemcpy(dst, src, copy_bytes, cudaMemcpyDeviceToDevice); });
-  const double copy_gbps = 2.0 * copy_bytes / (copy_ms * 1e-3) / 1e9;
-  cudaFree(src);
-  cudaFree(dst);
+  const double copy_gbps = flamingo::gpu_bench::copy_gbps();
   std::printf("device %s; copy bandwidth (read + write) %.0f GB/s\n", prop.name, copy_gbps);
   std::printf("%8s %8s %6s %10s %10s %8s\n", "n", "k", "rows", "us", "GB/s", "% copy");
   struct Shape {

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "kernels/cpu_isa.h"
+#include "kernels/exp_float.h"
 #include "kernels/lanes_avx2.h"
 #include "kernels/thread_pool.h"
 
@@ -31,32 +32,8 @@ inline float rounded(float f) {
   return to_float(from_float<T>(f));
 }
 
-// exp(x) in float32: x = n ln2 + r (Cody-Waite, |r| <= ln2 / 2 + ulp), exp(r) by Cephes' degree-6
-// polynomial, times 2^n built in the exponent bits (as 2^(n >> 1) x 2^(n - (n >> 1)), so that
-// n = 128 stays finite); +inf above 88.72, 0 below -87.33 (no subnormal results). exp_float
-// and exp_avx2 make the same separate multiplies and adds (no FMA), so they give the same bits.
-constexpr float kExpHi = 88.72f, kExpLo = -87.33f, kLog2e = 1.44269504088896341f;
-constexpr float kRound = 12582912.f;  // 1.5 x 2^23: (t + it) - it rounds t to an integer
-constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
-constexpr float kP[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
-                         4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
-
-inline float exp_float(float x) {
-  const float xc = x < kExpLo ? kExpLo : x > kExpHi ? kExpHi : x;
-  const float n = (xc * kLog2e + kRound) - kRound;
-  const float r = (xc - n * kLn2Hi) - n * kLn2Lo;
-  float p = kP[0];
-  for (int i = 1; i < 6; ++i) p = p * r + kP[i];
-  p = p * (r * r) + r + 1.f;
-  const int32_t ni = static_cast<int32_t>(n), half = ni >> 1;
-  const uint32_t b1 = static_cast<uint32_t>(half + 127) << 23;
-  const uint32_t b2 = static_cast<uint32_t>(ni - half + 127) << 23;
-  float s1, s2;
-  std::memcpy(&s1, &b1, sizeof s1);
-  std::memcpy(&s2, &b2, sizeof s2);
-  const float e = p * s1 * s2;
-  return x > kExpHi ? std::numeric_limits<float>::infinity() : x < kExpLo ? 0.f : e;
-}
+using namespace exp_detail;  // the constants of exp_float (kernels/exp_float.h)
+constexpr float kP[6] = {kP0, kP1, kP2, kP3, kP4, kP5};
 
 // 8 lanes of exp_float (a NaN lane gives a finite value: swiglu's quotient is NaN anyway).
 __attribute__((target("avx2"))) inline __m256 exp_avx2(__m256 x) {

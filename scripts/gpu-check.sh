@@ -2,8 +2,8 @@
 # The GPU check (issue 13, docs/GPU.md): builds the CUDA kernels and their tests on their own
 # (gpu/CMakeLists.txt: CUDA + GoogleTest from .gpu-deps, scripts/gpu-deps.sh), runs every test
 # of that project (label gpu: the kernels against their CPU references bit for bit; label
-# unit: the references themselves), times the kernels (gpu/skinny_bench.cu), and writes the
-# logs, a JUnit XML and the timings (JSON) into OUT_DIR.
+# unit: the references themselves), times the kernels (gpu/skinny_bench.cu,
+# gpu/attention_bench.cu), and writes the logs, a JUnit XML and the timings (JSON) into OUT_DIR.
 # On a machine without a GPU the gpu tests are skipped with the reason, so the script doubles as
 # its own dry run; it exits non-zero if anything fails to build or a test fails.
 #   scripts/gpu-check.sh OUT_DIR
@@ -33,9 +33,11 @@ rc=$?
 set -e
 tail -25 "$out/tests.log"
 # Timing (exit 77: no device, nothing timed).
-set +e
-"$build/bin/skinny_bench" "$out/skinny_bench.json" 2>&1 | tee "$out/skinny_bench.txt"
-bench_rc=${PIPESTATUS[0]}
-set -e
-if [ "$bench_rc" -ne 0 ] && [ "$bench_rc" -ne 77 ]; then rc=$bench_rc; fi
+for bench in skinny_bench attention_bench; do
+  set +e
+  "$build/bin/$bench" "$out/$bench.json" 2>&1 | tee "$out/$bench.txt"
+  bench_rc=${PIPESTATUS[0]}
+  set -e
+  if [ "$bench_rc" -ne 0 ] && [ "$bench_rc" -ne 77 ]; then rc=$bench_rc; fi
+done
 exit $rc

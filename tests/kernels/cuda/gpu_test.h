@@ -5,6 +5,8 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <vector>
+
 namespace flamingo::kernels::cuda::testing {
 
 class GpuTest : public ::testing::Test {
@@ -18,5 +20,22 @@ class GpuTest : public ::testing::Test {
     }
   }
 };
+
+// A device copy of v (one spare element, so that an empty vector still gets an allocation);
+// free with cudaFree.
+template <typename T>
+T* to_device(const std::vector<T>& v) {
+  T* d = nullptr;
+  EXPECT_EQ(cudaMalloc(&d, (v.size() + 1) * sizeof(T)), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  return d;
+}
+
+template <typename T>
+std::vector<T> from_device(const T* d, size_t n) {
+  std::vector<T> v(n);
+  EXPECT_EQ(cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+  return v;
+}
 
 }  // namespace flamingo::kernels::cuda::testing
