@@ -1,7 +1,7 @@
 // Attention on an NVIDIA GPU (issue 13), bfloat16 in and out, float32 inside: decode and
 // prefill tokens against a paged KV cache (kernels/paged_attention.h's layout), and text rows
-// against cached image K/V (kernels/row_attention.h's groups). Torch-free: raw device
-// pointers and a stream.
+// against cached image K/V (kernels/row_attention.h's groups, with the heads side by side).
+// Torch-free: raw device pointers and a stream.
 //
 // One block of kAttentionThreads (kAttentionWarps warps) per (query row, head); the order of
 // every sum is fixed by the row's number of keys and d alone, never by the other rows or the
@@ -59,8 +59,9 @@ void paged_attention(const uint16_t* q, int64_t tokens, int64_t heads, int64_t d
 
 // Rows against groups of dense keys and values (one image's latents a group; device pointers):
 //   q, out [R, H, D]; group_of_row [R] int32 (-1: the row sees no group and is not written);
-//   k_groups[g], v_groups[g]: [H, group_len[g], D] (k_groups, v_groups, group_len are device
-//   arrays). max_len: the largest group_len of any row's group (as max_context above).
+//   k_groups[g], v_groups[g]: [group_len[g], H, D], the heads side by side in each row as a
+//   projection of the latents gives them (k_groups, v_groups, group_len are device arrays).
+//   max_len: the largest group_len of any row's group (as max_context above).
 void cross_attention(const uint16_t* q, int64_t rows, int64_t heads, int64_t d,
                      const int32_t* group_of_row, const uint16_t* const* k_groups,
                      const uint16_t* const* v_groups, const int32_t* group_len, int64_t max_len,

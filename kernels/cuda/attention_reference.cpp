@@ -132,12 +132,13 @@ void cross_attention_reference(const uint16_t* q, int64_t rows, int64_t heads, i
     const int32_t g = group_of_row[r];
     if (g < 0) continue;
     const int64_t len = group_len[g];
+    const int64_t row = heads * d;
     for (int64_t h = 0; h < heads; ++h) {
-      const uint16_t* k = k_groups[g] + h * len * d;
-      const uint16_t* v = v_groups[g] + h * len * d;
+      const uint16_t* k = k_groups[g] + h * d;
+      const uint16_t* v = v_groups[g] + h * d;
       attend_reference(
-          q + (r * heads + h) * d, d, scale, len, [&](int64_t j) { return k + j * d; },
-          [&](int64_t j) { return v + j * d; }, out + (r * heads + h) * d);
+          q + (r * heads + h) * d, d, scale, len, [&](int64_t j) { return k + j * row; },
+          [&](int64_t j) { return v + j * row; }, out + (r * heads + h) * d);
     }
   }
 }

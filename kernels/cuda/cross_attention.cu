@@ -8,13 +8,13 @@ namespace {
 
 using attend_detail::attend;
 
-// Key / value j of one head of a group: [heads, len, d] dense.
+// Key / value j of one head of a group [len, heads, d]: `row` = heads x d apart.
 struct DenseKV {
   const uint16_t* k;
   const uint16_t* v;
-  int d;
-  __device__ const uint16_t* key(int j) const { return k + static_cast<long long>(j) * d; }
-  __device__ const uint16_t* value(int j) const { return v + static_cast<long long>(j) * d; }
+  long long row;
+  __device__ const uint16_t* key(int j) const { return k + j * row; }
+  __device__ const uint16_t* value(int j) const { return v + j * row; }
 };
 
 __global__ void cross_attention_kernel(const uint16_t* __restrict__ q, int heads, int d,
@@ -28,8 +28,8 @@ __global__ void cross_attention_kernel(const uint16_t* __restrict__ q, int heads
   const int g = group_of_row[r];
   if (g < 0) return;  // the whole block leaves: the row sees no image
   const int len = group_len[g];
-  const long long head = static_cast<long long>(h) * len * d;
-  const DenseKV kv{k_groups[g] + head, v_groups[g] + head, d};
+  const long long head = static_cast<long long>(h) * d;
+  const DenseKV kv{k_groups[g] + head, v_groups[g] + head, static_cast<long long>(heads) * d};
   const long long at = (r * heads + h) * static_cast<long long>(d);
   attend(q + at, d, scale, len, max_len, kv, out + at);
 }

@@ -4,6 +4,10 @@
 add_library(flamingo_cuda_kernels STATIC
   ${FLAMINGO_SOURCE}/kernels/cuda/attention_reference.cpp
   ${FLAMINGO_SOURCE}/kernels/cuda/cross_attention.cu
+  ${FLAMINGO_SOURCE}/kernels/cuda/device_ops.cpp
+  ${FLAMINGO_SOURCE}/kernels/cuda/elementwise.cu
+  ${FLAMINGO_SOURCE}/kernels/cuda/elementwise_reference.cpp
+  ${FLAMINGO_SOURCE}/kernels/cuda/host_ops.cpp
   ${FLAMINGO_SOURCE}/kernels/cuda/paged_attention.cu
   ${FLAMINGO_SOURCE}/kernels/cuda/rms_norm_reference.cpp
   ${FLAMINGO_SOURCE}/kernels/cuda/rms_norm_residual.cu
@@ -31,4 +35,6 @@ set(FLAMINGO_CUDA_TESTS
   cross_attention_gpu_test gpu kernels/cuda/cross_attention_gpu_test.cpp
   swiglu_gpu_test gpu kernels/cuda/swiglu_gpu_test.cpp
   rotary_gpu_test gpu kernels/cuda/rotary_gpu_test.cpp
+  elementwise_reference_test unit kernels/cuda/elementwise_reference_test.cpp
+  elementwise_gpu_test gpu kernels/cuda/elementwise_gpu_test.cpp
 )

@@ -157,8 +157,8 @@ TEST(CrossAttentionReference, WithinBfloat16OfFloat64AndRowsWithoutAGroupUntouch
       const int32_t g = group[r];
       std::vector<const uint16_t*> ks, vs;
       for (int32_t j = 0; j < len[g]; ++j) {
-        ks.push_back(kp[g] + (h * len[g] + j) * d);
-        vs.push_back(vp[g] + (h * len[g] + j) * d);
+        ks.push_back(kp[g] + (j * heads + h) * d);  // [len, H, D]
+        vs.push_back(vp[g] + (j * heads + h) * d);
       }
       expect_close(o, exact(q.data() + (r * heads + h) * d, d, 0.125, ks, vs), 4.0,
                    "r=" + std::to_string(r) + " h=" + std::to_string(h));
