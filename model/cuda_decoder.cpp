@@ -32,16 +32,29 @@ CudaDecoderConfig CudaDecoderConfig::from(const ModelConfig& m, int64_t max_posi
   return c;
 }
 
-// Buffers of one call, released when it returns.
+// Buffers of one call, carved from the decoder's arena (256-byte aligned). What does not fit is
+// allocated on its own and released on return, and the arena grows to the call's whole need
+// for the next call: after the first step of a shape, a step allocates nothing.
 class CudaDecoder::Scratch {
  public:
-  explicit Scratch(DecoderOps& ops) : ops_(ops) {}
+  Scratch(DecoderOps& ops, Arena& arena) : ops_(ops), arena_(arena) {}
   ~Scratch() {
     for (void* p : held_) ops_.release(p);
+    if (used_ > arena_.bytes) {
+      if (arena_.base != nullptr) ops_.release(arena_.base);
+      arena_.base = nullptr;
+      arena_.bytes = 0;
+      arena_.base = ops_.alloc(used_);
+      arena_.bytes = used_;
+    }
   }
   template <typename T>
   T* get(int64_t count) {
-    held_.push_back(ops_.alloc(count * static_cast<int64_t>(sizeof(T))));
+    const int64_t bytes = (count * static_cast<int64_t>(sizeof(T)) + 255) / 256 * 256;
+    const int64_t at = used_;
+    used_ += bytes;
+    if (used_ <= arena_.bytes) return reinterpret_cast<T*>(static_cast<char*>(arena_.base) + at);
+    held_.push_back(ops_.alloc(bytes));
     return static_cast<T*>(held_.back());
   }
   template <typename T>
@@ -53,6 +66,8 @@ class CudaDecoder::Scratch {
 
  private:
   DecoderOps& ops_;
+  Arena& arena_;
+  int64_t used_ = 0;
   std::vector<void*> held_;
 };
 
@@ -156,6 +171,7 @@ CudaDecoder::CudaDecoder(const CudaDecoderConfig& config, DecoderOps& ops,
 
 CudaDecoder::~CudaDecoder() {
   for (void* p : owned_) ops_.release(p);
+  if (arena_.base != nullptr) ops_.release(arena_.base);
 }
 
 void CudaDecoder::linear(Scratch& s, const uint16_t* x, int64_t m, const uint16_t* w, int64_t n,
@@ -183,7 +199,7 @@ void CudaDecoder::mlp(Scratch& s, const Mlp& w, uint16_t* h, const uint16_t* nor
 CudaDecoderImage CudaDecoder::image_kv(const std::vector<uint16_t>& latents, int64_t len) {
   require(len > 0 && static_cast<int64_t>(latents.size()) == len * c_.image_dim,
           "latents must be [len, " + std::to_string(c_.image_dim) + "] with len > 0");
-  Scratch s(ops_);
+  Scratch s(ops_, arena_);
   const uint16_t* x = s.put(latents);
   CudaDecoderImage img;
   img.len = len;
@@ -257,7 +273,7 @@ std::vector<float> CudaDecoder::forward(const FlatBatch& b,
   for (int32_t r : b.logit_rows) {
     require(r >= 0 && r < t, "logit row " + std::to_string(r) + " out of range");
   }
-  Scratch s(ops_);
+  Scratch s(ops_, arena_);
   const int32_t* ids = s.put(b.token_ids);
   const int32_t* pos = s.put(b.positions);
   const int32_t* slot = s.put(slots);

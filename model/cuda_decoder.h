@@ -92,6 +92,10 @@ class CudaDecoder {
     uint16_t *alpha_attn, *alpha_dense;
     Mlp mlp;
   };
+  struct Arena {
+    void* base = nullptr;
+    int64_t bytes = 0;
+  };
   class Scratch;
 
   uint16_t* load(const CudaDecoderWeights& weights, const std::string& name,
@@ -112,6 +116,7 @@ class CudaDecoder {
   std::vector<Layer> layers_;
   std::vector<Gated> gated_;
   std::vector<uint16_t*> k_cache_, v_cache_;  // per layer [num_blocks x block_size, hidden]
+  Arena arena_;                               // a step's buffers (Scratch)
 };
 
 }  // namespace flamingo

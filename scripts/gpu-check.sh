@@ -3,7 +3,8 @@
 # (gpu/CMakeLists.txt: CUDA + GoogleTest from .gpu-deps, scripts/gpu-deps.sh), runs every test
 # of that project (label gpu: the kernels against their CPU references bit for bit; label
 # unit: the references themselves), times the kernels (gpu/skinny_bench.cu,
-# gpu/attention_bench.cu), and writes the logs, a JUnit XML and the timings (JSON) into OUT_DIR.
+# gpu/attention_bench.cu) and the 9b-shaped decode step made of them (gpu/decoder_bench.cpp),
+# and writes the logs, a JUnit XML and the timings (JSON) into OUT_DIR.
 # On a machine without a GPU the gpu tests are skipped with the reason, so the script doubles as
 # its own dry run; it exits non-zero if anything fails to build or a test fails.
 #   scripts/gpu-check.sh OUT_DIR
@@ -33,7 +34,7 @@ rc=$?
 set -e
 tail -25 "$out/tests.log"
 # Timing (exit 77: no device, nothing timed).
-for bench in skinny_bench attention_bench; do
+for bench in skinny_bench attention_bench decoder_bench; do
   set +e
   "$build/bin/$bench" "$out/$bench.json" 2>&1 | tee "$out/$bench.txt"
   bench_rc=${PIPESTATUS[0]}

@@ -19,6 +19,10 @@ add_library(flamingo_cuda_kernels STATIC
 )
 target_include_directories(flamingo_cuda_kernels PUBLIC ${FLAMINGO_SOURCE})
 target_link_libraries(flamingo_cuda_kernels PUBLIC CUDA::cudart)
+# The text decoder made of these kernels' ops (model/cuda_decoder.h; torch-free). The tests
+# below link it (it brings the kernels).
+add_library(flamingo_cuda_decoder STATIC ${FLAMINGO_SOURCE}/model/cuda_decoder.cpp)
+target_link_libraries(flamingo_cuda_decoder PUBLIC flamingo_cuda_kernels)
 # No multiply and add contracted into an FMA unless the source asks for one (__fmaf_rn): the
 # kernels' plain arithmetic rounds as the CPU references' does (kernels/exp_float.h).
 target_compile_options(flamingo_cuda_kernels PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-fmad=false>)
@@ -37,4 +41,5 @@ set(FLAMINGO_CUDA_TESTS
   rotary_gpu_test gpu kernels/cuda/rotary_gpu_test.cpp
   elementwise_reference_test unit kernels/cuda/elementwise_reference_test.cpp
   elementwise_gpu_test gpu kernels/cuda/elementwise_gpu_test.cpp
+  cuda_decoder_gpu_test gpu model/cuda_decoder_gpu_test.cpp
 )
