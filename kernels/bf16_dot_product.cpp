@@ -129,7 +129,8 @@ void columns(const uint16_t* x, int64_t m, const WeightView& w, float* y, int64_
   for (int64_t m0 = 0; m0 < m; m0 += kMGroup) {
     const int64_t mc = std::min(kMGroup, m - m0);
     const uint16_t* xg = x + m0 * w.k;
-    const int64_t xblocks = (mc + kMaxXBlock - 1) / kMaxXBlock;  // sizes differ by at most one
+    const detail::XBlocks xb(mc, kMaxXBlock);
+    const int64_t xblocks = xb.count;
     if (tail > 0) {
       std::memset(xtail, 0, sizeof xtail);
       for (int64_t i = 0; i < mc; ++i) {
@@ -149,7 +150,7 @@ void columns(const uint16_t* x, int64_t m, const WeightView& w, float* y, int64_
             stream && pf != 0 && xblocks > 1 && next.fits(k0, k1, kv, vecs, xblocks);
         auto shares = shared ? next.shares(k0, k1, kv, xblocks) : detail::NextBlock::Shares{};
         for (int64_t b = 0, i = 0; b < xblocks; ++b) {
-          const int64_t mb = mc / xblocks + (b < mc % xblocks ? 1 : 0);
+          const int64_t mb = xb.rows[b];
           Micro p{xp + i * ldx,
                   ldx,
                   wp,

@@ -30,6 +30,7 @@ constexpr int64_t kLine = 64;              // bytes per K quad of a block
 constexpr int64_t kQuads = kGroup / 4;     // lines per block and group
 constexpr int64_t kGTile = 8;              // groups per K tile: 4 blocks x 8 KB stay in L1
 constexpr int64_t kMGroup = 48;            // x rows per pass over the weights (they stay in L2)
+static_assert(kMGroup <= detail::kMGroup, "detail::XBlocks holds a group's blocks");
 constexpr int64_t kMaxNb = 4;              // blocks per micro kernel
 constexpr int64_t kMaxMb = 4;              // x rows per micro kernel
 static_assert(kGroup == 64 && kRows == 16);
@@ -321,7 +322,8 @@ void rows_blocked(const QuantX& qx, const WeightView& w, int64_t m, float* y, co
   const int64_t b0 = n0 / kRows, b1 = (n1 + kRows - 1) / kRows;
   for (int64_t m0 = 0; m0 < m; m0 += kMGroup) {
     const int64_t mc = std::min(kMGroup, m - m0);
-    const int64_t xblocks = (mc + kern.mb - 1) / kern.mb;  // sizes differ by at most one
+    const detail::XBlocks xrows(mc, kern.mb);
+    const int64_t xblocks = xrows.count;
     for (int64_t b = b0; b < b1; b += kern.nb) {
       const int64_t nb = std::min(kern.nb, b1 - b);
       std::memset(acc, 0, sizeof(float) * mc * acc_ld);
@@ -337,7 +339,7 @@ void rows_blocked(const QuantX& qx, const WeightView& w, int64_t m, float* y, co
         auto shares =
             shared ? next.shares(g0, g0 + gs, groups, xblocks) : detail::NextBlock::Shares{};
         for (int64_t xb = 0, i = 0; xb < xblocks; ++xb) {
-          const int64_t mb = mc / xblocks + (xb < mc % xblocks ? 1 : 0);
+          const int64_t mb = xrows.rows[xb];
           const int64_t r = m0 + i;
           Micro p{qx.q.data() + r * qx.kp + g0 * kGroup,
                   qx.a.empty() ? nullptr : qx.a.data() + r * qx.kp + g0 * kGroup,

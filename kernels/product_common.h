@@ -18,6 +18,17 @@ constexpr int64_t kKTile = 512;  // K per tile: a block's tile rows stay in L1
 constexpr int64_t kMGroup = 48;  // x rows per pass over the weights (they stay in L2)
 constexpr int64_t kMaxXBlock = 3;
 
+// A group of up to kMGroup x rows in register blocks of at most `most` rows, as few as
+// possible, their sizes differing by at most one (the first mc % count are one row larger):
+// worked out once per group rather than with two divisions per block and tile.
+struct XBlocks {
+  int64_t count = 0;
+  int64_t rows[kMGroup] = {};
+  XBlocks(int64_t mc, int64_t most) : count((mc + most - 1) / most) {
+    for (int64_t b = 0; b < count; ++b) rows[b] = mc / count + (b < mc % count ? 1 : 0);
+  }
+};
+
 // The fixed reduction of 16 lane sums: (l + l+8), then (+4), then ((0+2) + (1+3)). The vector
 // paths take the same order (high half onto low half, three times, then lane 1 onto lane 0).
 inline float reduce16(const float* l) {

@@ -413,9 +413,9 @@ void rows_blocked(const Args& a, const IsaKernels& kern, int64_t n0, int64_t n1)
   for (int64_t m0 = 0; m0 < a.m; m0 += kMGroup) {
     const int64_t mc = std::min(kMGroup, a.m - m0);
     const float* xg = a.x + m0 * w.k;
-    const int64_t xblocks = (mc + kern.xblock - 1) / kern.xblock;  // sizes differ by at most one
-    int64_t xrows[kMGroup];                                        // x rows per x block
-    for (int64_t b = 0; b < xblocks; ++b) xrows[b] = mc / xblocks + (b < mc % xblocks ? 1 : 0);
+    const detail::XBlocks xb(mc, kern.xblock);
+    const int64_t xblocks = xb.count;
+    const int64_t* xrows = xb.rows;  // x rows per x block
     // Register blocks per tile of a block of nb weight rows.
     auto register_blocks = [&](int64_t nb) {
       int64_t calls = 0;

@@ -44,8 +44,12 @@ class CudaDecoder::Scratch {
       if (arena_.base != nullptr) ops_.release(arena_.base);
       arena_.base = nullptr;
       arena_.bytes = 0;
-      arena_.base = ops_.alloc(used_);
-      arena_.bytes = used_;
+      try {
+        arena_.base = ops_.alloc(used_);
+        arena_.bytes = used_;
+      } catch (const std::exception&) {
+        // Out of memory: the next call allocates its buffers one by one again.
+      }
     }
   }
   template <typename T>

@@ -1,6 +1,7 @@
 // The products' shared prefetch arithmetic (kernels/product_common.h): the shares of the next
 // block of weight rows that a tile's register blocks prefetch cover every line of it once, at
-// most kMaxPerStep lines per step, and the streaming prefetch wraps into the next block's row.
+// most kMaxPerStep lines per step, and the streaming prefetch wraps into the next block's row;
+// a group of x rows splits into the fewest register blocks of sizes differing by at most one.
 #include "kernels/product_common.h"
 
 #include <gtest/gtest.h>
@@ -104,6 +105,26 @@ TEST(PrefetchTarget, AheadInTheRowThenTheSameRowOfTheNextBlock) {
   EXPECT_EQ(prefetch_target(at, 2048, 4096, 5 * 2048), at + 2048);
   EXPECT_EQ(prefetch_target(at, 2048, 2048, 5 * 2048), at + 2048 + 5 * 2048);
   EXPECT_EQ(prefetch_target(at, 2048, 100, 5 * 2048), at + 2048 + 5 * 2048);
+}
+
+TEST(XBlocks, FewestBlocksOfAtMostMostRowsDifferingByAtMostOne) {
+  for (int64_t most = 1; most <= 4; ++most) {
+    for (int64_t mc = 1; mc <= kMGroup; ++mc) {
+      const XBlocks b(mc, most);
+      EXPECT_EQ(b.count, (mc + most - 1) / most) << mc << " rows, " << most;
+      int64_t sum = 0;
+      for (int64_t i = 0; i < b.count; ++i) {
+        EXPECT_LE(b.rows[i], most);
+        EXPECT_GE(b.rows[i], b.rows[b.count - 1]);  // larger blocks first
+        EXPECT_LE(b.rows[0] - b.rows[i], 1);
+        sum += b.rows[i];
+      }
+      EXPECT_EQ(sum, mc) << mc << " rows, " << most;
+    }
+  }
+  const XBlocks sixteen(16, 3);  // the 16-row step: 3 3 3 3 2 2
+  EXPECT_EQ(std::vector<int64_t>(sixteen.rows, sixteen.rows + sixteen.count),
+            (std::vector<int64_t>{3, 3, 3, 3, 2, 2}));
 }
 
 }  // namespace
