@@ -30,10 +30,10 @@ constexpr int64_t kLine = 64;              // bytes per K quad of a block
 constexpr int64_t kQuads = kGroup / 4;     // lines per block and group
 constexpr int64_t kGTile = 8;              // groups per K tile: 4 blocks x 8 KB stay in L1
 constexpr int64_t kMGroup = 48;            // x rows per pass over the weights (they stay in L2)
-static_assert(kMGroup <= detail::kMGroup, "detail::XBlocks holds a group's blocks");
 constexpr int64_t kMaxNb = 4;              // blocks per micro kernel
 constexpr int64_t kMaxMb = 4;              // x rows per micro kernel
 static_assert(kGroup == 64 && kRows == 16);
+static_assert(kMGroup <= detail::kMGroup, "detail::XBlocks holds a group's blocks");
 
 // --- portable path ------------------------------------------------------------------------------
 
