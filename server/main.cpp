@@ -347,6 +347,7 @@ int run(int argc, char** argv) {
     ec.model_dir = args.model_dir;
     ec.dtype = args.dtype;
     ec.weights = args.weights;
+    ec.device = args.device;
     ec.threads = args.threads;
     ec.context_length = args.context_length;
     ec.block_size = args.block_size;

@@ -18,6 +18,7 @@ struct ServerArgs {
   int32_t port = 50051;  // 0: any free port (the bound one is logged)
   std::string dtype = "auto";
   std::string weights = "auto";
+  std::string device = "cpu";
   int32_t threads = 0;  // 0: one per core
   std::string log_level = "info";
   std::string metrics_host = "127.0.0.1";

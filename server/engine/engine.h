@@ -27,8 +27,11 @@ struct ImagePreprocessConfig;
 
 struct EngineConfig {
   std::string model_dir;
-  std::string dtype = "auto";     // auto | float32 | bfloat16
-  std::string weights = "auto";   // auto | float32 | bfloat16 | int8 (linear weights)
+  std::string dtype = "auto";    // auto | float32 | bfloat16
+  std::string weights = "auto";  // auto | float32 | bfloat16 | int8 (linear weights)
+  // Where the text decoder runs: cpu | cuda (engine_model_cuda.h) | auto (cuda when the build
+  // has the CUDA kernels and a GPU answers, else cpu).
+  std::string device = "cpu";
   int64_t context_length = 0;     // 0: from the checkpoint
   int32_t threads = 0;            // CPU threads for the model; 0: one per core
   int32_t block_size = 16;        // tokens per KV block

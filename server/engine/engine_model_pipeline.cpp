@@ -10,6 +10,7 @@
 #include "model/kv_cache.h"
 #include "model/pipeline.h"
 #include "server/engine/engine_model.h"
+#include "server/engine/engine_model_cuda.h"
 
 namespace flamingo {
 namespace {
@@ -110,6 +111,7 @@ class PipelineModel final : public EngineModel {
 }  // namespace
 
 std::unique_ptr<EngineModel> load_engine_model(const EngineConfig& config) {
+  if (auto gpu = load_device_engine_model(config)) return gpu;
   FlamingoModel::set_threads(config.threads);
   PipelineOptions po;
   po.model.dtype = config.dtype;
