@@ -12,7 +12,8 @@ model, issue 12). Training proper is not run in CI.
 * --vision-tower trains a tower of the given sizes from scratch and --perceiver-steps runs
   stage 1c (exported, reloaded); a malformed --vision-tower stops the script before it writes
   anything;
-* --resume continues from an export, and --data-stream draws other training sequences.
+* --resume continues from an export, and --data-stream draws other training sequences;
+* --qtype-weights skews stage 3's question types; a malformed one is an error.
 
 Run: /usr/bin/python3 -m unittest -v tests/tools/test_train_flamingo.py   (from the repo root).
 """
@@ -127,6 +128,31 @@ class Resume(unittest.TestCase):
                 self.assertEqual(len(losses[name]), 2, r.stdout)
         self.assertEqual(losses["a"], losses["b"])
         self.assertNotEqual(losses["a"][0], losses["c"][0])
+
+
+class QuestionWeights(unittest.TestCase):
+    def test_weights_skew_the_question_types_and_bad_ones_stop_the_script(self):
+        """--qtype-weights draws stage 3's question types by weight (uniform without it); a
+        malformed entry stops the script before it writes anything."""
+        import random
+        import collections
+        import scenes as S
+        import train_flamingo as T
+        scene = S.Scene("grey", (S.Obj("circle", "red", "small", 10, 10),
+                                 S.Obj("square", "blue", "large", 50, 50)))
+        rng = random.Random(1)
+        plain = collections.Counter(T.question(rng, scene)["type"] for _ in range(3000))
+        skewed = collections.Counter(T.question(rng, scene, weights={"position": 5.0})["type"]
+                                     for _ in range(3000))
+        self.assertLess(plain["position"], 700)     # about 1/6 of 3000
+        self.assertGreater(skewed["position"], 1300)  # about 5/10 of 3000
+        with tempfile.TemporaryDirectory() as out:
+            r = subprocess.run([sys.executable, SCRIPT, "--out", out, "--smoke",
+                                "--qtype-weights", "where=2"], capture_output=True, text=True,
+                               timeout=60)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("--qtype-weights: 'where=2'", r.stderr)
+            self.assertEqual(os.listdir(out), [])
 
 
 class Tokenizer(unittest.TestCase):

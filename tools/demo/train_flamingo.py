@@ -170,8 +170,14 @@ class World:
                          S.task_answer(picks[-1], task))
 
 
-def question(rng, scene, qtype=None):
+QTYPE_WEIGHTS = {}  # --qtype-weights (stage 3's questions): type -> weight, absent 1
+
+
+def question(rng, scene, qtype=None, weights=None):
+    """A question of a type the scene can answer: drawn uniformly, or by `weights`."""
     types = [t for t in S.QUESTION_TYPES if S.ask(scene, t, random.Random(0)) is not None]
+    if qtype is None and weights:
+        qtype = rng.choices(types, weights=[weights.get(t, 1.0) for t in types])[0]
     return S.ask(scene, qtype or rng.choice(types), rng)
 
 
@@ -186,7 +192,7 @@ def make_example(world, rng, kind, single=False):
     scene = world.scenes[rng.choice(world.general_single if single else world.general)]
     if kind == "caption":
         return P.caption_prompt(scene), S.caption(scene), False
-    qa = question(rng, scene)
+    qa = question(rng, scene, weights=QTYPE_WEIGHTS)
     if kind == "vqa":
         return P.question_prompt(scene, qa["question"]), qa["answer"], False
     return P.chat_prompt(scene, qa["question"], rng.random() < 0.5), qa["answer"], True
@@ -435,11 +441,21 @@ def main(argv=None):
                     help="which stream of training sequences stages 2 and 3 draw (0: the "
                     "seed's own); a --resume with another stream sees fresh sequences, since "
                     "the tokenizer ties --seed to the first run")
+    ap.add_argument("--qtype-weights", metavar="TYPE=W,...", default="",
+                    help="weights of the question types a scene's question is drawn with "
+                         "(e.g. position=3,count=2; unnamed types 1; default: uniform)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--probe-every", type=int, default=500, help="0: never")
     ap.add_argument("--smoke", action="store_true", help="tiny pools, 2 + 2 steps (tests)")
     a = ap.parse_args(argv)
+    QTYPE_WEIGHTS.clear()
+    for item in filter(None, a.qtype_weights.split(",")):
+        name, _, w = item.partition("=")
+        if name not in S.QUESTION_TYPES or not w:
+            ap.error(f"--qtype-weights: '{item}' is not TYPE=W with TYPE one of "
+                     f"{', '.join(S.QUESTION_TYPES)}")
+        QTYPE_WEIGHTS[name] = float(w)
     if a.vision_tower:
         tower_sizes(a.vision_tower)  # an error before anything is written
     if a.smoke:
