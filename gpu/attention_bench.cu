@@ -73,11 +73,6 @@ int main(int argc, char** argv) {
     }
   }
   json += "]}\n";
-  if (argc > 1) {
-    if (FILE* f = std::fopen(argv[1], "w")) {
-      std::fputs(json.c_str(), f);
-      std::fclose(f);
-    }
-  }
+  if (argc > 1) flamingo::gpu_bench::write_file(argv[1], json);
   return 0;
 }

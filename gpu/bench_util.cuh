@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 namespace flamingo::gpu_bench {
 
@@ -58,6 +59,17 @@ inline bool have_device(const char* name) {
     return false;
   }
   return true;
+}
+
+// Writes `text` to `path` (the bench's JSON), saying so on stderr if it cannot.
+inline void write_file(const char* path, const std::string& text) {
+  FILE* f = std::fopen(path, "w");
+  if (f == nullptr) {
+    std::fprintf(stderr, "bench: cannot write %s\n", path);
+    return;
+  }
+  std::fputs(text.c_str(), f);
+  std::fclose(f);
 }
 
 }  // namespace flamingo::gpu_bench

@@ -107,11 +107,6 @@ int main(int argc, char** argv) {
   }
   d.release_image(image);
   json += "]}\n";
-  if (argc > 1 && !dry) {
-    if (FILE* f = std::fopen(argv[1], "w")) {
-      std::fputs(json.c_str(), f);
-      std::fclose(f);
-    }
-  }
+  if (argc > 1 && !dry) flamingo::gpu_bench::write_file(argv[1], json);
   return 0;
 }

@@ -3,22 +3,16 @@
 // cross_attention.cu, which differ only in where key and value j of a row live.
 #pragma once
 
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
-
 #include <stdexcept>
 #include <string>
 
 #include "kernels/cuda/attention.h"
+#include "kernels/cuda/bf16_device.cuh"
 #include "kernels/exp_float.h"
 
 namespace flamingo::kernels::cuda::attend_detail {
 
 constexpr int kPerLane = static_cast<int>(kMaxAttentionHeadDim / 32);
-
-__device__ __forceinline__ float bf16_value(uint16_t b) {
-  return __uint_as_float(static_cast<uint32_t>(b) << 16);
-}
 
 __device__ __forceinline__ float butterfly_sum(float v) {
 #pragma unroll
@@ -108,7 +102,7 @@ __device__ void attend(const uint16_t* __restrict__ q, int d, float scale, int k
   for (int i = t; i < d; i += kAttentionThreads) {
     float a = part[i];
     for (int w = 1; w < kAttentionWarps; ++w) a = __fadd_rn(a, part[w * d + i]);
-    out[i] = __bfloat16_as_ushort(__float2bfloat16_rn(__fmul_rn(a, inv)));
+    out[i] = round_bf16(__fmul_rn(a, inv));
   }
 }
 

@@ -48,7 +48,7 @@ void cross_attention(const uint16_t* q, int64_t rows, int64_t heads, int64_t d,
                            static_cast<cudaStream_t>(stream)>>>(
       q, static_cast<int>(heads), static_cast<int>(d), group_of_row, k_groups, v_groups, group_len,
       static_cast<int>(max_len), scale, out);
-  attend_detail::check_cuda(cudaGetLastError(), "cross_attention");
+  check_launch("cross_attention");
 }
 
 }  // namespace flamingo::kernels::cuda

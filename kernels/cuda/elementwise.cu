@@ -1,23 +1,12 @@
 // The decoder's data-movement kernels and launchers (kernels/cuda/elementwise.h has the
 // contracts). Compiled with -fmad=false: the gated add's product and sum round separately.
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
-
-#include <stdexcept>
-#include <string>
-
+#include "kernels/cuda/bf16_device.cuh"
 #include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/swiglu.h"  // kElementwiseThreads, elementwise_blocks
 
 namespace flamingo::kernels::cuda {
 namespace {
 
-__device__ __forceinline__ float bf16_value(uint16_t b) {
-  return __uint_as_float(static_cast<uint32_t>(b) << 16);
-}
-__device__ __forceinline__ uint16_t round_bf16(float f) {
-  return __bfloat16_as_ushort(__float2bfloat16_rn(f));
-}
 __device__ __forceinline__ long long thread_index() {
   return static_cast<long long>(blockIdx.x) * kElementwiseThreads + threadIdx.x;
 }
@@ -46,17 +35,9 @@ __global__ void gated_add_kernel(uint16_t* h, const uint16_t* gate, long long ga
   const float yv = bf16_value(y[i]);
   float gy = yv;
   if (gate_len != 0) {
-    gy = bf16_value(round_bf16(bf16_value(gate[gate_len == 1 ? 0 : i % d]) * yv));
+    gy = rounded_bf16(bf16_value(gate[gate_len == 1 ? 0 : i % d]) * yv);
   }
   h[i] = round_bf16(bf16_value(h[i]) + gy);
-}
-
-void launched(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) {
-    throw std::runtime_error(std::string(what) + ": " + cudaGetErrorName(e) + ": " +
-                             cudaGetErrorString(e));
-  }
 }
 
 }  // namespace
@@ -66,7 +47,7 @@ void to_bf16(const float* x, uint16_t* y, int64_t n, void* stream) {
   if (n == 0) return;
   to_bf16_kernel<<<static_cast<unsigned>(elementwise_blocks(n, "to_bf16")), kElementwiseThreads, 0,
                    static_cast<cudaStream_t>(stream)>>>(x, y, n);
-  launched("to_bf16");
+  check_launch("to_bf16");
 }
 
 void gather_rows(const uint16_t* table, int64_t width, const int32_t* index, int64_t rows,
@@ -76,7 +57,7 @@ void gather_rows(const uint16_t* table, int64_t width, const int32_t* index, int
   if (n == 0) return;
   gather_kernel<<<static_cast<unsigned>(elementwise_blocks(n, "gather_rows")), kElementwiseThreads,
                   0, static_cast<cudaStream_t>(stream)>>>(table, width, index, n, out);
-  launched("gather_rows");
+  check_launch("gather_rows");
 }
 
 void scatter_rows(const uint16_t* src, int64_t width, const int32_t* index, int64_t rows,
@@ -87,7 +68,7 @@ void scatter_rows(const uint16_t* src, int64_t width, const int32_t* index, int6
   scatter_kernel<<<static_cast<unsigned>(elementwise_blocks(n, "scatter_rows")),
                    kElementwiseThreads, 0, static_cast<cudaStream_t>(stream)>>>(src, width, index,
                                                                                 n, table);
-  launched("scatter_rows");
+  check_launch("scatter_rows");
 }
 
 void gated_add(uint16_t* h, const uint16_t* gate, int64_t gate_len, const uint16_t* y, int64_t rows,
@@ -98,7 +79,7 @@ void gated_add(uint16_t* h, const uint16_t* gate, int64_t gate_len, const uint16
   if (n == 0) return;
   gated_add_kernel<<<static_cast<unsigned>(elementwise_blocks(n, "gated_add")), kElementwiseThreads,
                      0, static_cast<cudaStream_t>(stream)>>>(h, gate, gate_len, y, n, d);
-  launched("gated_add");
+  check_launch("gated_add");
 }
 
 }  // namespace flamingo::kernels::cuda

@@ -60,7 +60,7 @@ void paged_attention(const uint16_t* q, int64_t tokens, int64_t heads, int64_t d
       q, static_cast<int>(heads), static_cast<int>(d), k_cache, v_cache,
       static_cast<int>(block_size), block_tables, max_blocks_per_seq, seq_of_token, context_lens,
       static_cast<int>(max_context), scale, out);
-  attend_detail::check_cuda(cudaGetLastError(), "paged_attention");
+  check_launch("paged_attention");
 }
 
 }  // namespace flamingo::kernels::cuda

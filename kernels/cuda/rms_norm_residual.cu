@@ -1,22 +1,10 @@
 // The fused residual add + RMSNorm kernel and launcher (kernels/cuda/rms_norm_residual.h has
 // the contract and the order of the sums).
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
-
-#include <stdexcept>
-#include <string>
-
+#include "kernels/cuda/bf16_device.cuh"
 #include "kernels/cuda/rms_norm_residual.h"
 
 namespace flamingo::kernels::cuda {
 namespace {
-
-__device__ __forceinline__ float bf16_value(uint16_t b) {
-  return __uint_as_float(static_cast<uint32_t>(b) << 16);
-}
-__device__ __forceinline__ uint16_t round_bf16(float f) {
-  return __bfloat16_as_ushort(__float2bfloat16_rn(f));
-}
 
 __device__ __forceinline__ float butterfly(float v) {
 #pragma unroll
@@ -70,11 +58,7 @@ void rms_norm_residual(uint16_t* h, const uint16_t* delta, const uint16_t* weigh
   if (rows == 0) return;
   rms_norm_residual_kernel<<<static_cast<unsigned>(rows), kRmsThreads, 0,
                              static_cast<cudaStream_t>(stream)>>>(h, delta, weight, y, d, eps);
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) {
-    throw std::runtime_error(std::string("rms_norm_residual: ") + cudaGetErrorName(e) + ": " +
-                             cudaGetErrorString(e));
-  }
+  check_launch("rms_norm_residual");
 }
 
 }  // namespace flamingo::kernels::cuda

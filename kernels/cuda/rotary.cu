@@ -1,26 +1,11 @@
 // The rotary embedding kernel and launcher (kernels/cuda/rotary.h has the contract). Compiled
 // with -fmad=false (kernels/cuda/cuda_kernels.cmake): no product is fused into the sum.
-#include <cuda_bf16.h>
-#include <cuda_runtime.h>
-
-#include <stdexcept>
-#include <string>
-
+#include "kernels/cuda/bf16_device.cuh"
 #include "kernels/cuda/rotary.h"
 #include "kernels/cuda/swiglu.h"  // kElementwiseThreads, elementwise_blocks
 
 namespace flamingo::kernels::cuda {
 namespace {
-
-__device__ __forceinline__ float bf16_value(uint16_t b) {
-  return __uint_as_float(static_cast<uint32_t>(b) << 16);
-}
-__device__ __forceinline__ float rounded(float f) {
-  return bf16_value(__bfloat16_as_ushort(__float2bfloat16_rn(f)));
-}
-__device__ __forceinline__ uint16_t round_bf16(float f) {
-  return __bfloat16_as_ushort(__float2bfloat16_rn(f));
-}
 
 // Thread p: pair i = p % half of row p / half (row = token * heads + head).
 __global__ void rotary_kernel(const uint16_t* x, const uint16_t* cos, const uint16_t* sin,
@@ -34,10 +19,10 @@ __global__ void rotary_kernel(const uint16_t* x, const uint16_t* cos, const uint
   const uint16_t* c = cos + t * 2 * half;
   const uint16_t* s = sin + t * 2 * half;
   const float lo = bf16_value(xr[i]), hi = bf16_value(xr[i + half]);
-  const float a0 = rounded(__fmul_rn(lo, bf16_value(c[i])));
-  const float b0 = rounded(__fmul_rn(-hi, bf16_value(s[i])));
-  const float a1 = rounded(__fmul_rn(hi, bf16_value(c[i + half])));
-  const float b1 = rounded(__fmul_rn(lo, bf16_value(s[i + half])));
+  const float a0 = rounded_bf16(__fmul_rn(lo, bf16_value(c[i])));
+  const float b0 = rounded_bf16(__fmul_rn(-hi, bf16_value(s[i])));
+  const float a1 = rounded_bf16(__fmul_rn(hi, bf16_value(c[i + half])));
+  const float b1 = rounded_bf16(__fmul_rn(lo, bf16_value(s[i + half])));
   uint16_t* yr = y + row * 2 * half;
   yr[i] = round_bf16(__fadd_rn(a0, b0));
   yr[i + half] = round_bf16(__fadd_rn(a1, b1));
@@ -54,11 +39,7 @@ void rotary(const uint16_t* x, const uint16_t* cos, const uint16_t* sin, uint16_
   rotary_kernel<<<static_cast<unsigned>(blocks), kElementwiseThreads, 0,
                   static_cast<cudaStream_t>(stream)>>>(
       x, cos, sin, y, pairs, static_cast<int>(heads), static_cast<int>(d / 2));
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) {
-    throw std::runtime_error(std::string("rotary: ") + cudaGetErrorName(e) + ": " +
-                             cudaGetErrorString(e));
-  }
+  check_launch("rotary");
 }
 
 }  // namespace flamingo::kernels::cuda

@@ -1,20 +1,12 @@
 // The skinny bfloat16 weight product's kernel and launcher (kernels/cuda/skinny_product.h has
 // the contract and the summation order).
-#include <cuda_runtime.h>
-
-#include <stdexcept>
-#include <string>
-
+#include "kernels/cuda/bf16_device.cuh"
 #include "kernels/cuda/skinny_product.h"
 
 namespace flamingo::kernels::cuda {
 namespace {
 
 constexpr int kRowTile = 8;  // rows whose sums a lane holds at once
-
-__device__ __forceinline__ float bf16_value(uint32_t bits16) {
-  return __uint_as_float(bits16 << 16);
-}
 
 // 8 bfloat16 in a uint4 -> float, in K order (little-endian: the low half first).
 __device__ __forceinline__ void unpack8(const uint4 v, float (&f)[8]) {
@@ -71,14 +63,6 @@ __global__ void skinny_bf16_kernel(const uint16_t* __restrict__ x, int m,
         if (lane == 0) y[(r0 + r) * static_cast<long long>(n) + col] = v;
       }
     }
-  }
-}
-
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) {
-    throw std::runtime_error(std::string(what) + ": " + cudaGetErrorName(e) + ": " +
-                             cudaGetErrorString(e));
   }
 }
 

@@ -9,6 +9,7 @@
 
 #include "model/error.h"
 #include "model/pipeline.h"
+#include "server/engine/pipeline_parts.h"
 
 #if FLAMINGO_HAVE_CUDA_KERNELS
 #include <cuda_runtime.h>
@@ -55,16 +56,7 @@ class CudaModel final : public EngineModel {
   const ImagePreprocessConfig& image_config() const override { return pipeline_->image_config(); }
   const FamilyDefaults& defaults() const override { return defaults_; }
   ModelDescription describe() const override {
-    const ModelConfig& mc = model_.config();
-    ModelDescription d;
-    d.family = mc.model_type;
-    d.hidden_size = mc.hidden_size;
-    d.num_layers = mc.num_hidden_layers;
-    d.num_cross_layers = mc.num_cross_layers();
-    d.vocab_size = mc.total_vocab();
-    d.image_size = pipeline_->image_config().image_size;
-    d.latents_per_image = mc.image_tokens();
-    d.context_length = model_.context_length();
+    ModelDescription d = describe_pipeline(*pipeline_);  // the decoder's fields below
     d.dtype = "bfloat16";
     d.weights = "bfloat16";
     d.kernel_isa = std::string("cuda (") + ops_->name() + ")";
@@ -97,18 +89,8 @@ class CudaModel final : public EngineModel {
     if (images.size() != slots.size()) throw Error("engine model: images and slots differ");
     if (images.empty()) return;
     if (!decoder_) throw Error("engine model: encode_images before allocate_kv");
-    const int64_t s = pipeline_->image_config().image_size;
-    at::Tensor pixels = at::empty({static_cast<int64_t>(images.size()), 3, s, s}, at::kFloat);
-    for (size_t i = 0; i < images.size(); ++i) {
-      const std::vector<float>& p = images[i]->pixels;
-      if (static_cast<int64_t>(p.size()) != 3 * s * s) {
-        throw Error("engine: image has " + std::to_string(p.size()) + " values, expected 3 x " +
-                    std::to_string(s) + " x " + std::to_string(s));
-      }
-      std::memcpy(pixels[static_cast<int64_t>(i)].data_ptr<float>(), p.data(),
-                  p.size() * sizeof(float));
-    }
     // Vision tower and perceiver on the CPU; the latents' K/V on the device.
+    const at::Tensor pixels = pixel_batch(images, pipeline_->image_config().image_size);
     const at::Tensor latents =
         model_.resample(model_.encode_vision(pixels)).to(at::kBFloat16).contiguous();
     std::vector<CudaDecoderImage> encoded;

@@ -11,6 +11,7 @@
 #include "model/pipeline.h"
 #include "server/engine/engine_model.h"
 #include "server/engine/engine_model_cuda.h"
+#include "server/engine/pipeline_parts.h"
 
 namespace flamingo {
 namespace {
@@ -26,23 +27,7 @@ class PipelineModel final : public EngineModel {
   const ImagePreprocessConfig& image_config() const override { return pipeline_->image_config(); }
   const FamilyDefaults& defaults() const override { return defaults_; }
 
-  ModelDescription describe() const override {
-    const ModelConfig& mc = model_.config();
-    ModelDescription d;
-    d.family = mc.model_type;
-    d.hidden_size = mc.hidden_size;
-    d.num_layers = mc.num_hidden_layers;
-    d.num_cross_layers = mc.num_cross_layers();
-    d.vocab_size = mc.total_vocab();
-    d.image_size = pipeline_->image_config().image_size;
-    d.latents_per_image = mc.image_tokens();
-    d.context_length = model_.context_length();
-    d.dtype = model_.dtype() == at::kBFloat16 ? "bfloat16" : "float32";
-    d.weights = kernels::weight_type_name(model_.weight_type());
-    d.kernel_isa = kernels::isa_name(kernels::active_isa());
-    d.image_bytes = model_.image_kv_bytes();
-    return d;
-  }
+  ModelDescription describe() const override { return describe_pipeline(*pipeline_); }
   int64_t context_length() const override { return model_.context_length(); }
   int64_t vocab_size() const override { return model_.config().total_vocab(); }
   int64_t kv_block_bytes(int32_t block_size) const override {
@@ -61,18 +46,8 @@ class PipelineModel final : public EngineModel {
                      std::span<const int32_t> slots) override {
     if (images.size() != slots.size()) throw Error("engine model: images and slots differ");
     if (images.empty()) return;
-    const int64_t s = pipeline_->image_config().image_size;
-    at::Tensor pixels = at::empty({static_cast<int64_t>(images.size()), 3, s, s}, at::kFloat);
-    for (size_t i = 0; i < images.size(); ++i) {
-      const std::vector<float>& p = images[i]->pixels;
-      if (static_cast<int64_t>(p.size()) != 3 * s * s) {
-        throw Error("engine: image has " + std::to_string(p.size()) + " values, expected 3 x " +
-                    std::to_string(s) + " x " + std::to_string(s));
-      }
-      std::memcpy(pixels[static_cast<int64_t>(i)].data_ptr<float>(), p.data(),
-                  p.size() * sizeof(float));
-    }
-    std::vector<ImageKV> kv = model_.encode_images(pixels);
+    std::vector<ImageKV> kv =
+        model_.encode_images(pixel_batch(images, pipeline_->image_config().image_size));
     for (size_t i = 0; i < slots.size(); ++i) {
       if (store_.size() <= static_cast<size_t>(slots[i])) store_.resize(slots[i] + 1);
       store_[slots[i]] = std::move(kv[i]);
@@ -109,6 +84,39 @@ class PipelineModel final : public EngineModel {
 };
 
 }  // namespace
+
+ModelDescription describe_pipeline(const Pipeline& pipeline) {
+  const FlamingoModel& model = pipeline.model();
+  const ModelConfig& mc = model.config();
+  ModelDescription d;
+  d.family = mc.model_type;
+  d.hidden_size = mc.hidden_size;
+  d.num_layers = mc.num_hidden_layers;
+  d.num_cross_layers = mc.num_cross_layers();
+  d.vocab_size = mc.total_vocab();
+  d.image_size = pipeline.image_config().image_size;
+  d.latents_per_image = mc.image_tokens();
+  d.context_length = model.context_length();
+  d.dtype = model.dtype() == at::kBFloat16 ? "bfloat16" : "float32";
+  d.weights = kernels::weight_type_name(model.weight_type());
+  d.kernel_isa = kernels::isa_name(kernels::active_isa());
+  d.image_bytes = model.image_kv_bytes();
+  return d;
+}
+
+at::Tensor pixel_batch(std::span<const ImageInput* const> images, int64_t s) {
+  at::Tensor pixels = at::empty({static_cast<int64_t>(images.size()), 3, s, s}, at::kFloat);
+  for (size_t i = 0; i < images.size(); ++i) {
+    const std::vector<float>& p = images[i]->pixels;
+    if (static_cast<int64_t>(p.size()) != 3 * s * s) {
+      throw Error("engine: image has " + std::to_string(p.size()) + " values, expected 3 x " +
+                  std::to_string(s) + " x " + std::to_string(s));
+    }
+    std::memcpy(pixels[static_cast<int64_t>(i)].data_ptr<float>(), p.data(),
+                p.size() * sizeof(float));
+  }
+  return pixels;
+}
 
 std::unique_ptr<EngineModel> load_engine_model(const EngineConfig& config) {
   if (auto gpu = load_device_engine_model(config)) return gpu;
