@@ -207,17 +207,23 @@ CudaDecoderImage CudaDecoder::image_kv(const std::vector<uint16_t>& latents, int
   const uint16_t* x = s.put(latents);
   CudaDecoderImage img;
   img.len = len;
-  for (const Gated& g : gated_) {
-    auto* k = static_cast<uint16_t*>(ops_.alloc(len * c_.hidden * 2));
-    auto* v = static_cast<uint16_t*>(ops_.alloc(len * c_.hidden * 2));
-    img.k.push_back(k);
-    img.v.push_back(v);
-    uint16_t* kp = c_.qk_norms ? s.get<uint16_t>(len * c_.hidden) : k;
-    linear(s, x, len, g.k, c_.hidden, c_.image_dim, kp);
-    linear(s, x, len, g.v, c_.hidden, c_.image_dim, v);
-    if (c_.qk_norms) ops_.rms_norm(kp, nullptr, g.k_norm, k, len * c_.heads, c_.head_dim(), c_.eps);
+  try {
+    for (const Gated& g : gated_) {
+      img.k.push_back(static_cast<uint16_t*>(ops_.alloc(len * c_.hidden * 2)));
+      img.v.push_back(static_cast<uint16_t*>(ops_.alloc(len * c_.hidden * 2)));
+      uint16_t *k = img.k.back(), *v = img.v.back();
+      uint16_t* kp = c_.qk_norms ? s.get<uint16_t>(len * c_.hidden) : k;
+      linear(s, x, len, g.k, c_.hidden, c_.image_dim, kp);
+      linear(s, x, len, g.v, c_.hidden, c_.image_dim, v);
+      if (c_.qk_norms) {
+        ops_.rms_norm(kp, nullptr, g.k_norm, k, len * c_.heads, c_.head_dim(), c_.eps);
+      }
+    }
+    ops_.synchronize();
+  } catch (...) {
+    release_image(img);  // nothing half-made is handed out
+    throw;
   }
-  ops_.synchronize();
   return img;
 }
 
