@@ -61,11 +61,12 @@ Usage: /usr/bin/python3 tools/demo/train_flamingo.py --out DIR
            [--clip models/demo-clip] [--vision-tower W,L,H,MLP] [--vision-steps 2000]
            [--perceiver-steps 0] [--lm-steps 1000] [--steps 4000]
            [--batch 32] [--lr 1.5e-3] [--lm-lr-scale 0.333] [--single-steps 800]
-           [--pool 24000] [--seed 0] [--data-stream 0] [--threads 2] [--resume DIR]
-           [--vision-cache FILE]
-       models/flamingo-demo is seven commands: a full run, then six --resume runs of more
-       stage 3 steps, the last four each with a fresh --data-stream
-       (models/flamingo-demo/MODEL_CARD.md has them and their times).
+           [--pool 24000] [--seed 0] [--data-stream 0] [--qtype-weights TYPE=W,...]
+           [--threads 2] [--resume DIR] [--vision-cache FILE]
+       models/flamingo-demo is nine commands: a full run, then eight --resume runs of more
+       stage 3 steps, the last six each with a fresh --data-stream, the last two with more
+       position and count questions (models/flamingo-demo/MODEL_CARD.md has them and their
+       times).
        --smoke: a bounded run for the test suite (tiny pools, 2 + 2 steps; nothing is judged
        but that every stage runs and the export reloads).
 """
