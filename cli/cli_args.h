@@ -1,7 +1,8 @@
 // Command line of flamingo-cli (a contract other tools rely on: extend, never rename):
 //   flamingo-cli generate --model DIR --prompt TEXT [--image PATH]... [--max-new-tokens N]
 //       [--temperature T] [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S]
-//       [--dtype auto|float32|bfloat16] [--json] [--stop STR]... [--ignore-eos]
+//       [--dtype auto|float32|bfloat16] [--weights auto|float32|bfloat16|int8]
+//       [--device cpu|cuda|auto] [--json] [--stop STR]... [--ignore-eos]
 //       [--top-logprobs N] [--context-length N] [--threads N]
 //       [--max-image-bytes N] [--max-image-pixels N]
 //   flamingo-cli score --model DIR --prompt TEXT [--image PATH]... [--candidate TEXT]...
@@ -52,6 +53,7 @@ struct CliArgs {
   std::optional<uint64_t> seed;
   std::string dtype = "auto";
   std::string weights = "auto";  // auto | float32 | bfloat16 | int8
+  std::string device = "cpu";    // cpu | cuda | auto: where the text decoder runs
   bool json = false;
   bool ignore_eos = false;
   int32_t top_logprobs = 0;

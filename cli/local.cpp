@@ -69,6 +69,7 @@ std::unique_ptr<Engine> start_engine(const CliArgs& a, const ServerLimits& limit
   c.model_dir = a.model_dir;
   c.dtype = a.dtype;
   c.weights = a.weights;
+  c.device = a.device;
   c.context_length = a.context_length;
   c.threads = a.threads;
   c.limits = limits;
@@ -100,6 +101,7 @@ int generate(const CliArgs& a, const GenerateJob& job, Engine& engine, std::ostr
   r["seed"] = o.seed;
   r["dtype"] = d.dtype;
   r["weights"] = d.weights;
+  r["device"] = d.device;
   r["usage"] = {{"prompt_tokens", o.prompt_tokens},
                 {"completion_tokens", o.completion_tokens},
                 {"images", images}};

@@ -24,12 +24,7 @@ flags::FlagStyle server_style() {
 
 Table make_table() {
   Table t(server_style());
-  flags::add_model_flags(t);  // --model --dtype --weights --threads --context-length
-  t.choice("--device",
-           "where the text decoder runs: cpu; cuda (an NVIDIA GPU through the project's CUDA "
-           "kernels, bfloat16; not yet run on a GPU, docs/GPU.md); auto (cuda when this build has "
-           "the CUDA kernels and a GPU answers, else cpu)",
-           &ServerArgs::device, {"cpu", "cuda", "auto"});
+  flags::add_model_flags(t);  // --model --dtype --weights --device --threads --context-length
   t.text("--host", "address to listen on", &ServerArgs::host);
   t.integer("--port", "gRPC port; 0 picks a free one (logged)", &ServerArgs::port, 0, 65535);
   t.choice("--log-level", "log level", &ServerArgs::log_level,

@@ -1,7 +1,7 @@
 // The flags flamingo-server and flamingo-cli share because they mean the same in both: how the
-// model is loaded (--model, --dtype, --weights, --threads, --context-length) and the image
-// limits (--max-image-bytes, --max-image-pixels). Defined once here, so their help text, choices
-// and ranges are literally the same. Header-only, torch-free, gRPC-free.
+// model is loaded (--model, --dtype, --weights, --device, --threads, --context-length) and the
+// image limits (--max-image-bytes, --max-image-pixels). Defined once here, so their help text,
+// choices and ranges are literally the same. Header-only, torch-free, gRPC-free.
 #pragma once
 
 #include <cstdint>
@@ -11,8 +11,9 @@
 
 namespace flamingo::flags {
 
-// Adds --model, --dtype, --weights, --threads and --context-length to any table whose args
-// have model_dir, dtype, weights (strings), threads (int32) and context_length (int64).
+// Adds --model, --dtype, --weights, --device, --threads and --context-length to any table whose
+// args have model_dir, dtype, weights, device (strings), threads (int32) and context_length
+// (int64).
 template <typename Table>
 void add_model_flags(Table& t) {
   using Args = typename Table::args_type;
@@ -25,6 +26,11 @@ void add_model_flags(Table& t) {
            "how linear weights are held (auto: bfloat16 when the compute dtype or the checkpoint "
            "is bfloat16, else float32)",
            &Args::weights, {"auto", "float32", "bfloat16", "int8"});
+  t.choice("--device",
+           "where the text decoder runs: cpu; cuda (an NVIDIA GPU through the project's CUDA "
+           "kernels, bfloat16; not yet run on a GPU, docs/GPU.md); auto (cuda when this build has "
+           "the CUDA kernels and a GPU answers, else cpu)",
+           &Args::device, {"cpu", "cuda", "auto"});
   t.integer("--threads", "CPU threads for the model; 0 = one per core", &Args::threads, 0, 1024);
   t.integer("--context-length",
             "tokens per sequence; 0 = the checkpoint's (config.json max_position_embeddings, "

@@ -55,8 +55,9 @@ struct ModelDescription {
   int64_t hidden_size = 0, num_layers = 0, num_cross_layers = 0, vocab_size = 0;
   int64_t image_size = 0, latents_per_image = 0, context_length = 0;
   std::string dtype;
-  std::string weights;     // linear weights: float32 | bfloat16 | int8
-  std::string kernel_isa;  // avx512 | avx2 | scalar
+  std::string weights;         // linear weights: float32 | bfloat16 | int8
+  std::string kernel_isa;      // avx512 | avx2 | scalar
+  std::string device = "cpu";  // where the text decoder runs: cpu | cuda
   int64_t kv_blocks_total = 0, kv_block_size = 0;
   int64_t image_bytes = 0;  // encoded (cross-attention K/V) bytes per image
 };

@@ -59,6 +59,7 @@ class CudaModel final : public EngineModel {
     ModelDescription d = describe_pipeline(*pipeline_);  // the decoder's fields below
     d.dtype = "bfloat16";
     d.weights = "bfloat16";
+    d.device = "cuda";
     d.kernel_isa = std::string("cuda (") + ops_->name() + ")";
     d.image_bytes = image_kv_bytes();
     return d;

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "server/engine/engine_model_cuda.h"
 #include "tests/common/golden.h"
 #include "tests/common/process.h"
 
@@ -322,6 +323,28 @@ TEST(CliBadInput, WeightsFlagErrors) {
     expect_error("generate --server 127.0.0.1:1 --prompt hi " + flag + " " + value,
                  flag + ": not used with --server", 2);
   }
+}
+
+// --device (issue 13): cpu by default and said in the JSON; auto runs on the CPU where no GPU
+// answers; cuda where none answers is an error saying why, before any weight loads; with
+// --server the server's flag decides.
+TEST(Cli, DeviceFlag) {
+  const std::string args = "generate " + case_args("case7_image_first") +
+                           " --max-new-tokens 4 --ignore-eos --dtype float32 --json";
+  CliRun cpu = run_cli(args);
+  ASSERT_EQ(cpu.exit_code, 0) << cpu.err;
+  EXPECT_EQ(json::parse(cpu.out)["device"], "cpu");
+  expect_error(args + " --device gpu", "--device: expected cpu, cuda or auto, got 'gpu'", 2);
+  expect_error("generate --server 127.0.0.1:1 --prompt hi --device cuda",
+               "--device: not used with --server", 2);
+  std::string why;
+  if (cuda_decoder_available(&why)) GTEST_SKIP() << "a GPU answers here";
+  CliRun autod = run_cli(args + " --device auto");
+  ASSERT_EQ(autod.exit_code, 0) << autod.err;
+  EXPECT_EQ(json::parse(autod.out)["device"], "cpu");
+  EXPECT_EQ(json::parse(autod.out)["token_ids"], json::parse(cpu.out)["token_ids"]);
+  expect_error("generate " + case_args("case7_image_first") + " --device cuda",
+               "--device cuda: " + why);
 }
 
 // quantize (issue 8): an int8 copy that loads with --weights auto as int8 and generates the
