@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/device_bench.h"
 #include "bench/gemv_floor.h"
 #include "bench/machine_limits.h"
 #include "bench/step_weights.h"
@@ -54,7 +55,7 @@ const std::vector<int64_t> kQuickDecodeBatches = {1, 8, 16};
 
 const char kUsage[] =
     R"(usage: flamingo-bench --model DIR [--dtypes LIST] [--weights LIST] [--threads N] [--steps N]
-                      [--batches LIST] [--quick] [--json PATH]
+                      [--batches LIST] [--quick] [--json PATH] [--device cpu|cuda|auto]
 
 Times FlamingoModel on this CPU: memory bandwidth and GEMM peak, encode_images (1 and 8
 images), prefill (128 and 512 tokens) and decode steps at batch 1..16, 32 and 64, with each
@@ -74,6 +75,11 @@ on the same prompt. Figures go to stdout as a table.
   --steps N       timed decode steps per batch size, median reported (default 10)
   --quick         encode 1 image, prefill 128 tokens, 8-token decode context (slow dtypes)
   --json PATH     also write every figure as JSON to PATH
+  --device D      cpu (default): the above; cuda: the text decoder on the GPU, as
+                  flamingo-server --device cuda runs it (bfloat16): device copy bandwidth, load,
+                  prefill of 128 and 512 tokens, decode steps at --batches with weight GB/s
+                  against the copy bandwidth (the vision tower stays on the CPU: not timed);
+                  auto: cuda when this build has the CUDA kernels and a GPU answers, else cpu
   --help          this text
 )";
 
@@ -87,6 +93,8 @@ struct Args {
   std::string json_path;
   bool quick = false;  // 1 image and a 128-token prefill only (for slow dtypes)
   bool help = false;
+  std::string device = "cpu";  // cpu | cuda | auto
+  bool dtypes_given = false, weights_given = false;
 };
 
 int64_t parse_int(const std::string& flag, const std::string& text, int64_t min) {
@@ -127,14 +135,20 @@ Args parse_args(int argc, char** argv) {
       continue;
     }
     if (flag != "--model" && flag != "--dtypes" && flag != "--threads" && flag != "--steps" &&
-        flag != "--json" && flag != "--weights" && flag != "--batches") {
+        flag != "--json" && flag != "--weights" && flag != "--batches" && flag != "--device") {
       throw Error("unknown argument '" + flag + "' (see --help)");
     }
     if (i + 1 >= argc) throw Error(flag + ": missing value (see --help)");
     value = argv[++i];
     if (flag == "--model") {
       a.model = value;
+    } else if (flag == "--device") {
+      if (value != "cpu" && value != "cuda" && value != "auto") {
+        throw Error("--device: expected cpu, cuda or auto, got '" + value + "'");
+      }
+      a.device = value;
     } else if (flag == "--dtypes") {
+      a.dtypes_given = true;
       a.dtypes.clear();
       size_t begin = 0;
       while (begin <= value.size()) {
@@ -143,6 +157,7 @@ Args parse_args(int argc, char** argv) {
         begin = end + 1;
       }
     } else if (flag == "--weights") {
+      a.weights_given = true;
       a.weights = split_list(value);
       for (const std::string& w : a.weights) {
         FlamingoModel::resolve_weights(w, at::kFloat, false);  // throws for a bad name
@@ -530,18 +545,8 @@ nlohmann::json run_dtype(const Args& a, at::ScalarType dtype, const std::string&
   return out;
 }
 
-int run(int argc, char** argv) {
-  const Args a = parse_args(argc, argv);
-  if (a.help) {
-    std::cout << kUsage;
-    return 0;
-  }
-  load_model_config(a.model);  // fail fast on a bad --model, before the machine figures
-  std::ofstream json_file;
-  if (!a.json_path.empty()) {
-    json_file.open(a.json_path);
-    if (!json_file) throw Error("--json: cannot write '" + a.json_path + "'");
-  }
+// The CPU benchmark: the machine's limits, then each dtype and weight type.
+nlohmann::json run_cpu(const Args& a) {
   FlamingoModel::set_threads(a.threads);
   c10::InferenceMode guard;
   const Machine m = measure_machine(a);
@@ -564,6 +569,47 @@ int run(int argc, char** argv) {
       std::fflush(stdout);
     }
   }
+  return out;
+}
+
+// --device cuda: the decoder on the GPU (bench/device_bench.h), bfloat16 only.
+nlohmann::json run_device(const Args& a) {
+  for (at::ScalarType t : a.dtypes) {
+    if (a.dtypes_given && t != at::kBFloat16) {
+      throw Error("--device cuda computes in bfloat16: --dtypes must be bfloat16");
+    }
+  }
+  for (const std::string& w : a.weights) {
+    if (a.weights_given && w != "auto" && w != "bfloat16") {
+      throw Error("--device cuda holds bfloat16 weights: --weights must be auto or bfloat16, got " +
+                  w);
+    }
+  }
+  DeviceBenchOptions o;
+  o.model_dir = a.model;
+  o.batches = !a.batches.empty() ? a.batches : a.quick ? kQuickDecodeBatches : kDecodeBatches;
+  o.steps = a.steps;
+  o.host_ops = device_bench_host_ops();
+  return {{"model", a.model}, {"device", "cuda"}, {"runs", {run_device_bench(o)}}};
+}
+
+int run(int argc, char** argv) {
+  const Args a = parse_args(argc, argv);
+  if (a.help) {
+    std::cout << kUsage;
+    return 0;
+  }
+  load_model_config(a.model);  // fail fast on a bad --model, before the machine figures
+  std::ofstream json_file;
+  if (!a.json_path.empty()) {
+    json_file.open(a.json_path);
+    if (!json_file) throw Error("--json: cannot write '" + a.json_path + "'");
+  }
+  const nlohmann::json out =
+      a.device == "cuda" ||
+              (a.device == "auto" && device_bench_available(device_bench_host_ops(), nullptr))
+          ? run_device(a)
+          : run_cpu(a);
   if (json_file.is_open()) {
     json_file << out.dump(2) << "\n";
     if (!json_file) throw Error("--json: writing '" + a.json_path + "' failed");

@@ -61,10 +61,7 @@ int main(int argc, char** argv) {
   flamingo::CudaDecoder d(c, *ops, random_bf16);
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  // Bytes a decode step reads: every weight but the embedding table (rows gathered) and the
-  // gated layers' K/V projections (run once per image).
-  const int64_t read_bytes =
-      d.weight_bytes() - c.vocab * c.hidden * 2 - c.gated_layers() * 2 * c.hidden * c.image_dim * 2;
+  const int64_t read_bytes = d.step_read_bytes();
   flamingo::CudaDecoderImage image = d.image_kv(random_bf16("latents", {64, c.image_dim}), 64);
   std::printf(
       "device %s; copy bandwidth (read + write) %.0f GB/s; %.2f GB of weights uploaded "

@@ -66,6 +66,12 @@ class CudaDecoder {
 
   const CudaDecoderConfig& config() const { return c_; }
   int64_t weight_bytes() const { return weight_bytes_; }
+  // The weight bytes a decode step reads: every weight but the embedding table (a step gathers
+  // its rows) and the gated layers' K/V projections (run once per image, by image_kv).
+  int64_t step_read_bytes() const {
+    return weight_bytes_ - c_.vocab * c_.hidden * 2 -
+           c_.gated_layers() * 2 * c_.hidden * c_.image_dim * 2;
+  }
 
   // latents [len, image_dim] (host bfloat16) -> K/V for every gated layer (release with
   // release_image).

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 namespace flamingo::kernels::cuda {
 
@@ -54,5 +55,7 @@ class DecoderOps {
 std::unique_ptr<DecoderOps> make_host_ops();
 // The CUDA kernels on the current device and `stream` (a cudaStream_t; nullptr: the default).
 std::unique_ptr<DecoderOps> make_device_ops(void* stream);
+// Whether a CUDA device answers; when not, `why` (if given) says why ("no CUDA device: ...").
+bool device_available(std::string* why);
 
 }  // namespace flamingo::kernels::cuda

@@ -105,4 +105,15 @@ std::unique_ptr<DecoderOps> make_device_ops(void* stream) {
   return std::make_unique<DeviceOps>(stream);
 }
 
+bool device_available(std::string* why) {
+  int devices = 0;
+  const cudaError_t e = cudaGetDeviceCount(&devices);
+  if (e == cudaSuccess && devices > 0) return true;
+  if (why != nullptr) {
+    *why = e != cudaSuccess ? std::string("no CUDA device: ") + cudaGetErrorString(e)
+                            : std::string("no CUDA device found");
+  }
+  return false;
+}
+
 }  // namespace flamingo::kernels::cuda

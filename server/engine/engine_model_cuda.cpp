@@ -12,8 +12,6 @@
 #include "server/engine/pipeline_parts.h"
 
 #if FLAMINGO_HAVE_CUDA_KERNELS
-#include <cuda_runtime.h>
-
 #include "model/cuda_decoder.h"
 #include "model/cuda_decoder_checkpoint.h"
 #endif
@@ -22,16 +20,7 @@ namespace flamingo {
 
 #if FLAMINGO_HAVE_CUDA_KERNELS
 
-bool cuda_decoder_available(std::string* why) {
-  int devices = 0;
-  const cudaError_t e = cudaGetDeviceCount(&devices);
-  if (e == cudaSuccess && devices > 0) return true;
-  if (why != nullptr) {
-    *why = e != cudaSuccess ? std::string("no CUDA device: ") + cudaGetErrorString(e)
-                            : std::string("no CUDA device found");
-  }
-  return false;
-}
+bool cuda_decoder_available(std::string* why) { return kernels::cuda::device_available(why); }
 
 namespace {
 
