@@ -2,7 +2,7 @@
 // server process on a loopback port and the generated gRPC C++ stubs. Client cancellation and
 // deadlines end a running request early and return its KV blocks; overload is answered
 // RESOURCE_EXHAUSTED; health goes NOT_SERVING (loading) -> SERVING -> NOT_SERVING (draining);
-// SIGTERM drains every accepted request and exits 0.
+// SIGTERM drains every accepted request and exits 0; after SIGKILL a restart serves again.
 #include <gtest/gtest.h>
 
 #include <barrier>
@@ -297,6 +297,49 @@ TEST(DrainE2E, SigtermLosesNoAcceptedRequestAndExitsZero) {
   EXPECT_EQ(server->wait_exit(Ms(30000)), std::optional<int>(0)) << server->describe();
   EXPECT_TRUE(server->wait_for_log("stopped", Ms(1000), log_from));
   if (HasFailure() || verbose()) std::cerr << server->describe() << "\n";
+}
+
+// SIGKILL under load, then a restart on the same ports: the server keeps no state outside its
+// process (the KV cache, image cache, prefix cache and queues live in memory; nothing is
+// written to disk), so there is nothing to recover or corrupt. The killed server's clients get
+// an error status, not a silent end; the new process loads, turns SERVING and answers.
+TEST(DrainE2E, SigkillUnderLoadThenARestartOnTheSamePortsServes) {
+  const int http_port = free_port();
+  // Streams that outlast the kill by far: the tiny model decodes 1000 tokens in well under a
+  // second.
+  const std::vector<std::string> flags = {"--http-port",      std::to_string(http_port),
+                                          "--context-length", "8192",
+                                          "--max-new-tokens", "8000"};
+  std::unique_ptr<ServerProcess> server = start_server(flags);
+  const int port = server->port();
+  std::vector<v1::GenerateRequest> requests;
+  for (int i = 0; i < 4; ++i) requests.push_back(long_request("kill-" + std::to_string(i), 8000));
+  StreamsInFlight streams(server->address(), requests);
+  ASSERT_TRUE(streams.wait_first_chunks(Ms(30000))) << server->describe();
+  ASSERT_TRUE(server->send_signal(SIGKILL));
+  EXPECT_EQ(server->wait_exit(Ms(10000)), std::optional<int>(128 + SIGKILL));
+  for (const StreamOutcome& o : streams.join()) {
+    EXPECT_FALSE(o.status.ok()) << "a stream of the killed server ended OK";
+    EXPECT_EQ(o.status.error_code(), StatusCode::UNAVAILABLE) << o.status.error_message();
+    EXPECT_GT(o.tokens, 0);  // it was running
+    EXPECT_LT(o.tokens, 8000);
+  }
+
+  std::vector<std::string> same_ports = flags;
+  same_ports.insert(same_ports.end(), {"--port", std::to_string(port)});
+  std::unique_ptr<ServerProcess> again = start_server(same_ports);
+  EXPECT_EQ(again->port(), port);
+  auto channel = make_channel(again->address());
+  EXPECT_EQ(wait_health(channel, "", Health::kServing, Ms(10000)).health, Health::kServing);
+  auto stub = v1::Flamingo::NewStub(channel);
+  const UnaryResult r = call_generate(*stub, generate_request({text_part("again")}, 4));
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.response.usage().completion_tokens(), 4);
+  std::string body;
+  EXPECT_EQ(http_get(http_port, "/health", &body), 200) << body;
+  channel.reset();
+  stub.reset();
+  EXPECT_EQ(stop_server(*again), std::optional<int>(0)) << again->describe();
 }
 
 }  // namespace
