@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Builds a part of the tree with sanitizers in its own folder and runs its tests there
 # (docs/RELIABILITY.md, "Sanitizer builds"):
 #
@@ -22,7 +23,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 mode=${1:-}
 case "$mode" in
   address | thread) shift ;;
