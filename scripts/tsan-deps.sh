@@ -64,10 +64,12 @@ if step abseil; then
   cmake -S "$dir" -B "$src/build-abseil" -G Ninja -DCMAKE_BUILD_TYPE=None \
     -DCMAKE_CXX_STANDARD=17 -DBUILD_SHARED_LIBS=ON -DBUILD_TESTING=OFF \
     -DCMAKE_INSTALL_PREFIX="$prefix" -DCMAKE_INSTALL_LIBDIR=lib \
-    -DCMAKE_INSTALL_RPATH='$ORIGIN' > "$src/abseil.log" 2>&1
+    -DCMAKE_INSTALL_RPATH='$ORIGIN' > "$src/abseil.log" 2>&1 \
+    || { tail -40 "$src/abseil.log" >&2; exit 1; }
   cmake --build "$src/build-abseil" -j "$jobs" >> "$src/abseil.log" 2>&1 \
     || { tail -40 "$src/abseil.log" >&2; exit 1; }
-  cmake --install "$src/build-abseil" >> "$src/abseil.log" 2>&1
+  cmake --install "$src/build-abseil" >> "$src/abseil.log" 2>&1 \
+    || { tail -40 "$src/abseil.log" >&2; exit 1; }
   touch "$prefix/.abseil.done"
 fi
 
@@ -89,7 +91,8 @@ if step grpc; then
     || { tail -40 "$src/grpc.log" >&2; exit 1; }
   cmake --build "$src/build-grpc" -j "$jobs" >> "$src/grpc.log" 2>&1 \
     || { tail -40 "$src/grpc.log" >&2; exit 1; }
-  cmake --install "$src/build-grpc" >> "$src/grpc.log" 2>&1
+  cmake --install "$src/build-grpc" >> "$src/grpc.log" 2>&1 \
+    || { tail -40 "$src/grpc.log" >&2; exit 1; }
   touch "$prefix/.grpc.done"
 fi
 
@@ -99,7 +102,8 @@ if step httplib; then
   # Debian's build: the header split into httplib.h + httplib.cc, these defines.
   defines="-DCPPHTTPLIB_OPENSSL_SUPPORT -DCPPHTTPLIB_ZLIB_SUPPORT -DCPPHTTPLIB_BROTLI_SUPPORT"
   mkdir -p "$src/build-httplib" "$prefix/include" "$prefix/lib/pkgconfig"
-  /usr/bin/python3 "${dir%/}/split.py" --out "$src/build-httplib" > "$src/httplib.log" 2>&1
+  /usr/bin/python3 "${dir%/}/split.py" --out "$src/build-httplib" > "$src/httplib.log" 2>&1 \
+    || { tail -40 "$src/httplib.log" >&2; exit 1; }
   g++ -std=c++17 -shared -fPIC $flags -DCPPHTTPLIB_USE_POLL $defines \
     -I "$src/build-httplib" "$src/build-httplib/httplib.cc" \
     -o "$prefix/lib/libcpp-httplib.so" -fsanitize=thread -Wl,-rpath,'$ORIGIN' \
