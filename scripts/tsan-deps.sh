@@ -58,26 +58,31 @@ step() {  # step NAME: true when NAME still has to be built
   [ ! -e "$prefix/.$1.done" ]
 }
 
+# cmake_project NAME SOURCE-DIR CMAKE-ARGS...: configures, builds and installs a CMake project
+# into the prefix (shared libraries that find each other through $ORIGIN), its log in
+# $src/NAME.log (the tail is shown when a step fails), then stamps NAME done.
+cmake_project() {
+  local name=$1 dir=$2 log="$src/$1.log"
+  shift 2
+  : > "$log"
+  { cmake -S "$dir" -B "$src/build-$name" -G Ninja -DCMAKE_BUILD_TYPE=None \
+      -DBUILD_SHARED_LIBS=ON -DCMAKE_CXX_STANDARD=17 -DCMAKE_INSTALL_PREFIX="$prefix" \
+      -DCMAKE_INSTALL_LIBDIR=lib -DCMAKE_INSTALL_RPATH='$ORIGIN' "$@" &&
+    cmake --build "$src/build-$name" -j "$jobs" &&
+    cmake --install "$src/build-$name"; } >> "$log" 2>&1 || { tail -40 "$log" >&2; exit 1; }
+  touch "$prefix/.$name.done"
+}
+
 if step abseil; then
   dir=$(fetch abseil libabsl-dev)
   echo "tsan-deps: building Abseil (about a minute)" >&2
-  cmake -S "$dir" -B "$src/build-abseil" -G Ninja -DCMAKE_BUILD_TYPE=None \
-    -DCMAKE_CXX_STANDARD=17 -DBUILD_SHARED_LIBS=ON -DBUILD_TESTING=OFF \
-    -DCMAKE_INSTALL_PREFIX="$prefix" -DCMAKE_INSTALL_LIBDIR=lib \
-    -DCMAKE_INSTALL_RPATH='$ORIGIN' > "$src/abseil.log" 2>&1 \
-    || { tail -40 "$src/abseil.log" >&2; exit 1; }
-  cmake --build "$src/build-abseil" -j "$jobs" >> "$src/abseil.log" 2>&1 \
-    || { tail -40 "$src/abseil.log" >&2; exit 1; }
-  cmake --install "$src/build-abseil" >> "$src/abseil.log" 2>&1 \
-    || { tail -40 "$src/abseil.log" >&2; exit 1; }
-  touch "$prefix/.abseil.done"
+  cmake_project abseil "$dir" -DBUILD_TESTING=OFF
 fi
 
 if step grpc; then
   dir=$(fetch grpc libgrpc++-dev)
   echo "tsan-deps: building gRPC (about 13 minutes on 2 cores)" >&2
-  cmake -S "$dir" -B "$src/build-grpc" -G Ninja -DCMAKE_BUILD_TYPE=None \
-    -DCMAKE_PREFIX_PATH="$prefix" -DBUILD_SHARED_LIBS=ON -DCMAKE_CXX_STANDARD=17 \
+  cmake_project grpc "$dir" -DCMAKE_PREFIX_PATH="$prefix" \
     -DgRPC_ABSL_PROVIDER=package -DgRPC_CARES_PROVIDER=package \
     -DgRPC_PROTOBUF_PROVIDER=package -DgRPC_RE2_PROVIDER=package \
     -DgRPC_SSL_PROVIDER=package -DgRPC_ZLIB_PROVIDER=package \
@@ -85,15 +90,7 @@ if step grpc; then
     -DgRPC_BUILD_CSHARP_EXT=OFF -DgRPC_BUILD_GRPC_CSHARP_PLUGIN=OFF \
     -DgRPC_BUILD_GRPC_NODE_PLUGIN=OFF -DgRPC_BUILD_GRPC_OBJECTIVE_C_PLUGIN=OFF \
     -DgRPC_BUILD_GRPC_PHP_PLUGIN=OFF -DgRPC_BUILD_GRPC_PYTHON_PLUGIN=OFF \
-    -DgRPC_BUILD_GRPC_RUBY_PLUGIN=OFF \
-    -DCMAKE_INSTALL_PREFIX="$prefix" -DCMAKE_INSTALL_LIBDIR=lib -DCMAKE_INSTALL_RPATH='$ORIGIN' \
-    -DgRPC_INSTALL_CMAKEDIR=lib/cmake/grpc > "$src/grpc.log" 2>&1 \
-    || { tail -40 "$src/grpc.log" >&2; exit 1; }
-  cmake --build "$src/build-grpc" -j "$jobs" >> "$src/grpc.log" 2>&1 \
-    || { tail -40 "$src/grpc.log" >&2; exit 1; }
-  cmake --install "$src/build-grpc" >> "$src/grpc.log" 2>&1 \
-    || { tail -40 "$src/grpc.log" >&2; exit 1; }
-  touch "$prefix/.grpc.done"
+    -DgRPC_BUILD_GRPC_RUBY_PLUGIN=OFF -DgRPC_INSTALL_CMAKEDIR=lib/cmake/grpc
 fi
 
 if step httplib; then
