@@ -13,7 +13,9 @@ model, issue 12). Training proper is not run in CI.
   stage 1c (exported, reloaded); a malformed --vision-tower stops the script before it writes
   anything;
 * --resume continues from an export, and --data-stream draws other training sequences;
-* --qtype-weights skews stage 3's question types; a malformed one is an error.
+* --qtype-weights skews stage 3's question types; a malformed one is an error;
+* --retune-vision N (with --resume) runs N more stage 1b steps on the resumed tower, and
+  --vision-counts adds the class token's per-shape and per-colour count heads.
 
 Run: /usr/bin/python3 -m unittest -v tests/tools/test_train_flamingo.py   (from the repo root).
 """
@@ -128,6 +130,52 @@ class Resume(unittest.TestCase):
                 self.assertEqual(len(losses[name]), 2, r.stdout)
         self.assertEqual(losses["a"], losses["b"])
         self.assertNotEqual(losses["a"][0], losses["c"][0])
+
+
+class RetuneVision(unittest.TestCase):
+    def test_retune_vision_trains_the_resumed_tower_with_count_heads(self):
+        """--resume DIR --retune-vision N --vision-counts: N stage 1b steps on the resumed
+        tower, its class token also predicting per-shape and per-colour counts; the export's
+        tower differs from DIR's, the rest of stage 3 runs as with a plain --resume."""
+        import numpy as np
+        import reference_idefics as RI
+        src = smoke_folder()
+        self.assertEqual(smoke_folder.rc, 0, smoke_folder.log)
+        with tempfile.TemporaryDirectory() as out:
+            r = subprocess.run([sys.executable, SCRIPT, "--out", out, "--smoke", "--threads",
+                                "1", "--resume", src, "--retune-vision", "2",
+                                "--vision-counts"], capture_output=True, text=True, timeout=240)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn("stage 1b 2 more steps", r.stdout)
+            self.assertIn("vision step 2/2 loss", r.stdout)
+            self.assertRegex(r.stdout, r"shape counts \d\.\d{3}, colour counts \d\.\d{3}")
+            self.assertIn("xattn step 2/2 loss", r.stdout)
+            before, after = RI.read_checkpoint(src), RI.read_checkpoint(out)
+            tower = [k for k in before if "vision_model" in k and k.endswith("weight")]
+            self.assertTrue(tower)
+            self.assertTrue(any(not np.array_equal(before[k], after[k]) for k in tower))
+
+    def test_retune_vision_without_resume_stops_the_script(self):
+        with tempfile.TemporaryDirectory() as out:
+            r = subprocess.run([sys.executable, SCRIPT, "--out", out, "--smoke",
+                                "--retune-vision", "2"], capture_output=True, text=True,
+                               timeout=60)
+            self.assertNotEqual(r.returncode, 0)
+            self.assertIn("--retune-vision needs --resume", r.stderr)
+            self.assertEqual(os.listdir(out), [])
+
+    def test_kind_counts_are_per_shape_then_per_colour(self):
+        import dense_vision as D
+        import scenes as S
+        objs = (S.Obj("circle", "red", "small", 10, 10), S.Obj("circle", "blue", "small", 40, 10),
+                S.Obj("star", "red", "large", 30, 45))
+        got = D.kind_counts(S.Scene("slate", objs))
+        self.assertEqual(len(got), D.KINDS)
+        self.assertEqual(got[:len(S.SHAPES)], [2, 0, 0, 1, 0, 0])
+        colours = list(S.COLOURS)
+        self.assertEqual(got[len(S.SHAPES) + colours.index("red")], 2)
+        self.assertEqual(got[len(S.SHAPES) + colours.index("blue")], 1)
+        self.assertEqual(sum(got[len(S.SHAPES):]), 3)
 
 
 class QuestionWeights(unittest.TestCase):

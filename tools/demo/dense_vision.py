@@ -28,17 +28,32 @@ def dense_targets(scene, grid, patch):
     return cell, colour, shape, size, where, len(scene.objects) - 1
 
 
+def kind_counts(scene):
+    """How many objects of each shape (SHAPES order), then of each colour (COLOURS order):
+    14 counts of 0..4 (--vision-counts' class-token targets)."""
+    return ([sum(o.shape == s for o in scene.objects) for s in S.SHAPES]
+            + [sum(o.colour == c for o in scene.objects) for c in S.COLOURS])
+
+
+KINDS = len(S.SHAPES) + len(S.COLOURS)
+MAX_COUNT = 4
+
+
 class SceneHeads(torch.nn.Module):
-    def __init__(self, e):
+    def __init__(self, e, kinds=False):
         super().__init__()
         self.splits = (9, 9, 7, 3, 10)
         self.patch = torch.nn.Linear(e, sum(self.splits))
         self.count = torch.nn.Linear(e, 4)
+        self.kinds = torch.nn.Linear(e, KINDS * (MAX_COUNT + 1)) if kinds else None
 
     def forward(self, h):
         """h [B, 1 + P, E] -> (cell, colour, shape, size, position logits per patch, count
-        logits)."""
-        return (*self.patch(h[:, 1:]).split(self.splits, dim=-1), self.count(h[:, 0]))
+        logits[, per-shape and per-colour count logits [B, KINDS, 5]])."""
+        out = (*self.patch(h[:, 1:]).split(self.splits, dim=-1), self.count(h[:, 0]))
+        if self.kinds is None:
+            return out
+        return (*out, self.kinds(h[:, 0]).unflatten(-1, (KINDS, MAX_COUNT + 1)))
 
 
 def dense_data(world, c, n_targets, seed):
@@ -66,17 +81,23 @@ def patch_accuracy(pred, tg, idx):
     return acc, covered, attrs
 
 
-def train_vision(vision, world, c, a):
-    """Stage 1b: the dense objective above; returns seconds."""
+def train_vision(vision, world, c, a, steps=None):
+    """Stage 1b: the dense objective above (and with a.vision_counts, the class token also
+    predicts how many objects of each shape and of each colour the scene holds) for `steps`
+    (default a.vision_steps) from the tower's current weights; returns seconds."""
     tg, n_test, batch = dense_data(world, c, 6, a.seed)
-    heads = SceneHeads(c.vision_embed_dim)
+    counts = getattr(a, "vision_counts", False)
+    if counts:
+        tg.append(torch.tensor([kind_counts(s) for s in world.scenes]))
+    heads = SceneHeads(c.vision_embed_dim, kinds=counts)
     params = list(vision.parameters()) + list(heads.parameters())
 
     def losses(idx):
         out = heads(vision(world.pixels(idx)))
         return [F.cross_entropy(o.flatten(0, -2), y[idx].flatten()) for o, y in zip(out, tg)]
 
-    secs = run_stage("vision", params=params, steps=a.vision_steps, lr=a.vision_lr,
+    secs = run_stage("vision", params=params, steps=a.vision_steps if steps is None else steps,
+                     lr=a.vision_lr,
                      make_batch=lambda step: batch(a.vision_batch),
                      loss_fn=lambda idx: sum(losses(idx)), log_every=a.log_every)
     with torch.no_grad():
@@ -87,6 +108,10 @@ def train_vision(vision, world, c, a):
                     "covered-or-not": float(((pred[1] > 0) == covered).float().mean())})
         acc.update(attrs)
         acc["count"] = float((pred[5] == tg[5][idx]).float().mean())
+        if counts:
+            ok = pred[6] == tg[6][idx]
+            acc["shape counts"] = float(ok[:, :len(S.SHAPES)].float().mean())
+            acc["colour counts"] = float(ok[:, len(S.SHAPES):].float().mean())
     print(f"vision: dense heads on {n_test} pool scenes left out of training: "
           + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()), flush=True)
     return secs

@@ -11,6 +11,10 @@ scene world with the Flamingo recipe, exported in IDEFICS hub layout (models/fla
           position (3x3 cell of the centre) of the object covering the patch's centre pixel
           (its box: centre +- radius), or none; the class token predicts the object count.
           Linear heads, dropped after; then the tower is FROZEN (model.vision_model).
+          --vision-counts: the class token also predicts how many objects of each shape and
+          of each colour the scene holds ("How many circles are there?" needs it: the
+          patches say what is where, the class token how many). --retune-vision N, with
+          --resume: N more stage 1b steps on the resumed tower before its stage 3 steps.
           --vision-tower W,L,H,MLP trains a tower of those sizes from random weights on this
           objective alone instead (a stated objective; no CLIP stage).
   stage 1c (--perceiver-steps N, default 0: not part of the bundled model's recipe): the
@@ -63,6 +67,7 @@ Usage: /usr/bin/python3 tools/demo/train_flamingo.py --out DIR
            [--batch 32] [--lr 1.5e-3] [--lm-lr-scale 0.333] [--single-steps 800]
            [--pool 24000] [--seed 0] [--data-stream 0] [--qtype-weights TYPE=W,...]
            [--threads 2] [--resume DIR] [--vision-cache FILE]
+           [--vision-counts] [--retune-vision N] [--vision-lr 1e-3]
        models/flamingo-demo is nine commands: a full run, then eight --resume runs of more
        stage 3 steps, the last six each with a fresh --data-stream, the last two with more
        position and count questions (models/flamingo-demo/MODEL_CARD.md has them and their
@@ -414,6 +419,13 @@ def main(argv=None):
     ap.add_argument("--vision-steps", type=int, default=2000)
     ap.add_argument("--vision-batch", type=int, default=64)
     ap.add_argument("--vision-lr", type=float, default=1e-3)
+    ap.add_argument("--vision-counts", action="store_true",
+                    help="stage 1b's class token also predicts how many objects of each shape "
+                    "and of each colour the scene holds (linear heads, dropped after)")
+    ap.add_argument("--retune-vision", type=int, default=0, metavar="N",
+                    help="with --resume: N more stage 1b steps on the resumed tower (at "
+                    "--vision-lr, with --vision-counts if given) before stage 3; the tower is "
+                    "frozen again for stage 3")
     ap.add_argument("--perceiver-steps", type=int, default=0,
                     help="stage 1c: pretrain the perceiver this many steps on the dense "
                     "objective on its latents (dense_vision.train_perceiver; 0: none)")
@@ -457,11 +469,14 @@ def main(argv=None):
             ap.error(f"--qtype-weights: '{item}' is not TYPE=W with TYPE one of "
                      f"{', '.join(S.QUESTION_TYPES)}")
         QTYPE_WEIGHTS[name] = float(w)
+    if a.retune_vision and not a.resume:
+        ap.error("--retune-vision needs --resume (without it stage 1b runs --vision-steps)")
     if a.vision_tower:
         tower_sizes(a.vision_tower)  # an error before anything is written
     if a.smoke:
         a.lm_steps, a.steps, a.pool, a.batch, a.probe_every, a.log_every = 2, 2, 64, 8, 0, 1
         a.vision_steps, a.vision_batch = 2, 8
+        a.retune_vision = min(a.retune_vision, 2)
         a.perceiver_steps = min(a.perceiver_steps, 2)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -508,7 +523,11 @@ def main(argv=None):
                  for k, v in RI.read_checkpoint(a.resume).items() if k != RI.STRAY}
         model.load_state_dict(state, strict=True)
         a.lm_steps, a.single_steps, vision_secs = 0, 0, 0.0
-        print(f"resume: every weight read from {a.resume}; stages 1b and 2 skipped")
+        print(f"resume: every weight read from {a.resume}; stage 2 skipped, stage 1b "
+              + (f"{a.retune_vision} more steps" if a.retune_vision else "skipped"))
+        if a.retune_vision:
+            vision_secs = train_vision(model.model.vision_model, world, c, a,
+                                       steps=a.retune_vision)
     elif a.vision_cache and os.path.exists(a.vision_cache):  # a rerun's shortcut
         model.model.vision_model.load_state_dict(torch.load(a.vision_cache))
         vision_secs = 0.0
