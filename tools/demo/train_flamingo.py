@@ -68,8 +68,8 @@ Usage: /usr/bin/python3 tools/demo/train_flamingo.py --out DIR
            [--pool 24000] [--seed 0] [--data-stream 0] [--qtype-weights TYPE=W,...]
            [--threads 2] [--resume DIR] [--vision-cache FILE]
            [--vision-counts] [--retune-vision N] [--vision-lr 1e-3]
-       models/flamingo-demo is nine commands: a full run, then eight --resume runs of more
-       stage 3 steps, the last six each with a fresh --data-stream, the last two with more
+       models/flamingo-demo is eleven commands: a full run, then ten --resume runs of more
+       stage 3 steps, the last eight each with a fresh --data-stream, the last four with more
        position and count questions (models/flamingo-demo/MODEL_CARD.md has them and their
        times).
        --smoke: a bounded run for the test suite (tiny pools, 2 + 2 steps; nothing is judged
