@@ -52,6 +52,17 @@ def smoke_folder():
     return smoke_folder.out
 
 
+def refused(test, *args):
+    """Runs the script (--smoke) with args into an empty folder; asserts that it fails
+    before writing anything there and returns its stderr."""
+    with tempfile.TemporaryDirectory() as out:
+        r = subprocess.run([sys.executable, SCRIPT, "--out", out, "--smoke", *args],
+                           capture_output=True, text=True, timeout=60)
+        test.assertNotEqual(r.returncode, 0)
+        test.assertEqual(os.listdir(out), [])
+        return r.stderr
+
+
 class TrainFlamingoSmoke(unittest.TestCase):
     def test_smoke_run_exports_a_folder_the_reference_loads(self):
         import numpy as np
@@ -156,13 +167,7 @@ class RetuneVision(unittest.TestCase):
             self.assertTrue(any(not np.array_equal(before[k], after[k]) for k in tower))
 
     def test_retune_vision_without_resume_stops_the_script(self):
-        with tempfile.TemporaryDirectory() as out:
-            r = subprocess.run([sys.executable, SCRIPT, "--out", out, "--smoke",
-                                "--retune-vision", "2"], capture_output=True, text=True,
-                               timeout=60)
-            self.assertNotEqual(r.returncode, 0)
-            self.assertIn("--retune-vision needs --resume", r.stderr)
-            self.assertEqual(os.listdir(out), [])
+        self.assertIn("--retune-vision needs --resume", refused(self, "--retune-vision", "2"))
 
     def test_kind_counts_are_per_shape_then_per_colour(self):
         import dense_vision as D
@@ -194,13 +199,7 @@ class QuestionWeights(unittest.TestCase):
                                      for _ in range(3000))
         self.assertLess(plain["position"], 700)     # about 1/6 of 3000
         self.assertGreater(skewed["position"], 1300)  # about 5/10 of 3000
-        with tempfile.TemporaryDirectory() as out:
-            r = subprocess.run([sys.executable, SCRIPT, "--out", out, "--smoke",
-                                "--qtype-weights", "where=2"], capture_output=True, text=True,
-                               timeout=60)
-            self.assertNotEqual(r.returncode, 0)
-            self.assertIn("--qtype-weights: 'where=2'", r.stderr)
-            self.assertEqual(os.listdir(out), [])
+        self.assertIn("--qtype-weights: 'where=2'", refused(self, "--qtype-weights", "where=2"))
 
 
 class Tokenizer(unittest.TestCase):

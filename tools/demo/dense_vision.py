@@ -86,7 +86,7 @@ def train_vision(vision, world, c, a, steps=None):
     predicts how many objects of each shape and of each colour the scene holds) for `steps`
     (default a.vision_steps) from the tower's current weights; returns seconds."""
     tg, n_test, batch = dense_data(world, c, 6, a.seed)
-    counts = getattr(a, "vision_counts", False)
+    counts = a.vision_counts
     if counts:
         tg.append(torch.tensor([kind_counts(s) for s in world.scenes]))
     heads = SceneHeads(c.vision_embed_dim, kinds=counts)
